@@ -1,0 +1,35 @@
+//! The wire: etcd's v3 protos, so etcd clients talk to cairn unmodified, and
+//! cairn's internal `cairn.*.v1` protos between its services.
+
+pub mod codec;
+
+/// etcd's key-value data types (`mvccpb`).
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd's auth data types (`authpb`).
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// etcd's v3 gRPC API (`etcdserverpb`): the KV, Watch, Lease, Cluster,
+/// Maintenance and Auth services.
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// cairn's internal APIs.
+pub mod cairn {
+    /// The replicated log.
+    pub mod log {
+        /// Version 1 of the log API.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("cairn.log.v1");
+        }
+    }
+}
