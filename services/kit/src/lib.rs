@@ -1,0 +1,13 @@
+//! What every cairn service shares, written once: layered settings, telemetry
+//! (logs, OTLP spans, W3C trace context across gRPC), graceful shutdown, gRPC
+//! health and Prometheus metrics.
+
+pub mod cli;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::KitError;

@@ -1,0 +1,285 @@
+//! Logs and traces. `tracing` writes logs to stderr; when an OTLP endpoint is
+//! configured, spans are also exported over OTLP/gRPC (Jaeger reads OTLP). W3C
+//! trace context crosses every gRPC hop, so one request is one trace across services.
+
+use std::task::{Context as TaskContext, Poll};
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{global, Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::TracerProvider;
+use opentelemetry_sdk::Resource;
+use serde::{Deserialize, Serialize};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::KitError;
+
+/// The `[telemetry]` section every service has.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// What to log, in `tracing_subscriber::EnvFilter` syntax.
+    pub log_filter: String,
+    /// `text` for people, `json` for log collectors.
+    pub log_format: String,
+    /// OTLP/gRPC endpoint such as `http://jaeger:4317`; empty exports no spans.
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_filter: "info".to_owned(),
+            log_format: "text".to_owned(),
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+/// Flushes exported spans when the service exits.
+pub struct TelemetryGuard {
+    provider: Option<TracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("telemetry: flushing spans failed: {error}");
+            }
+        }
+    }
+}
+
+/// Installs logging and, when configured, span export for `service`. Call once,
+/// inside the tokio runtime (the span exporter runs on it).
+pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, KitError> {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_new(&settings.log_filter)
+        .map_err(|error| KitError::Settings(format!("setting `telemetry.log_filter`: {error}")))?;
+    let logs = match settings.log_format.as_str() {
+        "text" => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        "json" => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        other => {
+            return Err(KitError::Settings(format!(
+                "setting `telemetry.log_format`: `{other}` is neither `text` nor `json`"
+            )))
+        }
+    };
+    let (spans, provider) = if settings.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(settings.otlp_endpoint.clone())
+            .build()
+            .map_err(|error| KitError::Telemetry(format!("otlp exporter: {error}")))?;
+        let provider = TracerProvider::builder()
+            .with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio)
+            .with_resource(Resource::new([KeyValue::new(
+                "service.name",
+                service.to_owned(),
+            )]))
+            .build();
+        let tracer = provider.tracer(service.to_owned());
+        global::set_tracer_provider(provider.clone());
+        (
+            Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+            Some(provider),
+        )
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .map_err(|error| KitError::Telemetry(format!("already initialised: {error}")))?;
+    Ok(TelemetryGuard { provider })
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Writes the current span's trace context into outgoing gRPC metadata.
+pub fn inject_context(metadata: &mut MetadataMap) {
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+    });
+}
+
+/// Reads a caller's trace context from incoming headers.
+pub fn extract_context(headers: &http::HeaderMap) -> Context {
+    global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
+}
+
+/// A tonic client interceptor that carries the current trace to the callee.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceInterceptor;
+
+impl tonic::service::Interceptor for TraceInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        inject_context(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+/// A tower layer for tonic servers: one span per call, named `service/method`
+/// with OpenTelemetry's RPC attributes, continuing the caller's trace.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcServerTraceLayer;
+
+impl<S> tower::Layer<S> for GrpcServerTraceLayer {
+    type Service = GrpcServerTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcServerTrace { inner }
+    }
+}
+
+/// The service [`GrpcServerTraceLayer`] wraps around each tonic service.
+#[derive(Clone, Debug)]
+pub struct GrpcServerTrace<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcServerTrace<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %path,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+        );
+        span.set_parent(extract_context(request.headers()));
+        self.inner.call(request).instrument(span)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    use super::*;
+
+    #[test]
+    fn trace_context_round_trips_through_metadata() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", http::HeaderValue::from_static(traceparent));
+        let context = extract_context(&headers);
+        let mut metadata = MetadataMap::new();
+        global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut MetadataInjector(&mut metadata));
+        });
+        let carried = metadata
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok());
+        assert_eq!(carried, Some(traceparent));
+    }
+
+    #[tokio::test]
+    async fn a_traced_server_answers_a_traced_client() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (mut reporter, health) = crate::health::grpc_health();
+        reporter
+            .set_service_status("cairn.test", tonic_health::ServingStatus::Serving)
+            .await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(GrpcServerTraceLayer)
+                .add_service(health)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = HealthClient::with_interceptor(channel, TraceInterceptor);
+        let answer = client
+            .check(HealthCheckRequest {
+                service: "cairn.test".into(),
+            })
+            .await
+            .expect("health check");
+        assert_eq!(answer.into_inner().status, ServingStatus::Serving as i32);
+        let _ = stop.send(());
+        server.await.expect("server task").expect("server ran");
+    }
+
+    #[test]
+    fn bad_log_settings_are_named() {
+        let settings = TelemetrySettings {
+            log_format: "xml".into(),
+            ..Default::default()
+        };
+        let error = init("test", &settings).err().map(|error| error.to_string());
+        assert!(error.is_some_and(|error| error.contains("telemetry.log_format")));
+    }
+}
