@@ -1,0 +1,633 @@
+//! The Log service: what other cairn services call.
+//!
+//! Writes go to the leader. A node that is not the leader forwards the request
+//! once, to the leader it knows; a forwarded request is never forwarded again, so
+//! a stale view cannot make requests bounce. Every request is bounded by the
+//! request timeout and fails with UNAVAILABLE rather than hang.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cairn_kit::shutdown::ShutdownWatch;
+use cairn_kit::telemetry::TraceInterceptor;
+use cairn_proto::cairn::log::v1 as pb;
+use cairn_proto::cairn::log::v1::log_client::LogClient;
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
+use openraft::{BasicNode, ChangeMembers, EntryPayload, ServerState};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+use tokio::time::timeout_at;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::error::LogError;
+use crate::metrics::LOG_METRICS;
+use crate::store::{Bookkeeping, LogStore};
+use crate::types::{Entry, LogCommand, NodeId, Raft};
+
+/// Metadata key marking a request one node forwarded to another.
+const FORWARDED: &str = "cairn-forwarded";
+/// Entries per Subscribe message.
+const SUBSCRIBE_BATCH: usize = 512;
+/// The longest consumer name accepted.
+const MAX_CONSUMER_NAME: usize = 256;
+
+type Forwarder = LogClient<InterceptedService<Channel, TraceInterceptor>>;
+
+/// The Log service of one node.
+#[derive(Clone)]
+pub struct LogApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    store: LogStore,
+    bookkeeping: Arc<RwLock<Bookkeeping>>,
+    advertise: String,
+    request_timeout: std::time::Duration,
+    max_command_bytes: usize,
+    shutdown: ShutdownWatch,
+    leaders: Mutex<HashMap<String, Forwarder>>,
+}
+
+/// Where a request that must run on the leader was carried out.
+enum Routed<T> {
+    Here(T),
+    /// Not the leader: the leader is at this address.
+    There(String),
+}
+
+/// The part of an openraft error that says "ask the leader".
+trait LeaderHint {
+    fn forward_to_leader(&self) -> Option<&ForwardToLeader<NodeId, BasicNode>>;
+}
+
+impl LeaderHint for ClientWriteError<NodeId, BasicNode> {
+    fn forward_to_leader(&self) -> Option<&ForwardToLeader<NodeId, BasicNode>> {
+        match self {
+            ClientWriteError::ForwardToLeader(forward) => Some(forward),
+            ClientWriteError::ChangeMembershipError(_) => None,
+        }
+    }
+}
+
+impl LeaderHint for CheckIsLeaderError<NodeId, BasicNode> {
+    fn forward_to_leader(&self) -> Option<&ForwardToLeader<NodeId, BasicNode>> {
+        match self {
+            CheckIsLeaderError::ForwardToLeader(forward) => Some(forward),
+            CheckIsLeaderError::QuorumNotEnough(_) => None,
+        }
+    }
+}
+
+fn no_quorum<E: std::fmt::Display>(error: &E) -> Option<LogError> {
+    Some(LogError::Unavailable(format!(
+        "the leader could not confirm a quorum: {error}"
+    )))
+}
+
+/// A membership change refused for good, or `None` while another is still in
+/// progress (openraft commits a change as two entries; the next waits for both).
+fn membership_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Option<LogError> {
+    match error {
+        ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)) => None,
+        ClientWriteError::ChangeMembershipError(error) => Some(LogError::FailedPrecondition(
+            format!("membership change refused: {error}"),
+        )),
+        ClientWriteError::ForwardToLeader(_) => Some(LogError::Unavailable(error.to_string())),
+    }
+}
+
+fn write_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Option<LogError> {
+    Some(LogError::Unavailable(error.to_string()))
+}
+
+impl LogApi {
+    pub fn new(
+        raft: Raft,
+        store: LogStore,
+        bookkeeping: Arc<RwLock<Bookkeeping>>,
+        advertise: String,
+        settings: &crate::settings::RaftSettings,
+        shutdown: ShutdownWatch,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                raft,
+                store,
+                bookkeeping,
+                advertise,
+                request_timeout: settings.request_timeout(),
+                max_command_bytes: settings.max_command_bytes,
+                shutdown,
+                leaders: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.request_timeout
+    }
+
+    /// Runs `attempt` on this node until it succeeds, names another leader, or
+    /// the deadline passes. Without a known leader it waits for an election;
+    /// an error `refused` calls transient (`None`) is retried the same way.
+    async fn on_leader<T, E, F, Fut>(
+        &self,
+        deadline: tokio::time::Instant,
+        attempt: F,
+        refused: impl Fn(&E) -> Option<LogError>,
+    ) -> Result<Routed<T>, LogError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, RaftError<NodeId, E>>>,
+        E: LeaderHint + std::error::Error,
+    {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let outcome = timeout_at(deadline, attempt()).await.map_err(|_| {
+                LogError::Unavailable("request timed out waiting for the log to commit".into())
+            })?;
+            let error = match outcome {
+                Ok(value) => return Ok(Routed::Here(value)),
+                Err(RaftError::Fatal(fatal)) => {
+                    return Err(LogError::Unavailable(format!(
+                        "this log node has stopped: {fatal}"
+                    )))
+                }
+                Err(RaftError::APIError(error)) => error,
+            };
+            let waiting_for = match error.forward_to_leader() {
+                Some(ForwardToLeader {
+                    leader_node: Some(node),
+                    ..
+                }) if node.addr != self.inner.advertise => {
+                    return Ok(Routed::There(node.addr.clone()))
+                }
+                // No leader known yet, or this node is becoming leader.
+                Some(_) => "no leader was elected within the request timeout",
+                None => match refused(&error) {
+                    Some(refusal) => return Err(refusal),
+                    None => "the cluster stayed busy for the whole request timeout",
+                },
+            };
+            // Wait for the next change of raft state, then try again.
+            timeout_at(deadline, metrics.changed())
+                .await
+                .map_err(|_| LogError::Unavailable(waiting_for.into()))?
+                .map_err(|_| LogError::Unavailable("this log node is shutting down".into()))?;
+        }
+    }
+
+    fn leader_client(&self, addr: &str) -> Result<Forwarder, LogError> {
+        let mut leaders = self.inner.leaders.lock();
+        if let Some(client) = leaders.get(addr) {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|error| {
+            LogError::Unavailable(format!("leader address {addr} is not usable: {error}"))
+        })?;
+        let channel = endpoint.tcp_nodelay(true).connect_lazy();
+        let client = LogClient::with_interceptor(channel, TraceInterceptor)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        leaders.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// A request for the leader at `addr`, marked as forwarded, with what is left of the deadline.
+    fn forwarded<T>(&self, message: T, deadline: tokio::time::Instant) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        cairn_kit::telemetry::inject_context(request.metadata_mut());
+        request
+    }
+
+    fn refuse_forwarding<T>(request: &Request<T>, leader: &str) -> Result<(), Status> {
+        if request.metadata().contains_key(FORWARDED) {
+            return Err(LogError::Unavailable(format!(
+                "not the leader; the leader is at {leader} (a forwarded request is not forwarded again)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    fn check_command(&self, command: &[u8]) -> Result<(), LogError> {
+        if command.is_empty() {
+            return Err(LogError::InvalidArgument("command is empty".into()));
+        }
+        if command.len() > self.inner.max_command_bytes {
+            return Err(LogError::InvalidArgument(format!(
+                "command of {} bytes exceeds the limit of {} bytes",
+                command.len(),
+                self.inner.max_command_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_consumer(consumer: &str) -> Result<(), LogError> {
+        if consumer.is_empty() || consumer.len() > MAX_CONSUMER_NAME {
+            return Err(LogError::InvalidArgument(format!(
+                "consumer name must be 1 to {MAX_CONSUMER_NAME} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Commits a bookkeeping command on the leader and returns its index.
+    async fn write_local(
+        &self,
+        command: LogCommand,
+        deadline: tokio::time::Instant,
+    ) -> Result<Routed<u64>, LogError> {
+        self.on_leader(
+            deadline,
+            || self.inner.raft.client_write(command.clone()),
+            write_refusal,
+        )
+        .await
+        .map(|routed| match routed {
+            Routed::Here(response) => Routed::Here(response.log_id.index),
+            Routed::There(addr) => Routed::There(addr),
+        })
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| pb::Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    async fn change_membership(
+        &self,
+        changes: ChangeMembers<NodeId, BasicNode>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Routed<u64>, LogError> {
+        self.on_leader(
+            deadline,
+            || self.inner.raft.change_membership(changes.clone(), false),
+            membership_refusal,
+        )
+        .await
+        .map(|routed| match routed {
+            Routed::Here(response) => Routed::Here(response.log_id.index),
+            Routed::There(addr) => Routed::There(addr),
+        })
+    }
+
+    fn membership_response(&self, index: u64) -> Response<pb::MembershipResponse> {
+        Response::new(pb::MembershipResponse {
+            index,
+            members: self.members(),
+        })
+    }
+}
+
+fn to_wire(entry: Entry) -> pb::Entry {
+    let (kind, command) = match entry.payload {
+        EntryPayload::Blank => (pb::EntryKind::Blank, Vec::new()),
+        EntryPayload::Membership(_) => (pb::EntryKind::Membership, Vec::new()),
+        EntryPayload::Normal(LogCommand::Client(command)) => (pb::EntryKind::Command, command),
+        EntryPayload::Normal(
+            LogCommand::ConsumerAck { .. } | LogCommand::ConsumerRemove { .. },
+        ) => (pb::EntryKind::Consumer, Vec::new()),
+    };
+    pb::Entry {
+        index: entry.log_id.index,
+        term: entry.log_id.leader_id.term,
+        kind: kind as i32,
+        command,
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+#[tonic::async_trait]
+impl pb::log_server::Log for LogApi {
+    async fn propose(
+        &self,
+        request: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeResponse>, Status> {
+        let started = Instant::now();
+        let deadline = self.deadline();
+        let result = async {
+            self.check_command(&request.get_ref().command)?;
+            let command = LogCommand::Client(request.get_ref().command.clone());
+            let routed = self
+                .on_leader(
+                    deadline,
+                    || self.inner.raft.client_write(command.clone()),
+                    write_refusal,
+                )
+                .await?;
+            Ok::<_, LogError>(routed)
+        }
+        .await;
+        let answer = match result {
+            Ok(Routed::Here(response)) => Ok(Response::new(pb::ProposeResponse {
+                index: response.log_id.index,
+                term: response.log_id.leader_id.term,
+            })),
+            Ok(Routed::There(leader)) => {
+                Self::refuse_forwarding(&request, &leader)?;
+                let message = request.into_inner();
+                self.leader_client(&leader)?
+                    .propose(self.forwarded(message, deadline))
+                    .await
+            }
+            Err(error) => Err(Status::from(error)),
+        };
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(status) if status.code() == tonic::Code::InvalidArgument => "invalid",
+            Err(_) => "unavailable",
+        };
+        LOG_METRICS.proposals.with_label_values(&[outcome]).inc();
+        LOG_METRICS
+            .propose_seconds
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let deadline = self.deadline();
+        let routed = self
+            .on_leader(
+                deadline,
+                || self.inner.raft.ensure_linearizable(),
+                |error: &CheckIsLeaderError<NodeId, BasicNode>| no_quorum(error),
+            )
+            .await?;
+        match routed {
+            Routed::Here(read_log_id) => Ok(Response::new(pb::ReadIndexResponse {
+                index: read_log_id.map_or(0, |id| id.index),
+                term: read_log_id.map_or(0, |id| id.leader_id.term),
+            })),
+            Routed::There(leader) => {
+                Self::refuse_forwarding(&request, &leader)?;
+                self.leader_client(&leader)?
+                    .read_index(self.forwarded(request.into_inner(), deadline))
+                    .await
+            }
+        }
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let first = self.inner.store.first_index()?;
+        let requested = request.get_ref().from_index;
+        let from = if requested == 0 { first } else { requested };
+        if from < first {
+            return Err(LogError::Truncated {
+                requested: from,
+                first,
+            }
+            .into());
+        }
+        let (sender, receiver) = mpsc::channel(8);
+        let api = self.clone();
+        tokio::spawn(async move { api.feed(from, sender).await });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        let deadline = self.deadline();
+        Self::check_consumer(&request.get_ref().consumer)?;
+        let command = LogCommand::ConsumerAck {
+            consumer: request.get_ref().consumer.clone(),
+            applied_index: request.get_ref().applied_index,
+        };
+        match self.write_local(command, deadline).await? {
+            Routed::Here(index) => Ok(Response::new(pb::AckResponse { index })),
+            Routed::There(leader) => {
+                Self::refuse_forwarding(&request, &leader)?;
+                self.leader_client(&leader)?
+                    .ack(self.forwarded(request.into_inner(), deadline))
+                    .await
+            }
+        }
+    }
+
+    async fn unregister(
+        &self,
+        request: Request<pb::UnregisterRequest>,
+    ) -> Result<Response<pb::UnregisterResponse>, Status> {
+        let deadline = self.deadline();
+        Self::check_consumer(&request.get_ref().consumer)?;
+        let command = LogCommand::ConsumerRemove {
+            consumer: request.get_ref().consumer.clone(),
+        };
+        match self.write_local(command, deadline).await? {
+            Routed::Here(index) => Ok(Response::new(pb::UnregisterResponse { index })),
+            Routed::There(leader) => {
+                Self::refuse_forwarding(&request, &leader)?;
+                self.leader_client(&leader)?
+                    .unregister(self.forwarded(request.into_inner(), deadline))
+                    .await
+            }
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        let consumers = self
+            .inner
+            .bookkeeping
+            .read()
+            .consumers
+            .iter()
+            .map(|(name, applied_index)| pb::Consumer {
+                name: name.clone(),
+                applied_index: *applied_index,
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            id: metrics.id,
+            leader: metrics.current_leader.unwrap_or(0),
+            term: metrics.current_term,
+            first_index: self.inner.store.first_index()?,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            commit_index: self.inner.store.committed_index().unwrap_or(0).max(applied),
+            applied_index: applied,
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+            members: self.members(),
+            consumers,
+            role: role(metrics.state).to_owned(),
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let deadline = self.deadline();
+        let pb::AddLearnerRequest { id, addr } = request.get_ref().clone();
+        if id == 0 {
+            return Err(LogError::InvalidArgument("member id must not be 0".into()).into());
+        }
+        if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(LogError::InvalidArgument(format!(
+                "member address `{addr}` is not host:port"
+            ))
+            .into());
+        }
+        let routed = self
+            .on_leader(
+                deadline,
+                || {
+                    self.inner
+                        .raft
+                        .add_learner(id, BasicNode::new(addr.clone()), false)
+                },
+                membership_refusal,
+            )
+            .await?;
+        match routed {
+            Routed::Here(response) => Ok(self.membership_response(response.log_id.index)),
+            Routed::There(leader) => {
+                Self::refuse_forwarding(&request, &leader)?;
+                self.leader_client(&leader)?
+                    .add_learner(self.forwarded(request.into_inner(), deadline))
+                    .await
+            }
+        }
+    }
+
+    async fn promote_voter(
+        &self,
+        request: Request<pb::PromoteVoterRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let deadline = self.deadline();
+        let id = request.get_ref().id;
+        let changes = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        match self.change_membership(changes, deadline).await? {
+            Routed::Here(index) => Ok(self.membership_response(index)),
+            Routed::There(leader) => {
+                Self::refuse_forwarding(&request, &leader)?;
+                self.leader_client(&leader)?
+                    .promote_voter(self.forwarded(request.into_inner(), deadline))
+                    .await
+            }
+        }
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let deadline = self.deadline();
+        let id = request.get_ref().id;
+        let is_voter = self
+            .members()
+            .iter()
+            .any(|member| member.id == id && member.voter);
+        let changes = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        match self.change_membership(changes, deadline).await? {
+            Routed::Here(index) => Ok(self.membership_response(index)),
+            Routed::There(leader) => {
+                Self::refuse_forwarding(&request, &leader)?;
+                self.leader_client(&leader)?
+                    .remove_member(self.forwarded(request.into_inner(), deadline))
+                    .await
+            }
+        }
+    }
+}
+
+impl LogApi {
+    /// Streams applied entries from `next` on until the subscriber leaves or the node stops.
+    async fn feed(
+        self,
+        mut next: u64,
+        sender: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    ) {
+        let mut metrics = self.inner.raft.metrics();
+        let mut shutdown = self.inner.shutdown.clone();
+        loop {
+            let applied = metrics.borrow_and_update().last_applied.map(|id| id.index);
+            if let Some(applied) = applied.filter(|applied| next <= *applied) {
+                let batch = match self.inner.store.read(next, applied + 1, SUBSCRIBE_BATCH) {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                // A snapshot install or purge took the entries away underneath.
+                if batch.first().map(|entry| entry.log_id.index) != Some(next) {
+                    let first = self.inner.store.first_index().unwrap_or(next);
+                    let _ = sender
+                        .send(Err(LogError::Truncated {
+                            requested: next,
+                            first,
+                        }
+                        .into()))
+                        .await;
+                    return;
+                }
+                next = batch.last().map_or(next, |entry| entry.log_id.index + 1);
+                let entries = batch.into_iter().map(to_wire).collect();
+                if sender
+                    .send(Ok(pb::SubscribeResponse { entries }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                () = shutdown.cancelled() => return,
+                () = sender.closed() => return,
+            }
+        }
+    }
+}

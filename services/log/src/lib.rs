@@ -1,0 +1,210 @@
+//! cairn-log: the replicated, totally ordered log of commands that every other
+//! cairn service builds on. openraft decides; RocksDB remembers; an append is
+//! acknowledged only once it is synced to disk.
+//!
+//! # Layout
+//! - `settings`: what a node is configured with.
+//! - `store`: RocksDB log storage (group-committed) and the bookkeeping state machine.
+//! - `network`: raft messages between nodes over tonic.
+//! - `api`: the Log service (Propose, ReadIndex, Subscribe, Ack, Status, membership).
+//! - `purge`: the policy that never drops an entry a consumer still needs.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod network;
+pub mod purge;
+pub mod settings;
+pub mod store;
+pub mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_kit::shutdown::ShutdownWatch;
+use cairn_kit::telemetry::GrpcServerTraceLayer;
+use cairn_proto::cairn::log::v1::log_server::LogServer;
+use cairn_proto::cairn::log::v1::raft_server::RaftServer;
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use error::LogError;
+pub use settings::LogSettings;
+
+use crate::api::LogApi;
+use crate::metrics::LOG_METRICS;
+use crate::network::{Network, RaftService, MAX_RAFT_MESSAGE_BYTES};
+use crate::types::Raft;
+
+/// Binds `node.listen` and runs the node until `shutdown` resolves.
+pub async fn serve(
+    settings: LogSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LogError> {
+    let listener = TcpListener::bind(&settings.node.listen)
+        .await
+        .map_err(|source| LogError::Bind {
+            addr: settings.node.listen.clone(),
+            source,
+        })?;
+    serve_on(listener, settings, shutdown).await
+}
+
+/// Runs the node on an already bound listener (tests bind port 0 first).
+pub async fn serve_on(
+    listener: TcpListener,
+    settings: LogSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LogError> {
+    settings.validate()?;
+    let shutdown = cairn_kit::shutdown::from_future(shutdown);
+    let (log_store, state_machine) = store::open(&settings.node.data_dir)?;
+    let bookkeeping = state_machine.state();
+
+    let raft_config = raft_config(&settings)?;
+    let raft = Raft::new(
+        settings.node.id,
+        raft_config,
+        Network,
+        log_store.clone(),
+        state_machine,
+    )
+    .await
+    .map_err(|fatal| LogError::Raft(fatal.to_string()))?;
+
+    if settings.cluster.bootstrap {
+        bootstrap(&raft, &settings).await?;
+    }
+
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
+        .await
+        .map_err(|error| LogError::Settings(format!("setting `metrics.listen`: {error}")))?;
+    tokio::spawn(purge::run(
+        raft.clone(),
+        bookkeeping.clone(),
+        settings.raft.retain_entries,
+        Duration::from_millis(settings.raft.purge_interval_ms),
+        shutdown.clone(),
+    ));
+    tokio::spawn(export_raft_metrics(raft.clone(), shutdown.clone()));
+
+    let api = LogApi::new(
+        raft.clone(),
+        log_store,
+        bookkeeping,
+        settings.advertise().to_owned(),
+        &settings.raft,
+        shutdown.clone(),
+    );
+    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    health_reporter.set_serving::<LogServer<LogApi>>().await;
+
+    let max_request = settings
+        .raft
+        .max_command_bytes
+        .saturating_mul(2)
+        .max(64 * 1024 * 1024);
+    let local = listener.local_addr().map_err(|source| LogError::Bind {
+        addr: settings.node.listen.clone(),
+        source,
+    })?;
+    tracing::info!(
+        node = settings.node.id,
+        listen = %local,
+        advertise = settings.advertise(),
+        metrics = ?metrics_addr,
+        "cairn-log ready"
+    );
+
+    let mut stop = shutdown.clone();
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(GrpcServerTraceLayer)
+        .add_service(health_service)
+        .add_service(LogServer::new(api).max_decoding_message_size(max_request))
+        .add_service(
+            RaftServer::new(RaftService::new(raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            stop.cancelled().await
+        })
+        .await;
+    tracing::info!(node = settings.node.id, "cairn-log stopping");
+    if let Err(error) = raft.shutdown().await {
+        tracing::warn!(%error, "raft did not stop cleanly");
+    }
+    served.map_err(LogError::from)
+}
+
+fn raft_config(settings: &LogSettings) -> Result<Arc<openraft::Config>, LogError> {
+    let raft = &settings.raft;
+    let config = openraft::Config {
+        cluster_name: "cairn-log".to_owned(),
+        heartbeat_interval: raft.heartbeat_ms,
+        election_timeout_min: raft.election_timeout_min_ms,
+        election_timeout_max: raft.election_timeout_max_ms,
+        max_payload_entries: raft.max_payload_entries,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(raft.snapshot_every),
+        // Purging is decided by `purge`, which knows the consumers' positions.
+        max_in_snapshot_log_to_keep: u64::MAX,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|error| LogError::Settings(format!("raft settings: {error}")))
+}
+
+/// Initialises an empty cluster with the configured members. Every initial member
+/// may call this: openraft accepts the same membership on all of them and refuses
+/// it on a node that already has state, which is what a restart looks like.
+async fn bootstrap(raft: &Raft, settings: &LogSettings) -> Result<(), LogError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|fatal| LogError::Raft(fatal.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let members: std::collections::BTreeMap<_, _> = settings
+        .initial_members()?
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(node = settings.node.id, "cluster initialised"),
+        Err(error) => {
+            tracing::info!(node = settings.node.id, %error, "cluster already initialised elsewhere")
+        }
+    }
+    Ok(())
+}
+
+/// Mirrors raft's own metrics into Prometheus.
+async fn export_raft_metrics(raft: Raft, mut shutdown: ShutdownWatch) {
+    let mut metrics = raft.metrics();
+    loop {
+        {
+            let current = metrics.borrow_and_update();
+            LOG_METRICS.term.set(current.current_term as i64);
+            LOG_METRICS
+                .is_leader
+                .set(i64::from(current.current_leader == Some(current.id)));
+            LOG_METRICS
+                .last_log_index
+                .set(current.last_log_index.unwrap_or(0) as i64);
+            let applied = current.last_applied.map_or(0, |id| id.index);
+            LOG_METRICS.applied_index.set(applied as i64);
+            LOG_METRICS.commit_index.set(applied as i64);
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

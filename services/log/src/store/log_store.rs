@@ -1,0 +1,306 @@
+//! openraft's log storage on RocksDB, with group commit.
+//!
+//! `append` writes the entries into RocksDB without syncing (so they are readable
+//! at once, as openraft requires) and hands openraft's completion callback to a
+//! sync thread. That thread syncs the WAL once for everything queued since its
+//! last sync and only then reports the entries flushed: an append is never
+//! acknowledged before it is on disk, and under load many appends share one fsync.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, RaftLogReader, StorageIOError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::{cf, decode, encode, index_key, read_meta, sync_write, CF_LOG, CF_META};
+use crate::error::LogError;
+use crate::metrics::LOG_METRICS;
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// The raft log of one node. Cloning shares the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    syncer: Arc<Syncer>,
+    /// The commit index openraft last reported, for Status (`u64::MAX` = none).
+    committed: Arc<AtomicU64>,
+}
+
+impl LogStore {
+    pub(super) fn new(db: Arc<DB>) -> Result<Self, LogError> {
+        let committed = read_meta::<LogId>(&db, KEY_COMMITTED)?.map_or(u64::MAX, |id| id.index);
+        let (sender, pending) = mpsc::channel();
+        let sync_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("cairn-log-sync".to_owned())
+            .spawn(move || sync_loop(&sync_db, &pending))
+            .map_err(|source| LogError::DataDir {
+                dir: "sync thread".to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            db,
+            syncer: Arc::new(Syncer {
+                sender: Some(sender),
+                thread: Some(thread),
+            }),
+            committed: Arc::new(AtomicU64::new(committed)),
+        })
+    }
+
+    /// The last commit index openraft reported to this node.
+    pub fn committed_index(&self) -> Option<u64> {
+        match self.committed.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            index => Some(index),
+        }
+    }
+
+    /// The first index still held; everything before it was purged.
+    pub fn first_index(&self) -> Result<u64, LogError> {
+        let last_purged = read_meta::<LogId>(&self.db, KEY_LAST_PURGED)?;
+        Ok(last_purged.map_or(0, |id| id.index + 1))
+    }
+
+    /// Entries with index in `[start, end)`, at most `limit` of them, in order.
+    pub fn read(&self, start: u64, end: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
+        let log = cf(&self.db, CF_LOG)?;
+        let mut entries = Vec::new();
+        let from = index_key(start);
+        for item in self
+            .db
+            .iterator_cf(log, IteratorMode::From(&from, Direction::Forward))
+        {
+            let (key, value) = item?;
+            let index = key_index(&key)?;
+            if index >= end || entries.len() >= limit {
+                break;
+            }
+            entries.push(decode::<Entry>(&value)?);
+        }
+        Ok(entries)
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId>, LogError> {
+        let log = cf(&self.db, CF_LOG)?;
+        match self.db.iterator_cf(log, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, value) = item?;
+                Ok(Some(decode::<Entry>(&value)?.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta_sync<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), LogError> {
+        self.db
+            .put_cf_opt(cf(&self.db, CF_META)?, key, encode(value)?, &sync_write())?;
+        Ok(())
+    }
+}
+
+/// The sync thread's inbox. Dropping the last handle stops the thread after it
+/// has completed what was queued, and waits for it, so the database is closed
+/// before the store is gone.
+struct Syncer {
+    sender: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn queue(&self, callback: LogFlushed<TypeConfig>) -> Result<(), LogError> {
+        let stopped = || LogError::Codec("the sync thread has stopped".to_owned());
+        let sender = self.sender.as_ref().ok_or_else(stopped)?;
+        sender.send(callback).map_err(|_| stopped())
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn key_index(key: &[u8]) -> Result<u64, LogError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| LogError::Codec(format!("log key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Syncs the WAL for every batch of queued appends, then completes them.
+fn sync_loop(db: &DB, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = pending.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(pending.try_iter());
+        let started = Instant::now();
+        let result = db.flush_wal(true);
+        LOG_METRICS
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        LOG_METRICS.fsync_batch.observe(waiting.len() as f64);
+        for callback in waiting {
+            let outcome = match &result {
+                Ok(()) => Ok(()),
+                Err(error) => Err(io::Error::other(error.to_string())),
+            };
+            callback.log_io_completed(outcome);
+        }
+    }
+}
+
+fn to_storage(error: LogError, write: bool) -> StorageError {
+    let source = AnyError::error(error.to_string());
+    let io = if write {
+        StorageIOError::write_logs(source)
+    } else {
+        StorageIOError::read_logs(source)
+    };
+    io.into()
+}
+
+fn bound_start(bound: Bound<&u64>) -> u64 {
+    match bound {
+        Bound::Included(index) => *index,
+        Bound::Excluded(index) => index.saturating_add(1),
+        Bound::Unbounded => 0,
+    }
+}
+
+fn bound_end(bound: Bound<&u64>) -> u64 {
+    match bound {
+        Bound::Included(index) => index.saturating_add(1),
+        Bound::Excluded(index) => *index,
+        Bound::Unbounded => u64::MAX,
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = bound_start(range.start_bound());
+        let end = bound_end(range.end_bound());
+        self.read(start, end, usize::MAX)
+            .map_err(|error| to_storage(error, false))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged = read_meta::<LogId>(&self.db, KEY_LAST_PURGED)
+            .map_err(|error| to_storage(error, false))?;
+        let last = self
+            .last_entry_id()
+            .map_err(|error| to_storage(error, false))?
+            .or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta_sync(KEY_VOTE, vote)
+            .map_err(|error| StorageIOError::write_vote(AnyError::error(error.to_string())).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        read_meta(&self.db, KEY_VOTE)
+            .map_err(|error| StorageIOError::read_vote(AnyError::error(error.to_string())).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced: a commit point lost in a crash is learned again from the
+        // leader; this copy only lets a restart re-apply without waiting for it.
+        let write = || -> Result<(), LogError> {
+            self.db
+                .put_cf(cf(&self.db, CF_META)?, KEY_COMMITTED, encode(&committed)?)?;
+            Ok(())
+        };
+        write().map_err(|error| to_storage(error, true))?;
+        self.committed
+            .store(committed.map_or(u64::MAX, |id| id.index), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let committed: Option<Option<LogId>> =
+            read_meta(&self.db, KEY_COMMITTED).map_err(|error| to_storage(error, false))?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let write = || -> Result<usize, LogError> {
+            let log = cf(&self.db, CF_LOG)?;
+            let mut batch = WriteBatch::default();
+            let mut count = 0;
+            for entry in entries {
+                batch.put_cf(log, index_key(entry.log_id.index), encode(&entry)?);
+                count += 1;
+            }
+            // Written to the WAL and memtable now, synced by the sync thread.
+            self.db.write_opt(batch, &WriteOptions::default())?;
+            Ok(count)
+        };
+        let count = write().map_err(|error| to_storage(error, true))?;
+        LOG_METRICS.appended_entries.inc_by(count as u64);
+        self.syncer
+            .queue(callback)
+            .map_err(|error| to_storage(error, true))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let write = || -> Result<(), LogError> {
+            let log = cf(&self.db, CF_LOG)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(log, index_key(log_id.index), index_key(u64::MAX));
+            self.db.write_opt(batch, &sync_write())?;
+            Ok(())
+        };
+        write().map_err(|error| to_storage(error, true))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let write = || -> Result<(), LogError> {
+            let log = cf(&self.db, CF_LOG)?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(cf(&self.db, CF_META)?, KEY_LAST_PURGED, encode(&log_id)?);
+            batch.delete_range_cf(log, index_key(0), index_key(log_id.index.saturating_add(1)));
+            self.db.write_opt(batch, &sync_write())?;
+            Ok(())
+        };
+        write().map_err(|error| to_storage(error, true))?;
+        LOG_METRICS
+            .first_index
+            .set(log_id.index.saturating_add(1) as i64);
+        Ok(())
+    }
+}
