@@ -1,0 +1,62 @@
+//! The cross-process test harness: real cairn binaries as child processes, each
+//! with its own data directory on disk, talking gRPC over loopback.
+//!
+//! Tests wait on observed state (a leader, an applied index), never on sleeps.
+//! Binaries are taken from the cargo target directory the tests were built in
+//! (`just test` builds them first); `CAIRNTEST_BIN_DIR` overrides it.
+
+pub mod log_cluster;
+pub mod raw_grpc;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Where the cairn binaries under test are.
+pub fn bin_path(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("CAIRNTEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            // target/<profile>/deps/<test-binary> → target/<profile>
+            let exe = std::env::current_exe().context("locating the test binary")?;
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(PathBuf::from)
+                .context("test binary has no target directory")?
+        }
+    };
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found; build the binaries first (`cargo build --bins`, which `just test` does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free loopback port. Another process could take it before the node binds
+/// it, but ports are handed out without reuse across a run, so clashes are rare.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Polls `probe` every 50 ms until it yields a value or `patience` runs out.
+pub async fn eventually<T, F, Fut>(patience: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {patience:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,338 @@
+//! A cluster of real `cairn-log` processes.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_proto::cairn::log::v1::log_client::LogClient;
+use cairn_proto::cairn::log::v1::{
+    Entry, EntryKind, StatusRequest, StatusResponse, SubscribeRequest,
+};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{bin_path, eventually, free_port};
+
+/// Knobs a test may turn; the rest are the service defaults.
+#[derive(Clone, Debug)]
+pub struct LogClusterOptions {
+    pub nodes: u64,
+    pub request_timeout_ms: u64,
+    pub snapshot_every: u64,
+    pub retain_entries: u64,
+    pub purge_interval_ms: u64,
+    pub max_command_bytes: usize,
+}
+
+impl Default for LogClusterOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            request_timeout_ms: 3000,
+            snapshot_every: 10_000,
+            retain_entries: 100_000,
+            purge_interval_ms: 1000,
+            max_command_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// One node: its address, files and (while running) its process.
+pub struct LogNode {
+    pub id: u64,
+    pub addr: String,
+    config: PathBuf,
+    output: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster; dropping it kills every process and removes the files.
+pub struct LogCluster {
+    nodes: BTreeMap<u64, LogNode>,
+    dir: TempDir,
+    options: LogClusterOptions,
+}
+
+impl LogNode {
+    /// Writes node `id`'s configuration file under `dir`.
+    fn write(
+        dir: &std::path::Path,
+        id: u64,
+        addr: &str,
+        bootstrap: bool,
+        members: &[String],
+        options: &LogClusterOptions,
+    ) -> Result<Self> {
+        let data = dir.join(format!("node-{id}"));
+        let config = dir.join(format!("node-{id}.toml"));
+        let text = format!(
+            "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\n\
+             [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\n\n\
+             [raft]\nrequest_timeout_ms = {timeout}\nsnapshot_every = {snapshot}\n\
+             retain_entries = {retain}\npurge_interval_ms = {purge}\nmax_command_bytes = {max}\n\n\
+             [telemetry]\nlog_filter = \"info,openraft=warn\"\n",
+            data = data.display(),
+            members = members.join(", "),
+            timeout = options.request_timeout_ms,
+            snapshot = options.snapshot_every,
+            retain = options.retain_entries,
+            purge = options.purge_interval_ms,
+            max = options.max_command_bytes,
+        );
+        std::fs::write(&config, text)?;
+        Ok(Self {
+            id,
+            addr: addr.to_owned(),
+            config,
+            output: dir.join(format!("node-{id}.log")),
+            child: None,
+        })
+    }
+}
+
+impl LogCluster {
+    /// Starts `options.nodes` nodes that bootstrap one cluster, and waits for a leader.
+    pub async fn start(options: LogClusterOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-log-test")
+            .tempdir()?;
+        let mut addrs = BTreeMap::new();
+        for id in 1..=options.nodes {
+            addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
+        }
+        let members: Vec<String> = addrs
+            .iter()
+            .map(|(id, addr)| format!("\"{id}={addr}\""))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in &addrs {
+            let node = LogNode::write(dir.path(), *id, addr, true, &members, &options)?;
+            nodes.insert(*id, node);
+        }
+        let mut cluster = Self {
+            nodes,
+            dir,
+            options,
+        };
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in &ids {
+            cluster.start_node(*id)?;
+        }
+        cluster
+            .wait_for_leader(&ids, Duration::from_secs(20))
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Starts a node `id` that is not a member yet and does not bootstrap; the
+    /// caller adds it through the membership API.
+    pub fn add_node(&mut self, id: u64) -> Result<()> {
+        if self.nodes.contains_key(&id) {
+            bail!("node {id} exists");
+        }
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let node = LogNode::write(self.dir.path(), id, &addr, false, &[], &self.options)?;
+        self.nodes.insert(id, node);
+        self.start_node(id)
+    }
+
+    /// The ids of all nodes, running or not.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn addr(&self, id: u64) -> Result<&str> {
+        Ok(&self.node(id)?.addr)
+    }
+
+    fn node(&self, id: u64) -> Result<&LogNode> {
+        self.nodes.get(&id).with_context(|| format!("no node {id}"))
+    }
+
+    /// Starts (or restarts, on the same data) node `id`.
+    pub fn start_node(&mut self, id: u64) -> Result<()> {
+        let binary = bin_path("cairn-log")?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .with_context(|| format!("no node {id}"))?;
+        if node.child.is_some() {
+            bail!("node {id} is already running");
+        }
+        let output = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.output)?;
+        let mut command = Command::new(binary);
+        command
+            .arg("--config")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .kill_on_drop(true);
+        // The child reads CAIRN_* as settings; the test's own must not leak in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CAIRN_") {
+                command.env_remove(key);
+            }
+        }
+        node.child = Some(
+            command
+                .spawn()
+                .with_context(|| format!("starting node {id}"))?,
+        );
+        Ok(())
+    }
+
+    /// Kills node `id` with SIGKILL: no shutdown path runs, like a power cut
+    /// for the process (the OS keeps what the process had written).
+    pub async fn kill(&mut self, id: u64) -> Result<()> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .with_context(|| format!("no node {id}"))?;
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        child.start_kill()?;
+        child.wait().await?;
+        Ok(())
+    }
+
+    /// Stops node `id` with SIGTERM and waits for it to exit.
+    pub async fn terminate(&mut self, id: u64) -> Result<std::process::ExitStatus> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .with_context(|| format!("no node {id}"))?;
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        let pid = child.id().context("node has no pid")?;
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(10), child.wait()).await??)
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes.get(&id).is_some_and(|node| node.child.is_some())
+    }
+
+    /// A channel to node `id` that connects on first use.
+    pub fn channel(&self, id: u64) -> Result<Channel> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.node(id)?.addr))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true);
+        Ok(endpoint.connect_lazy())
+    }
+
+    pub fn client(&self, id: u64) -> Result<LogClient<Channel>> {
+        Ok(LogClient::new(self.channel(id)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    pub async fn status(&self, id: u64) -> Result<StatusResponse> {
+        let mut client = self.client(id)?;
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(Duration::from_secs(1));
+        Ok(client.status(request).await?.into_inner())
+    }
+
+    /// Waits until every node in `among` is up and agrees on one leader that is
+    /// itself among them; returns its id.
+    pub async fn wait_for_leader(&self, among: &[u64], patience: Duration) -> Result<u64> {
+        eventually(patience, "an agreed leader", || async {
+            let mut leaders = Vec::new();
+            for id in among {
+                leaders.push(self.status(*id).await.ok()?.leader);
+            }
+            let first = *leaders.first()?;
+            (first != 0 && among.contains(&first) && leaders.iter().all(|leader| *leader == first))
+                .then_some(first)
+        })
+        .await
+    }
+
+    /// Waits until node `id` has applied `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, patience: Duration) -> Result<()> {
+        eventually(
+            patience,
+            &format!("node {id} to apply index {index}"),
+            || async {
+                let status = self.status(id).await.ok()?;
+                (status.applied_index >= index).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Node `id`'s committed entries from `from` through `through`, via Subscribe.
+    pub async fn entries(&self, id: u64, from: u64, through: u64) -> Result<Vec<Entry>> {
+        let mut client = self.client(id)?;
+        let mut stream = client
+            .subscribe(SubscribeRequest { from_index: from })
+            .await?
+            .into_inner();
+        let mut entries: Vec<Entry> = Vec::new();
+        let read = async {
+            while entries.last().is_none_or(|entry| entry.index < through) {
+                let Some(message) = stream.message().await? else {
+                    bail!("node {id} ended the subscription early");
+                };
+                entries.extend(message.entries);
+            }
+            Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .with_context(|| format!("reading node {id}'s log through {through}"))??;
+        entries.retain(|entry| entry.index <= through);
+        Ok(entries)
+    }
+
+    /// The client commands among `entries`, with their indexes.
+    pub fn commands(entries: &[Entry]) -> Vec<(u64, Vec<u8>)> {
+        entries
+            .iter()
+            .filter(|entry| entry.kind == EntryKind::Command as i32)
+            .map(|entry| (entry.index, entry.command.clone()))
+            .collect()
+    }
+
+    /// The last lines a node printed, to explain a failure.
+    pub fn output_tail(&self, id: u64, lines: usize) -> String {
+        let Ok(node) = self.node(id) else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&node.output).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for LogCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(child) = node.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}

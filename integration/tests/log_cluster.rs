@@ -1,0 +1,585 @@
+//! cairn-log as real processes: replication through a leader failure, quorum
+//! loss, bad input, crash durability and the purge policy.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
+use cairn_integration::{eventually, raw_grpc};
+use cairn_proto::cairn::log::v1::log_client::LogClient;
+use cairn_proto::cairn::log::v1::{
+    AckRequest, AddLearnerRequest, PromoteVoterRequest, ProposeRequest, ReadIndexRequest,
+    RemoveMemberRequest, SubscribeRequest, UnregisterRequest,
+};
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// These tests start several processes each and measure failover times; running
+/// two at once on a small machine would measure the machine instead.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn client(channel: &Channel) -> LogClient<Channel> {
+    LogClient::new(channel.clone())
+}
+
+async fn propose(channel: &Channel, command: Vec<u8>) -> Result<u64, tonic::Status> {
+    let mut request = tonic::Request::new(ProposeRequest { command });
+    request.set_timeout(Duration::from_secs(10));
+    client(channel)
+        .propose(request)
+        .await
+        .map(|response| response.into_inner().index)
+}
+
+fn payload(sequence: usize) -> Vec<u8> {
+    format!("proposal-{sequence:06}").into_bytes()
+}
+
+/// Checks that `entries` run without a hole from their first index on.
+fn assert_contiguous(node: u64, entries: &[cairn_proto::cairn::log::v1::Entry]) -> Result<()> {
+    for pair in entries.windows(2) {
+        ensure!(
+            pair[1].index == pair[0].index + 1,
+            "node {node}: index {} follows {}",
+            pair[1].index,
+            pair[0].index
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_every_acknowledged_proposal_survives_a_leader_kill_exactly_once() -> Result<()> {
+    const CLIENTS: usize = 20;
+    const PROPOSALS: usize = 10_000;
+    const KILL_AFTER_ACKS: usize = 3_000;
+    let _serial = ONE_AT_A_TIME.lock().await;
+
+    let mut cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let ids = cluster.ids();
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(20))
+        .await?;
+    let channels: Vec<Channel> = ids
+        .iter()
+        .map(|id| cluster.channel(*id))
+        .collect::<Result<_>>()?;
+
+    let handed_out = Arc::new(AtomicUsize::new(0));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for number in 0..CLIENTS {
+        let channels = channels.clone();
+        let handed_out = handed_out.clone();
+        let acked_count = acked_count.clone();
+        clients.push(tokio::spawn(async move {
+            let mut target = number % channels.len();
+            let mut acked = Vec::new();
+            let mut failed = Vec::new();
+            loop {
+                let sequence = handed_out.fetch_add(1, Ordering::Relaxed);
+                if sequence >= PROPOSALS {
+                    break;
+                }
+                match propose(&channels[target], payload(sequence)).await {
+                    Ok(index) => {
+                        acked.push((sequence, index));
+                        acked_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(status) => {
+                        // The outcome is unknown: never retried, so the log may
+                        // hold it once or not at all, but never twice.
+                        failed.push((sequence, status.code()));
+                        target = (target + 1) % channels.len();
+                        // As a real client would: back off while an election runs.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            (acked, failed)
+        }));
+    }
+
+    eventually(
+        Duration::from_secs(120),
+        "the first acknowledgements",
+        || async { (acked_count.load(Ordering::Relaxed) >= KILL_AFTER_ACKS).then_some(()) },
+    )
+    .await?;
+    cluster.kill(leader).await?;
+    let killed_at = Instant::now();
+    let survivors: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
+    let new_leader = cluster
+        .wait_for_leader(&survivors, Duration::from_secs(10))
+        .await?;
+    let failover = killed_at.elapsed();
+    println!("leader {leader} killed; node {new_leader} leads after {failover:?}");
+    ensure!(
+        failover < Duration::from_secs(3),
+        "a new leader took {failover:?}"
+    );
+
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    for handle in clients {
+        let (client_acked, client_failed) = handle.await?;
+        acked.extend(client_acked);
+        failed.extend(client_failed);
+    }
+    println!(
+        "{} proposals acknowledged, {} failed: {:?}",
+        acked.len(),
+        failed.len(),
+        failed.iter().take(5).collect::<Vec<_>>()
+    );
+    ensure!(acked.len() + failed.len() == PROPOSALS);
+    ensure!(
+        acked.len() >= PROPOSALS * 9 / 10,
+        "only {} of {PROPOSALS} acknowledged",
+        acked.len()
+    );
+
+    cluster.start_node(leader)?;
+    let last = cluster.status(new_leader).await?.applied_index;
+    for id in &ids {
+        cluster
+            .wait_applied(*id, last, Duration::from_secs(60))
+            .await
+            .with_context(|| cluster.output_tail(*id, 20))?;
+    }
+
+    let mut logs = Vec::new();
+    for id in &ids {
+        let entries = cluster.entries(*id, 0, last).await?;
+        assert_contiguous(*id, &entries)?;
+        ensure!(
+            entries.last().map(|entry| entry.index) == Some(last),
+            "node {id} stops early"
+        );
+        logs.push(LogCluster::commands(&entries));
+    }
+    for (id, log) in ids.iter().zip(&logs).skip(1) {
+        ensure!(
+            log == &logs[0],
+            "node {id}'s log differs from node {}'s",
+            ids[0]
+        );
+    }
+
+    let mut position = HashMap::new();
+    for (index, command) in &logs[0] {
+        ensure!(
+            position.insert(command.clone(), *index).is_none(),
+            "{:?} appears twice",
+            String::from_utf8_lossy(command)
+        );
+    }
+    for (sequence, index) in &acked {
+        let found = position.get(&payload(*sequence));
+        ensure!(
+            found == Some(index),
+            "proposal {sequence} acknowledged at {index}, found at {found:?}"
+        );
+    }
+    let proposed: BTreeSet<Vec<u8>> = (0..PROPOSALS).map(payload).collect();
+    ensure!(
+        position.keys().all(|command| proposed.contains(command)),
+        "the log holds a command nobody proposed"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_without_a_quorum_proposals_fail_fast_and_recover() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let options = LogClusterOptions::default();
+    let timeout = Duration::from_millis(options.request_timeout_ms);
+    let mut cluster = LogCluster::start(options).await?;
+    let ids = cluster.ids();
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(20))
+        .await?;
+    let survivor = *ids
+        .iter()
+        .find(|id| **id != leader)
+        .context("three nodes")?;
+    let channel = cluster.channel(survivor)?;
+    propose(&channel, b"before".to_vec()).await?;
+
+    let down: Vec<u64> = ids.iter().copied().filter(|id| *id != survivor).collect();
+    for id in &down {
+        cluster.kill(*id).await?;
+    }
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let outcome = propose(&channel, format!("without-quorum-{attempt}").into_bytes()).await;
+        let took = started.elapsed();
+        let status = outcome
+            .err()
+            .context("a proposal without a quorum succeeded")?;
+        ensure!(status.code() == Code::Unavailable, "got {status:?}");
+        ensure!(
+            took <= timeout + Duration::from_millis(1500),
+            "failing took {took:?}"
+        );
+    }
+    let mut read = tonic::Request::new(ReadIndexRequest {});
+    read.set_timeout(Duration::from_secs(10));
+    let status = client(&channel)
+        .read_index(read)
+        .await
+        .err()
+        .context("a read index without a quorum")?;
+    ensure!(status.code() == Code::Unavailable, "got {status:?}");
+
+    cluster.start_node(down[0])?;
+    let index = eventually(
+        Duration::from_secs(30),
+        "a proposal after a node returned",
+        || {
+            let channel = channel.clone();
+            async move { propose(&channel, b"after".to_vec()).await.ok() }
+        },
+    )
+    .await?;
+    let entries = cluster.entries(survivor, 0, index).await?;
+    let commands = LogCluster::commands(&entries);
+    ensure!(commands.iter().any(|(_, command)| command == b"before"));
+    ensure!(commands.last().map(|(_, command)| command.as_slice()) == Some(b"after".as_slice()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_oversized_and_malformed_requests_are_invalid_arguments() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let limit = 64 * 1024;
+    let cluster = LogCluster::start(LogClusterOptions {
+        nodes: 1,
+        max_command_bytes: limit,
+        ..Default::default()
+    })
+    .await?;
+    let channel = cluster.channel(1)?;
+
+    for size in [limit + 1, 8 * 1024 * 1024] {
+        let status = propose(&channel, vec![7; size])
+            .await
+            .err()
+            .context("oversized accepted")?;
+        ensure!(status.code() == Code::InvalidArgument, "got {status:?}");
+        ensure!(
+            status.message()
+                == format!("command of {size} bytes exceeds the limit of {limit} bytes"),
+            "message: {}",
+            status.message()
+        );
+    }
+    let status = propose(&channel, Vec::new())
+        .await
+        .err()
+        .context("empty accepted")?;
+    ensure!(
+        status.code() == Code::InvalidArgument && status.message() == "command is empty",
+        "got {status:?}"
+    );
+
+    // Field 1, length-delimited, announcing 127 bytes that never come.
+    let truncated = vec![0x0a, 0x7f, 0x01];
+    let status = raw_grpc::unary(channel.clone(), "/cairn.log.v1.Log/Propose", truncated)
+        .await
+        .err()
+        .context("a malformed body was accepted")?;
+    ensure!(status.code() == Code::InvalidArgument, "got {status:?}");
+    ensure!(
+        status.message().starts_with("malformed message"),
+        "message: {}",
+        status.message()
+    );
+
+    let status = client(&channel)
+        .ack(AckRequest {
+            consumer: String::new(),
+            applied_index: 1,
+        })
+        .await
+        .err()
+        .context("empty consumer accepted")?;
+    ensure!(status.code() == Code::InvalidArgument, "got {status:?}");
+    let status = client(&channel)
+        .add_learner(AddLearnerRequest {
+            id: 0,
+            addr: "127.0.0.1:1".into(),
+        })
+        .await
+        .err()
+        .context("member id 0 accepted")?;
+    ensure!(status.code() == Code::InvalidArgument, "got {status:?}");
+
+    // None of that hurt the node.
+    propose(&channel, vec![1; limit]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Result<()> {
+    const ROUNDS: usize = 20;
+    const WRITERS: usize = 8;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // One node: an acknowledgement then means this very disk has the entry.
+    let mut cluster = LogCluster::start(LogClusterOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .await?;
+    let mut acknowledged: Vec<(Vec<u8>, u64)> = Vec::new();
+
+    for round in 0..ROUNDS {
+        cluster
+            .wait_for_leader(&[1], Duration::from_secs(20))
+            .await?;
+        let channel = cluster.channel(1)?;
+        let mut writers = Vec::new();
+        for writer in 0..WRITERS {
+            let channel = channel.clone();
+            writers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for sequence in 0.. {
+                    let command = format!("round-{round}-writer-{writer}-{sequence}").into_bytes();
+                    match propose(&channel, command.clone()).await {
+                        Ok(index) => acked.push((command, index)),
+                        Err(_) => break,
+                    }
+                }
+                acked
+            }));
+        }
+        let before = acknowledged.len();
+        let run_for = Duration::from_millis(150 + 40 * (round as u64 % 8));
+        tokio::time::sleep(run_for).await;
+        cluster.kill(1).await?;
+        for writer in writers {
+            acknowledged.extend(writer.await?);
+        }
+        ensure!(
+            acknowledged.len() > before,
+            "round {round}: nothing was acknowledged before the kill"
+        );
+
+        cluster.start_node(1)?;
+        cluster
+            .wait_for_leader(&[1], Duration::from_secs(20))
+            .await?;
+        let highest = acknowledged
+            .iter()
+            .map(|(_, index)| *index)
+            .max()
+            .unwrap_or(0);
+        cluster
+            .wait_applied(1, highest, Duration::from_secs(20))
+            .await?;
+        let entries = cluster.entries(1, 0, highest).await?;
+        assert_contiguous(1, &entries)?;
+        let on_disk: HashMap<Vec<u8>, u64> = LogCluster::commands(&entries)
+            .into_iter()
+            .map(|(index, command)| (command, index))
+            .collect();
+        for (command, index) in &acknowledged {
+            ensure!(
+                on_disk.get(command) == Some(index),
+                "round {round}: {} acknowledged at {index} is missing after a restart",
+                String::from_utf8_lossy(command)
+            );
+        }
+    }
+    println!(
+        "{} acknowledged entries survived {ROUNDS} kills",
+        acknowledged.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_the_log_never_purges_what_a_consumer_still_needs() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = LogCluster::start(LogClusterOptions {
+        nodes: 1,
+        snapshot_every: 50,
+        retain_entries: 0,
+        purge_interval_ms: 100,
+        ..Default::default()
+    })
+    .await?;
+    let channel = cluster.channel(1)?;
+    let ack = |applied_index: u64| {
+        let channel = channel.clone();
+        async move {
+            client(&channel)
+                .ack(AckRequest {
+                    consumer: "replica-a".into(),
+                    applied_index,
+                })
+                .await
+        }
+    };
+    ack(0).await?;
+    let mut last = 0;
+    for sequence in 0..300 {
+        last = propose(&channel, payload(sequence)).await?;
+    }
+    eventually(Duration::from_secs(10), "a snapshot", || async {
+        let status = cluster.status(1).await.ok()?;
+        (status.snapshot_index >= 250).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = cluster.status(1).await?;
+    ensure!(
+        status.first_index <= 1,
+        "purged past the consumer: first index {}",
+        status.first_index
+    );
+    ensure!(status
+        .consumers
+        .iter()
+        .any(|consumer| consumer.name == "replica-a"));
+
+    ack(200).await?;
+    eventually(
+        Duration::from_secs(10),
+        "a purge up to the consumer's position",
+        || async { (cluster.status(1).await.ok()?.first_index == 201).then_some(()) },
+    )
+    .await?;
+
+    let mut subscriber = client(&channel);
+    let status = subscriber
+        .subscribe(SubscribeRequest { from_index: 5 })
+        .await
+        .err()
+        .context("subscribing below the first index succeeded")?;
+    ensure!(status.code() == Code::OutOfRange, "got {status:?}");
+    let first = status
+        .metadata()
+        .get("cairn-first-index")
+        .and_then(|value| value.to_str().ok());
+    ensure!(first == Some("201"), "first index metadata: {first:?}");
+    let entries = cluster.entries(1, 201, last).await?;
+    ensure!(entries.first().map(|entry| entry.index) == Some(201));
+
+    client(&channel)
+        .unregister(UnregisterRequest {
+            consumer: "replica-a".into(),
+        })
+        .await?;
+    eventually(
+        Duration::from_secs(10),
+        "a purge once no consumer holds it back",
+        || async { (cluster.status(1).await.ok()?.first_index > 201).then_some(()) },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_members_are_added_promoted_and_removed_through_any_node() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let ids = cluster.ids();
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(20))
+        .await?;
+    let follower = *ids
+        .iter()
+        .find(|id| **id != leader)
+        .context("three nodes")?;
+    let via_follower = cluster.channel(follower)?;
+    for sequence in 0..100 {
+        propose(&via_follower, payload(sequence)).await?;
+    }
+
+    cluster.add_node(4)?;
+    let added = client(&via_follower)
+        .add_learner(AddLearnerRequest {
+            id: 4,
+            addr: cluster.addr(4)?.to_owned(),
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        added
+            .members
+            .iter()
+            .any(|member| member.id == 4 && !member.voter),
+        "{added:?}"
+    );
+    let last = cluster.status(leader).await?.applied_index;
+    cluster
+        .wait_applied(4, last, Duration::from_secs(20))
+        .await?;
+
+    let promoted = client(&via_follower)
+        .promote_voter(PromoteVoterRequest { id: 4 })
+        .await?
+        .into_inner();
+    ensure!(
+        promoted
+            .members
+            .iter()
+            .any(|member| member.id == 4 && member.voter),
+        "{promoted:?}"
+    );
+
+    let removed = client(&via_follower)
+        .remove_member(RemoveMemberRequest { id: follower })
+        .await?;
+    let removed = removed.into_inner();
+    ensure!(
+        removed.members.iter().all(|member| member.id != follower),
+        "{removed:?}"
+    );
+    cluster.kill(follower).await?;
+
+    // Three voters remain (the leader, the other original, node 4): writes go on
+    // through the new member and it holds what was written before it joined.
+    let via_new = cluster.channel(4)?;
+    let index = propose(&via_new, b"after membership changes".to_vec()).await?;
+    let entries = cluster.entries(4, 0, index).await?;
+    let commands = LogCluster::commands(&entries);
+    ensure!(
+        commands
+            .iter()
+            .filter(|(_, command)| command.starts_with(b"proposal-"))
+            .count()
+            == 100
+    );
+    let status = cluster.status(4).await?;
+    let mut voters: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|member| member.voter)
+        .map(|member| member.id)
+        .collect();
+    voters.sort_unstable();
+    let mut expected: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != follower)
+        .chain([4])
+        .collect();
+    expected.sort_unstable();
+    ensure!(
+        voters == expected,
+        "voters {voters:?}, expected {expected:?}"
+    );
+
+    let status = client(&via_new)
+        .promote_voter(PromoteVoterRequest { id: 99 })
+        .await
+        .err()
+        .context("promoting an unknown node succeeded")?;
+    ensure!(status.code() == Code::FailedPrecondition, "got {status:?}");
+    Ok(())
+}
