@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Starts or stops a local cairn cluster from built binaries, without containers.
+#   dev.sh up BIN_DIR   start in the background, return once a leader is elected
+#   dev.sh down         stop everything started by `up`
+# State (configs, data, logs, pids) lives in $CAIRN_DEV_DIR (default .dev).
+set -euo pipefail
+
+dir="${CAIRN_DEV_DIR:-.dev}"
+unset CAIRN_DEV_DIR
+log_ports=(7001 7002 7003)
+metrics_ports=(9101 9102 9103)
+
+leader_elected() {
+    local port
+    for port in "${metrics_ports[@]}"; do
+        if curl -fsS "http://127.0.0.1:${port}/metrics" 2>/dev/null | grep -q '^cairn_log_is_leader 1'; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+up() {
+    local bin_dir="$1"
+    [ -x "$bin_dir/cairn-log" ] || { echo "no cairn-log in $bin_dir: run just build" >&2; exit 1; }
+    if [ -s "$dir/pids" ]; then
+        echo "a cluster is already running from $dir (just dev-down stops it)" >&2
+        exit 1
+    fi
+    mkdir -p "$dir"
+    local members="" i
+    for i in 1 2 3; do
+        members+="\"$i=127.0.0.1:${log_ports[$((i - 1))]}\", "
+    done
+    : > "$dir/pids"
+    for i in 1 2 3; do
+        cat > "$dir/log-$i.toml" <<TOML
+[node]
+id = $i
+listen = "127.0.0.1:${log_ports[$((i - 1))]}"
+data_dir = "$dir/log-$i"
+
+[cluster]
+bootstrap = true
+members = [${members%, }]
+
+[metrics]
+listen = "127.0.0.1:${metrics_ports[$((i - 1))]}"
+TOML
+        nohup "$bin_dir/cairn-log" --config "$dir/log-$i.toml" >> "$dir/log-$i.out" 2>&1 &
+        echo $! >> "$dir/pids"
+    done
+    for _ in $(seq 1 200); do
+        if leader_elected; then
+            echo "cairn-log nodes: 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003 (metrics on 9101-9103)"
+            echo "files in $dir; stop with: just dev-down"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "no leader after 20 s; see $dir/log-*.out" >&2
+    down
+    exit 1
+}
+
+down() {
+    [ -f "$dir/pids" ] || { echo "nothing running from $dir"; return 0; }
+    local pid
+    while read -r pid; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done < "$dir/pids"
+    for _ in $(seq 1 100); do
+        local alive=0
+        while read -r pid; do
+            kill -0 "$pid" 2>/dev/null && alive=1
+        done < "$dir/pids"
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    rm -f "$dir/pids"
+    echo "stopped"
+}
+
+case "${1:-}" in
+    up) up "${2:?usage: dev.sh up BIN_DIR}" ;;
+    down) down ;;
+    *) echo "usage: dev.sh up BIN_DIR | down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,50 @@
+# The everyday commands. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Builds share one target directory; CI points it at a cache.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
+
+default:
+    @just --list
+
+# Every binary, debug profile (what the tests and `just dev` run).
+build *flags:
+    cargo build --workspace --bins --locked {{flags}}
+
+# Every test: unit tests beside the code and the cross-process tests in integration/.
+test *flags: build
+    cargo test --workspace --locked {{flags}}
+
+# One crate's tests, e.g. `just test-crate cairn-log`.
+test-crate crate *flags: build
+    cargo test -p {{crate}} --locked {{flags}}
+
+# Read-only gate: formatting and clippy with warnings as errors.
+lint: check-fmt clippy
+
+check-fmt:
+    cargo fmt --all -- --check
+
+clippy *flags:
+    cargo clippy --workspace --all-targets --locked {{flags}} -- -D warnings
+
+# Rewrites: formatting and clippy's machine-applicable fixes.
+fix:
+    cargo clippy --workspace --all-targets --fix --allow-dirty --allow-staged
+    cargo fmt --all
+
+# Starts a local cluster in the background from the built binaries; returns when it is ready.
+dev: build
+    deploy/local/dev.sh up "$CARGO_TARGET_DIR/debug"
+
+# Stops what `just dev` started.
+dev-down:
+    deploy/local/dev.sh down
+
+# Propose throughput and latency of cairn-log (release build), and the disk's raw fsync rate.
+bench-log duration="10s" clients="1,64":
+    cargo build --release --locked -p cairn-log -p cairn-bench
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
+    "$CARGO_TARGET_DIR/release/cairn-bench" fsync --dir .bench --count 2000 || true
+    "$CARGO_TARGET_DIR/release/cairn-bench" log --endpoints 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --clients {{clients}} --duration {{duration}} --size 256; status=$?; CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
