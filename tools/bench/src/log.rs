@@ -1,0 +1,182 @@
+//! Propose throughput and latency of a cairn-log cluster: N clients over a few
+//! shared HTTP/2 connections, each proposing as fast as its answers come back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_proto::cairn::log::v1::log_client::LogClient;
+use cairn_proto::cairn::log::v1::{ProposeRequest, StatusRequest};
+use clap::Args;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::report::{histogram, record, Summary};
+
+/// At most this many connections, shared round-robin by the clients.
+const MAX_CONNECTIONS: usize = 8;
+/// Not recorded: connections warm up, the leader's batches settle.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+#[derive(Args)]
+pub struct LogArgs {
+    /// Log nodes, host:port, comma separated; the leader is found through Status.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7001")]
+    endpoints: Vec<String>,
+    /// Client counts to run one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    clients: Vec<usize>,
+    /// Recorded time per client count, e.g. 10s or 500ms (at most 300s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Bytes per command.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |split| text.split_at(split));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 10s"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value * 60),
+        _ => return Err(format!("`{text}`: unit must be ms, s or m")),
+    };
+    if duration.is_zero() || duration > Duration::from_secs(300) {
+        return Err("duration must be between 1ms and 300s".into());
+    }
+    Ok(duration)
+}
+
+async fn leader_endpoint(endpoints: &[String]) -> anyhow::Result<String> {
+    for endpoint in endpoints {
+        let Ok(channel) = connect(endpoint).await else {
+            continue;
+        };
+        let Ok(status) = LogClient::new(channel).status(StatusRequest {}).await else {
+            continue;
+        };
+        let status = status.into_inner();
+        if let Some(leader) = status
+            .members
+            .iter()
+            .find(|member| member.id == status.leader)
+        {
+            return Ok(leader.addr.clone());
+        }
+    }
+    endpoints
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no endpoints"))
+}
+
+async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await?)
+}
+
+pub async fn run(args: LogArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.size > 0, "--size must be positive");
+    let leader = leader_endpoint(&args.endpoints).await?;
+    println!(
+        "proposing {} B commands to the leader at {leader}",
+        args.size
+    );
+    println!("{}", Summary::HEADER);
+    let mut summaries = Vec::new();
+    for clients in &args.clients {
+        anyhow::ensure!(*clients > 0, "client counts must be positive");
+        let summary = run_clients(&leader, *clients, args.duration, args.size).await?;
+        println!("{}", summary.row());
+        summaries.push(summary);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summaries)?)?;
+    }
+    Ok(())
+}
+
+async fn run_clients(
+    endpoint: &str,
+    clients: usize,
+    duration: Duration,
+    size: usize,
+) -> anyhow::Result<Summary> {
+    let mut channels = Vec::new();
+    for _ in 0..clients.min(MAX_CONNECTIONS) {
+        channels.push(connect(endpoint).await?);
+    }
+    let start = Instant::now();
+    let record_from = start + WARM_UP;
+    let stop = record_from + duration;
+    let mut tasks = Vec::new();
+    for number in 0..clients {
+        let mut client = LogClient::new(channels[number % channels.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = histogram()?;
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut sequence = 0_u64;
+            while Instant::now() < stop {
+                let mut command = format!("bench-{number}-{sequence}-").into_bytes();
+                command.resize(size.max(command.len()), b'x');
+                sequence += 1;
+                let sent = Instant::now();
+                let answer = client.propose(ProposeRequest { command }).await;
+                if sent < record_from {
+                    continue;
+                }
+                match answer {
+                    Ok(_) => record(&mut latencies, sent.elapsed()),
+                    Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let mut latencies = histogram()?;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for task in tasks {
+        let (client_latencies, client_errors) = task.await??;
+        latencies.add(&client_latencies)?;
+        for (code, count) in client_errors {
+            *errors.entry(code).or_default() += count;
+        }
+    }
+    let error_count = errors.values().sum();
+    if error_count > 0 {
+        eprintln!("errors by code: {errors:?}");
+    }
+    Ok(Summary::new(
+        format!("propose {clients} clients"),
+        &latencies,
+        error_count,
+        duration,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_bounds() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("301s").is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! `cairn-bench`: measurements, not tests. Each workload runs for a bounded time
+//! on loopback and prints a table (and JSON on request).
+
+mod fsync;
+mod log;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "benchmarks for cairn")]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Propose throughput and latency of a cairn-log cluster.
+    Log(log::LogArgs),
+    /// The raw fsync rate of a disk: the ceiling of any durable log on it.
+    Fsync(fsync::FsyncArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().workload {
+        Workload::Log(args) => log::run(args).await,
+        Workload::Fsync(args) => fsync::run(&args),
+    }
+}
