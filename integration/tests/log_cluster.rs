@@ -583,3 +583,72 @@ async fn t60_members_are_added_promoted_and_removed_through_any_node() -> Result
     ensure!(status.code() == Code::FailedPrecondition, "got {status:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_bad_settings_stop_the_binary_naming_the_key() -> Result<()> {
+    let binary = cairn_integration::bin_path("cairn-log")?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("log.toml");
+    std::fs::write(&config, "[raft]\nheartbeat_msx = 50\n")?;
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "raft.heartbeat_msx"),
+        (&[("CAIRN_RAFT__HEARTBEAT_MS", "soon")], "raft.heartbeat_ms"),
+        (&[("CAIRN_NODE__IDENTITY", "1")], "node.identity"),
+    ];
+    for (index, (env, key)) in cases.into_iter().enumerate() {
+        let mut command = tokio::process::Command::new(&binary);
+        if index == 0 {
+            command.arg("--config").arg(&config);
+        } else {
+            command.arg("--config").arg(dir.path().join("empty.toml"));
+            std::fs::write(dir.path().join("empty.toml"), "")?;
+        }
+        command.envs(env.iter().copied()).current_dir(dir.path());
+        let output = tokio::time::timeout(Duration::from_secs(10), command.output()).await??;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(
+            output.status.code() == Some(64),
+            "exit {:?}: {stderr}",
+            output.status
+        );
+        ensure!(
+            stderr.contains(key),
+            "stderr does not name `{key}`: {stderr}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t80_sigterm_stops_a_node_cleanly_and_it_resumes_from_disk() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = LogCluster::start(LogClusterOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .await?;
+    let channel = cluster.channel(1)?;
+    // A subscriber stays connected: shutdown must not wait for it forever.
+    let mut stream = client(&channel)
+        .subscribe(SubscribeRequest { from_index: 0 })
+        .await?
+        .into_inner();
+    let index = propose(&channel, b"before sigterm".to_vec()).await?;
+    let exit = cluster.terminate(1).await?;
+    ensure!(
+        exit.success(),
+        "exit after sigterm: {exit:?}\n{}",
+        cluster.output_tail(1, 20)
+    );
+    while let Ok(Some(_)) = stream.message().await {}
+
+    cluster.start_node(1)?;
+    cluster
+        .wait_for_leader(&[1], Duration::from_secs(20))
+        .await?;
+    let entries = cluster.entries(1, 0, index).await?;
+    ensure!(LogCluster::commands(&entries)
+        .iter()
+        .any(|(at, command)| *at == index && command == b"before sigterm"));
+    Ok(())
+}

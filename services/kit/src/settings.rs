@@ -102,7 +102,7 @@ fn settings_file(service: &str, config_file: Option<&Path>) -> Result<Option<Pat
     match config_file {
         Some(path) if path.is_file() => Ok(Some(path.to_owned())),
         Some(path) => Err(KitError::Settings(format!(
-            "settings file {} does not exist",
+            "settings file {} does not exist or is not a regular file",
             path.display()
         ))),
         None => {

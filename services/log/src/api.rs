@@ -202,25 +202,32 @@ impl LogApi {
         Ok(client)
     }
 
-    /// A request for the leader at `addr`, marked as forwarded, with what is left of the deadline.
-    fn forwarded<T>(&self, message: T, deadline: tokio::time::Instant) -> Request<T> {
-        let mut request = Request::new(message);
-        request
-            .metadata_mut()
-            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        cairn_kit::telemetry::inject_context(request.metadata_mut());
-        request
-    }
-
-    fn refuse_forwarding<T>(request: &Request<T>, leader: &str) -> Result<(), Status> {
+    /// Sends `request` on to the leader at `leader`, marked as forwarded and with
+    /// what is left of the deadline, unless it already was forwarded once.
+    async fn forward<Req, Resp, Fut>(
+        &self,
+        request: Request<Req>,
+        leader: &str,
+        deadline: tokio::time::Instant,
+        call: impl FnOnce(Forwarder, Request<Req>) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
         if request.metadata().contains_key(FORWARDED) {
             return Err(LogError::Unavailable(format!(
                 "not the leader; the leader is at {leader} (a forwarded request is not forwarded again)"
             ))
             .into());
         }
-        Ok(())
+        let client = self.leader_client(leader)?;
+        let mut onward = Request::new(request.into_inner());
+        onward
+            .metadata_mut()
+            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        onward.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        cairn_kit::telemetry::inject_context(onward.metadata_mut());
+        call(client, onward).await
     }
 
     fn check_command(&self, command: &[u8]) -> Result<(), LogError> {
@@ -246,8 +253,8 @@ impl LogApi {
         Ok(())
     }
 
-    /// Commits a bookkeeping command on the leader and returns its index.
-    async fn write_local(
+    /// Commits one of the log's own bookkeeping commands and returns its index.
+    async fn commit_bookkeeping(
         &self,
         command: LogCommand,
         deadline: tokio::time::Instant,
@@ -358,11 +365,13 @@ impl pb::log_server::Log for LogApi {
                 term: response.log_id.leader_id.term,
             })),
             Ok(Routed::There(leader)) => {
-                Self::refuse_forwarding(&request, &leader)?;
-                let message = request.into_inner();
-                self.leader_client(&leader)?
-                    .propose(self.forwarded(message, deadline))
-                    .await
+                self.forward(
+                    request,
+                    &leader,
+                    deadline,
+                    |mut leader, request| async move { leader.propose(request).await },
+                )
+                .await
             }
             Err(error) => Err(Status::from(error)),
         };
@@ -396,10 +405,13 @@ impl pb::log_server::Log for LogApi {
                 term: read_log_id.map_or(0, |id| id.leader_id.term),
             })),
             Routed::There(leader) => {
-                Self::refuse_forwarding(&request, &leader)?;
-                self.leader_client(&leader)?
-                    .read_index(self.forwarded(request.into_inner(), deadline))
-                    .await
+                self.forward(
+                    request,
+                    &leader,
+                    deadline,
+                    |mut leader, request| async move { leader.read_index(request).await },
+                )
+                .await
             }
         }
     }
@@ -436,13 +448,16 @@ impl pb::log_server::Log for LogApi {
             consumer: request.get_ref().consumer.clone(),
             applied_index: request.get_ref().applied_index,
         };
-        match self.write_local(command, deadline).await? {
+        match self.commit_bookkeeping(command, deadline).await? {
             Routed::Here(index) => Ok(Response::new(pb::AckResponse { index })),
             Routed::There(leader) => {
-                Self::refuse_forwarding(&request, &leader)?;
-                self.leader_client(&leader)?
-                    .ack(self.forwarded(request.into_inner(), deadline))
-                    .await
+                self.forward(
+                    request,
+                    &leader,
+                    deadline,
+                    |mut leader, request| async move { leader.ack(request).await },
+                )
+                .await
             }
         }
     }
@@ -456,13 +471,16 @@ impl pb::log_server::Log for LogApi {
         let command = LogCommand::ConsumerRemove {
             consumer: request.get_ref().consumer.clone(),
         };
-        match self.write_local(command, deadline).await? {
+        match self.commit_bookkeeping(command, deadline).await? {
             Routed::Here(index) => Ok(Response::new(pb::UnregisterResponse { index })),
             Routed::There(leader) => {
-                Self::refuse_forwarding(&request, &leader)?;
-                self.leader_client(&leader)?
-                    .unregister(self.forwarded(request.into_inner(), deadline))
-                    .await
+                self.forward(
+                    request,
+                    &leader,
+                    deadline,
+                    |mut leader, request| async move { leader.unregister(request).await },
+                )
+                .await
             }
         }
     }
@@ -528,10 +546,13 @@ impl pb::log_server::Log for LogApi {
         match routed {
             Routed::Here(response) => Ok(self.membership_response(response.log_id.index)),
             Routed::There(leader) => {
-                Self::refuse_forwarding(&request, &leader)?;
-                self.leader_client(&leader)?
-                    .add_learner(self.forwarded(request.into_inner(), deadline))
-                    .await
+                self.forward(
+                    request,
+                    &leader,
+                    deadline,
+                    |mut leader, request| async move { leader.add_learner(request).await },
+                )
+                .await
             }
         }
     }
@@ -546,10 +567,13 @@ impl pb::log_server::Log for LogApi {
         match self.change_membership(changes, deadline).await? {
             Routed::Here(index) => Ok(self.membership_response(index)),
             Routed::There(leader) => {
-                Self::refuse_forwarding(&request, &leader)?;
-                self.leader_client(&leader)?
-                    .promote_voter(self.forwarded(request.into_inner(), deadline))
-                    .await
+                self.forward(
+                    request,
+                    &leader,
+                    deadline,
+                    |mut leader, request| async move { leader.promote_voter(request).await },
+                )
+                .await
             }
         }
     }
@@ -572,10 +596,13 @@ impl pb::log_server::Log for LogApi {
         match self.change_membership(changes, deadline).await? {
             Routed::Here(index) => Ok(self.membership_response(index)),
             Routed::There(leader) => {
-                Self::refuse_forwarding(&request, &leader)?;
-                self.leader_client(&leader)?
-                    .remove_member(self.forwarded(request.into_inner(), deadline))
-                    .await
+                self.forward(
+                    request,
+                    &leader,
+                    deadline,
+                    |mut leader, request| async move { leader.remove_member(request).await },
+                )
+                .await
             }
         }
     }

@@ -94,8 +94,8 @@ impl Default for RaftSettings {
     fn default() -> Self {
         Self {
             heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
             request_timeout_ms: 5000,
             max_command_bytes: 2 * 1024 * 1024,
             max_payload_entries: 256,
