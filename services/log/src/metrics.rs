@@ -2,7 +2,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
 
 /// The node's metrics. One set per process: a process runs one node.
 pub struct LogMetrics {
@@ -17,6 +19,9 @@ pub struct LogMetrics {
     pub propose_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub fsync_batch: Histogram,
+    /// Raft RPC time by rpc and side: `sent` is the round trip a leader or
+    /// candidate sees, `handled` is the time the receiving node spent.
+    pub raft_rpc_seconds: HistogramVec,
 }
 
 /// The metrics, registered on first use.
@@ -52,7 +57,18 @@ impl LogMetrics {
         )
         .expect("valid metric name");
         let _ = prometheus::register(Box::new(appended_entries.clone()));
+        let raft_rpc_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "cairn_log_raft_rpc_seconds",
+                "Raft RPC time, by rpc and side",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap_or_default()),
+            &["rpc", "side"],
+        )
+        .expect("valid metric name");
+        let _ = prometheus::register(Box::new(raft_rpc_seconds.clone()));
         Self {
+            raft_rpc_seconds,
             term: gauge("cairn_log_term", "Current raft term"),
             is_leader: gauge("cairn_log_is_leader", "1 when this node is the leader"),
             last_log_index: gauge("cairn_log_last_log_index", "Last index in the local log"),

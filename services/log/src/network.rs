@@ -24,6 +24,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::metrics::LOG_METRICS;
 use crate::types::{NodeId, Raft, TypeConfig};
 
 /// The largest raft message a node accepts: a full AppendEntries batch of big commands.
@@ -82,6 +83,16 @@ enum Rpc {
     InstallSnapshot,
 }
 
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::AppendEntries => "append_entries",
+            Rpc::Vote => "vote",
+            Rpc::InstallSnapshot => "install_snapshot",
+        }
+    }
+}
+
 impl PeerClient {
     async fn call<Req, Resp, E>(
         &mut self,
@@ -106,11 +117,16 @@ impl PeerClient {
         })?;
         let mut message = Request::new(RaftMessage { payload });
         message.set_timeout(option.hard_ttl());
+        let sent = std::time::Instant::now();
         let answer = match rpc {
             Rpc::AppendEntries => client.append_entries(message).await,
             Rpc::Vote => client.vote(message).await,
             Rpc::InstallSnapshot => client.install_snapshot(message).await,
         };
+        LOG_METRICS
+            .raft_rpc_seconds
+            .with_label_values(&[rpc.name(), "sent"])
+            .observe(sent.elapsed().as_secs_f64());
         let answer = answer.map_err(|status| {
             let failure = PeerFailure(format!("{}: {}", self.addr, status.message()));
             match status.code() {
@@ -183,8 +199,14 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let started = std::time::Instant::now();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
-        encode(&self.raft.append_entries(rpc).await)
+        let answer = encode(&self.raft.append_entries(rpc).await);
+        LOG_METRICS
+            .raft_rpc_seconds
+            .with_label_values(&[Rpc::AppendEntries.name(), "handled"])
+            .observe(started.elapsed().as_secs_f64());
+        answer
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
