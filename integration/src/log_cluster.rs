@@ -303,12 +303,19 @@ impl LogCluster {
         Ok(entries)
     }
 
-    /// The client commands among `entries`, with their indexes.
-    pub fn commands(entries: &[Entry]) -> Vec<(u64, Vec<u8>)> {
+    /// The client commands among `entries`, each with its position: the entry's
+    /// index and the command's offset in it.
+    pub fn commands(entries: &[Entry]) -> Vec<((u64, u32), Vec<u8>)> {
         entries
             .iter()
             .filter(|entry| entry.kind == EntryKind::Command as i32)
-            .map(|entry| (entry.index, entry.command.clone()))
+            .flat_map(|entry| {
+                entry
+                    .commands
+                    .iter()
+                    .enumerate()
+                    .map(|(offset, command)| ((entry.index, offset as u32), command.clone()))
+            })
             .collect()
     }
 

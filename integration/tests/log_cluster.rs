@@ -25,13 +25,12 @@ fn client(channel: &Channel) -> LogClient<Channel> {
     LogClient::new(channel.clone())
 }
 
-async fn propose(channel: &Channel, command: Vec<u8>) -> Result<u64, tonic::Status> {
+/// Proposes `command`; answers where it landed: (entry index, offset in the entry).
+async fn propose(channel: &Channel, command: Vec<u8>) -> Result<(u64, u32), tonic::Status> {
     let mut request = tonic::Request::new(ProposeRequest { command });
     request.set_timeout(Duration::from_secs(10));
-    client(channel)
-        .propose(request)
-        .await
-        .map(|response| response.into_inner().index)
+    let placed = client(channel).propose(request).await?.into_inner();
+    Ok((placed.index, placed.offset))
 }
 
 fn payload(sequence: usize) -> Vec<u8> {
@@ -85,8 +84,8 @@ async fn t10_every_acknowledged_proposal_survives_a_leader_kill_exactly_once() -
                     break;
                 }
                 match propose(&channels[target], payload(sequence)).await {
-                    Ok(index) => {
-                        acked.push((sequence, index));
+                    Ok(placed) => {
+                        acked.push((sequence, placed));
                         acked_count.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(status) => {
@@ -170,18 +169,18 @@ async fn t10_every_acknowledged_proposal_survives_a_leader_kill_exactly_once() -
     }
 
     let mut position = HashMap::new();
-    for (index, command) in &logs[0] {
+    for (placed, command) in &logs[0] {
         ensure!(
-            position.insert(command.clone(), *index).is_none(),
+            position.insert(command.clone(), *placed).is_none(),
             "{:?} appears twice",
             String::from_utf8_lossy(command)
         );
     }
-    for (sequence, index) in &acked {
+    for (sequence, placed) in &acked {
         let found = position.get(&payload(*sequence));
         ensure!(
-            found == Some(index),
-            "proposal {sequence} acknowledged at {index}, found at {found:?}"
+            found == Some(placed),
+            "proposal {sequence} acknowledged at {placed:?}, found at {found:?}"
         );
     }
     let proposed: BTreeSet<Vec<u8>> = (0..PROPOSALS).map(payload).collect();
@@ -236,7 +235,7 @@ async fn t20_without_a_quorum_proposals_fail_fast_and_recover() -> Result<()> {
     ensure!(status.code() == Code::Unavailable, "got {status:?}");
 
     cluster.start_node(down[0])?;
-    let index = eventually(
+    let (index, _) = eventually(
         Duration::from_secs(30),
         "a proposal after a node returned",
         || {
@@ -334,7 +333,7 @@ async fn t40_a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Res
         ..Default::default()
     })
     .await?;
-    let mut acknowledged: Vec<(Vec<u8>, u64)> = Vec::new();
+    let mut acknowledged: Vec<(Vec<u8>, (u64, u32))> = Vec::new();
 
     for round in 0..ROUNDS {
         cluster
@@ -349,7 +348,7 @@ async fn t40_a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Res
                 for sequence in 0.. {
                     let command = format!("round-{round}-writer-{writer}-{sequence}").into_bytes();
                     match propose(&channel, command.clone()).await {
-                        Ok(index) => acked.push((command, index)),
+                        Ok(placed) => acked.push((command, placed)),
                         Err(_) => break,
                     }
                 }
@@ -374,7 +373,7 @@ async fn t40_a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Res
             .await?;
         let highest = acknowledged
             .iter()
-            .map(|(_, index)| *index)
+            .map(|(_, (index, _))| *index)
             .max()
             .unwrap_or(0);
         cluster
@@ -382,14 +381,14 @@ async fn t40_a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Res
             .await?;
         let entries = cluster.entries(1, 0, highest).await?;
         assert_contiguous(1, &entries)?;
-        let on_disk: HashMap<Vec<u8>, u64> = LogCluster::commands(&entries)
+        let on_disk: HashMap<Vec<u8>, (u64, u32)> = LogCluster::commands(&entries)
             .into_iter()
             .map(|(index, command)| (command, index))
             .collect();
-        for (command, index) in &acknowledged {
+        for (command, placed) in &acknowledged {
             ensure!(
-                on_disk.get(command) == Some(index),
-                "round {round}: {} acknowledged at {index} is missing after a restart",
+                on_disk.get(command) == Some(placed),
+                "round {round}: {} acknowledged at {placed:?} is missing after a restart",
                 String::from_utf8_lossy(command)
             );
         }
@@ -427,7 +426,7 @@ async fn t50_the_log_never_purges_what_a_consumer_still_needs() -> Result<()> {
     ack(0).await?;
     let mut last = 0;
     for sequence in 0..300 {
-        last = propose(&channel, payload(sequence)).await?;
+        last = propose(&channel, payload(sequence)).await?.0;
     }
     eventually(Duration::from_secs(10), "a snapshot", || async {
         let status = cluster.status(1).await.ok()?;
@@ -545,7 +544,7 @@ async fn t60_members_are_added_promoted_and_removed_through_any_node() -> Result
     // Three voters remain (the leader, the other original, node 4): writes go on
     // through the new member and it holds what was written before it joined.
     let via_new = cluster.channel(4)?;
-    let index = propose(&via_new, b"after membership changes".to_vec()).await?;
+    let (index, _) = propose(&via_new, b"after membership changes".to_vec()).await?;
     let entries = cluster.entries(4, 0, index).await?;
     let commands = LogCluster::commands(&entries);
     ensure!(
@@ -633,7 +632,8 @@ async fn t80_sigterm_stops_a_node_cleanly_and_it_resumes_from_disk() -> Result<(
         .subscribe(SubscribeRequest { from_index: 0 })
         .await?
         .into_inner();
-    let index = propose(&channel, b"before sigterm".to_vec()).await?;
+    let placed = propose(&channel, b"before sigterm".to_vec()).await?;
+    let index = placed.0;
     let exit = cluster.terminate(1).await?;
     ensure!(
         exit.success(),
@@ -649,6 +649,6 @@ async fn t80_sigterm_stops_a_node_cleanly_and_it_resumes_from_disk() -> Result<(
     let entries = cluster.entries(1, 0, index).await?;
     ensure!(LogCluster::commands(&entries)
         .iter()
-        .any(|(at, command)| *at == index && command == b"before sigterm"));
+        .any(|(at, command)| *at == placed && command == b"before sigterm"));
     Ok(())
 }

@@ -19,13 +19,14 @@ use openraft::error::{
 };
 use openraft::{BasicNode, ChangeMembers, EntryPayload, ServerState};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout_at;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::batch::{self, Answer, BatchLimits, Pending, Placed, Routed};
 use crate::error::LogError;
 use crate::metrics::LOG_METRICS;
 use crate::store::{Bookkeeping, LogStore};
@@ -35,6 +36,10 @@ use crate::types::{Entry, LogCommand, NodeId, Raft};
 const FORWARDED: &str = "cairn-forwarded";
 /// Entries per Subscribe message.
 const SUBSCRIBE_BATCH: usize = 512;
+/// Proposals that may wait to be packed before callers are slowed down.
+const PROPOSAL_QUEUE: usize = 8192;
+/// The most commands packed into one entry.
+const MAX_BATCH_COMMANDS: usize = 4096;
 /// The longest consumer name accepted.
 const MAX_CONSUMER_NAME: usize = 256;
 
@@ -55,13 +60,8 @@ struct Inner {
     max_command_bytes: usize,
     shutdown: ShutdownWatch,
     leaders: Mutex<HashMap<String, Forwarder>>,
-}
-
-/// Where a request that must run on the leader was carried out.
-enum Routed<T> {
-    Here(T),
-    /// Not the leader: the leader is at this address.
-    There(String),
+    /// Proposals on their way to being packed into an entry.
+    proposals: mpsc::Sender<Pending>,
 }
 
 /// The part of an openraft error that says "ask the leader".
@@ -118,7 +118,8 @@ impl LogApi {
         settings: &crate::settings::RaftSettings,
         shutdown: ShutdownWatch,
     ) -> Self {
-        Self {
+        let (proposals, queued) = mpsc::channel(PROPOSAL_QUEUE);
+        let api = Self {
             inner: Arc::new(Inner {
                 raft,
                 store,
@@ -126,9 +127,65 @@ impl LogApi {
                 advertise,
                 request_timeout: settings.request_timeout(),
                 max_command_bytes: settings.max_command_bytes,
-                shutdown,
+                shutdown: shutdown.clone(),
                 leaders: Mutex::new(HashMap::new()),
+                proposals,
             }),
+        };
+        let limits = BatchLimits {
+            max_bytes: settings.max_command_bytes,
+            max_commands: MAX_BATCH_COMMANDS,
+            in_flight: settings.max_batches_in_flight,
+        };
+        let packer = api.clone();
+        let mut stop = shutdown;
+        tokio::spawn(async move {
+            batch::pack(
+                queued,
+                limits,
+                |batch| {
+                    let api = packer.clone();
+                    async move { api.commit_batch(batch).await }
+                },
+                async move { stop.cancelled().await },
+            )
+            .await;
+        });
+        api
+    }
+
+    /// Commits one packed entry and answers each of its proposals.
+    async fn commit_batch(&self, batch: Vec<Pending>) {
+        let Some(deadline) = batch.iter().map(|pending| pending.deadline).min() else {
+            return;
+        };
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for pending in batch {
+            commands.push(pending.command);
+            replies.push(pending.reply);
+        }
+        LOG_METRICS.batch_commands.observe(commands.len() as f64);
+        let entry = LogCommand::Commands(commands);
+        let outcome = self
+            .on_leader(
+                deadline,
+                || self.inner.raft.client_write(entry.clone()),
+                write_refusal,
+            )
+            .await
+            .map_err(Status::from);
+        for (offset, reply) in replies.into_iter().enumerate() {
+            let answer: Answer = match &outcome {
+                Ok(Routed::Here(response)) => Ok(Routed::Here(Placed {
+                    index: response.log_id.index,
+                    term: response.log_id.leader_id.term,
+                    offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                })),
+                Ok(Routed::There(leader)) => Ok(Routed::There(leader.clone())),
+                Err(status) => Err(status.clone()),
+            };
+            let _ = reply.send(answer);
         }
     }
 
@@ -230,6 +287,32 @@ impl LogApi {
         call(client, onward).await
     }
 
+    /// Queues a proposal for packing and waits for where it landed.
+    async fn place(
+        &self,
+        request: &Request<pb::ProposeRequest>,
+        deadline: tokio::time::Instant,
+    ) -> Answer {
+        self.check_command(&request.get_ref().command)?;
+        let stopping = || {
+            Status::from(LogError::Unavailable(
+                "this log node is shutting down".into(),
+            ))
+        };
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            command: request.get_ref().command.clone(),
+            deadline,
+            reply,
+        };
+        self.inner
+            .proposals
+            .send(pending)
+            .await
+            .map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
+    }
+
     fn check_command(&self, command: &[u8]) -> Result<(), LogError> {
         if command.is_empty() {
             return Err(LogError::InvalidArgument("command is empty".into()));
@@ -312,10 +395,10 @@ impl LogApi {
 }
 
 fn to_wire(entry: Entry) -> pb::Entry {
-    let (kind, command) = match entry.payload {
+    let (kind, commands) = match entry.payload {
         EntryPayload::Blank => (pb::EntryKind::Blank, Vec::new()),
         EntryPayload::Membership(_) => (pb::EntryKind::Membership, Vec::new()),
-        EntryPayload::Normal(LogCommand::Client(command)) => (pb::EntryKind::Command, command),
+        EntryPayload::Normal(LogCommand::Commands(commands)) => (pb::EntryKind::Command, commands),
         EntryPayload::Normal(
             LogCommand::ConsumerAck { .. } | LogCommand::ConsumerRemove { .. },
         ) => (pb::EntryKind::Consumer, Vec::new()),
@@ -324,7 +407,7 @@ fn to_wire(entry: Entry) -> pb::Entry {
         index: entry.log_id.index,
         term: entry.log_id.leader_id.term,
         kind: kind as i32,
-        command,
+        commands,
     }
 }
 
@@ -346,23 +429,11 @@ impl pb::log_server::Log for LogApi {
     ) -> Result<Response<pb::ProposeResponse>, Status> {
         let started = Instant::now();
         let deadline = self.deadline();
-        let result = async {
-            self.check_command(&request.get_ref().command)?;
-            let command = LogCommand::Client(request.get_ref().command.clone());
-            let routed = self
-                .on_leader(
-                    deadline,
-                    || self.inner.raft.client_write(command.clone()),
-                    write_refusal,
-                )
-                .await?;
-            Ok::<_, LogError>(routed)
-        }
-        .await;
-        let answer = match result {
-            Ok(Routed::Here(response)) => Ok(Response::new(pb::ProposeResponse {
-                index: response.log_id.index,
-                term: response.log_id.leader_id.term,
+        let answer = match self.place(&request, deadline).await {
+            Ok(Routed::Here(placed)) => Ok(Response::new(pb::ProposeResponse {
+                index: placed.index,
+                term: placed.term,
+                offset: placed.offset,
             })),
             Ok(Routed::There(leader)) => {
                 self.forward(
@@ -373,7 +444,7 @@ impl pb::log_server::Log for LogApi {
                 )
                 .await
             }
-            Err(error) => Err(Status::from(error)),
+            Err(status) => Err(status),
         };
         let outcome = match &answer {
             Ok(_) => "ok",

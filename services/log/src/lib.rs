@@ -10,6 +10,7 @@
 //! - `purge`: the policy that never drops an entry a consumer still needs.
 
 pub mod api;
+pub mod batch;
 pub mod error;
 pub mod metrics;
 pub mod network;

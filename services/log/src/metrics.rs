@@ -19,6 +19,8 @@ pub struct LogMetrics {
     pub propose_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub fsync_batch: Histogram,
+    /// Commands packed into one entry by the leader.
+    pub batch_commands: Histogram,
     /// Raft RPC time by rpc and side: `sent` is the round trip a leader or
     /// candidate sees, `handled` is the time the receiving node spent.
     pub raft_rpc_seconds: HistogramVec,
@@ -89,6 +91,11 @@ impl LogMetrics {
                 "cairn_log_fsync_seconds",
                 "Time of one WAL sync",
                 prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap_or_default(),
+            ),
+            batch_commands: histogram(
+                "cairn_log_batch_commands",
+                "Proposals packed into one entry",
+                prometheus::exponential_buckets(1.0, 2.0, 13).unwrap_or_default(),
             ),
             fsync_batch: histogram(
                 "cairn_log_fsync_batch_appends",

@@ -82,6 +82,9 @@ pub struct RaftSettings {
     pub max_command_bytes: usize,
     /// Entries per AppendEntries message.
     pub max_payload_entries: u64,
+    /// Packed entries of proposals that may be uncommitted at once; proposals
+    /// arriving meanwhile queue and share the next entry.
+    pub max_batches_in_flight: usize,
     /// Take a snapshot after this many applied entries.
     pub snapshot_every: u64,
     /// With no registered consumer, keep this many entries behind the snapshot.
@@ -99,6 +102,7 @@ impl Default for RaftSettings {
             request_timeout_ms: 5000,
             max_command_bytes: 2 * 1024 * 1024,
             max_payload_entries: 256,
+            max_batches_in_flight: 2,
             snapshot_every: 10_000,
             retain_entries: 100_000,
             purge_interval_ms: 1000,
@@ -177,6 +181,9 @@ impl LogSettings {
         }
         if self.raft.max_payload_entries == 0 {
             return bad("raft.max_payload_entries", "must be positive");
+        }
+        if self.raft.max_batches_in_flight == 0 {
+            return bad("raft.max_batches_in_flight", "must be positive");
         }
         if self.raft.snapshot_every == 0 {
             return bad("raft.snapshot_every", "must be positive");

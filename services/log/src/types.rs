@@ -10,8 +10,9 @@ pub type NodeId = u64;
 /// What one log entry carries besides openraft's own blank and membership entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogCommand {
-    /// A client's command, opaque to the log.
-    Client(Vec<u8>),
+    /// Clients' commands, opaque to the log, packed by the leader into one
+    /// entry when they arrive together; consumers apply them in order.
+    Commands(Vec<Vec<u8>>),
     /// A consumer's durable applied index; it registers the consumer on first use.
     ConsumerAck {
         consumer: String,

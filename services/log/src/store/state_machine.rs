@@ -37,7 +37,7 @@ impl Bookkeeping {
     pub fn apply(&mut self, entry: &Entry) {
         self.last_applied = Some(entry.log_id);
         match &entry.payload {
-            EntryPayload::Blank | EntryPayload::Normal(LogCommand::Client(_)) => {}
+            EntryPayload::Blank | EntryPayload::Normal(LogCommand::Commands(_)) => {}
             EntryPayload::Normal(LogCommand::ConsumerAck {
                 consumer,
                 applied_index,
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn client_commands_change_nothing_but_the_applied_index() {
         let mut state = Bookkeeping::default();
-        state.apply(&entry(7, LogCommand::Client(b"x".to_vec())));
+        state.apply(&entry(7, LogCommand::Commands(vec![b"x".to_vec()])));
         assert!(state.consumers.is_empty());
         assert_eq!(state.last_applied.map(|id| id.index), Some(7));
     }
