@@ -14,6 +14,8 @@ pub enum KitError {
         #[source]
         source: std::io::Error,
     },
+    #[error("grpc: {0}")]
+    Grpc(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod settings;

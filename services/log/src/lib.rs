@@ -29,7 +29,6 @@ use cairn_proto::cairn::log::v1::log_server::LogServer;
 use cairn_proto::cairn::log::v1::raft_server::RaftServer;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::LogError;
 pub use settings::LogSettings;
@@ -119,6 +118,10 @@ pub async fn serve_on(
         "cairn-log ready"
     );
 
+    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| LogError::Bind {
+        addr: local.to_string(),
+        source: std::io::Error::other(error.to_string()),
+    })?;
     let mut stop = shutdown.clone();
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -130,9 +133,7 @@ pub async fn serve_on(
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stop.cancelled().await
-        })
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
         .await;
     tracing::info!(node = settings.node.id, "cairn-log stopping");
     if let Err(error) = raft.shutdown().await {
