@@ -652,3 +652,67 @@ async fn t80_sigterm_stops_a_node_cleanly_and_it_resumes_from_disk() -> Result<(
         .any(|(at, command)| *at == placed && command == b"before sigterm"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_a_read_index_covers_every_write_acknowledged_before_it() -> Result<()> {
+    const WRITERS: usize = 8;
+    const READERS: usize = 16;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let channels: Vec<Channel> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.channel(*id))
+        .collect::<Result<_>>()?;
+    // The highest index any writer has seen acknowledged so far.
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(4);
+
+    let mut writers = Vec::new();
+    for number in 0..WRITERS {
+        let channel = channels[number % channels.len()].clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            let mut sequence = 0;
+            while Instant::now() < stop_at {
+                let command = format!("writer-{number}-{sequence}").into_bytes();
+                sequence += 1;
+                let (index, _) = propose(&channel, command).await?;
+                acknowledged.fetch_max(index, Ordering::SeqCst);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut readers = Vec::new();
+    for number in 0..READERS {
+        let channel = channels[number % channels.len()].clone();
+        let acknowledged = acknowledged.clone();
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            while Instant::now() < stop_at {
+                let floor = acknowledged.load(Ordering::SeqCst);
+                let point = client(&channel)
+                    .read_index(ReadIndexRequest {})
+                    .await?
+                    .into_inner();
+                ensure!(
+                    point.index >= floor,
+                    "read index {} below the write acknowledged at {floor} before the read began",
+                    point.index
+                );
+                reads += 1;
+            }
+            anyhow::Ok(reads)
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await??;
+    }
+    println!("{reads} read indexes checked against acknowledged writes");
+    ensure!(reads > 100, "only {reads} reads");
+    Ok(())
+}

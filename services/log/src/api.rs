@@ -26,7 +26,7 @@ use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::batch::{self, Answer, BatchLimits, Pending, Placed, Routed};
+use crate::batch::{self, Answer, BatchLimits, Pending, Placed, ReadPoint, ReadWaiter, Routed};
 use crate::error::LogError;
 use crate::metrics::LOG_METRICS;
 use crate::store::{Bookkeeping, LogStore};
@@ -62,6 +62,8 @@ struct Inner {
     leaders: Mutex<HashMap<String, Forwarder>>,
     /// Proposals on their way to being packed into an entry.
     proposals: mpsc::Sender<Pending>,
+    /// Read-index requests waiting for the next leadership check.
+    reads: mpsc::Sender<ReadWaiter>,
 }
 
 /// The part of an openraft error that says "ask the leader".
@@ -119,6 +121,7 @@ impl LogApi {
         shutdown: ShutdownWatch,
     ) -> Self {
         let (proposals, queued) = mpsc::channel(PROPOSAL_QUEUE);
+        let (reads, queued_reads) = mpsc::channel(PROPOSAL_QUEUE);
         let api = Self {
             inner: Arc::new(Inner {
                 raft,
@@ -130,6 +133,7 @@ impl LogApi {
                 shutdown: shutdown.clone(),
                 leaders: Mutex::new(HashMap::new()),
                 proposals,
+                reads,
             }),
         };
         let limits = BatchLimits {
@@ -138,7 +142,7 @@ impl LogApi {
             in_flight: settings.max_batches_in_flight,
         };
         let packer = api.clone();
-        let mut stop = shutdown;
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
             batch::pack(
                 queued,
@@ -151,7 +155,54 @@ impl LogApi {
             )
             .await;
         });
+        // One leadership check at a time: a read that arrives during a check
+        // must wait for the next, which begins after it arrived.
+        let read_limits = BatchLimits {
+            max_bytes: usize::MAX,
+            max_commands: usize::MAX,
+            in_flight: 1,
+        };
+        let checker = api.clone();
+        let mut stop = shutdown;
+        tokio::spawn(async move {
+            batch::pack(
+                queued_reads,
+                read_limits,
+                |waiters| {
+                    let api = checker.clone();
+                    async move { api.confirm_reads(waiters).await }
+                },
+                async move { stop.cancelled().await },
+            )
+            .await;
+        });
         api
+    }
+
+    /// One leadership check for every waiting reader.
+    async fn confirm_reads(&self, waiters: Vec<ReadWaiter>) {
+        let Some(deadline) = waiters.iter().map(|waiter| waiter.deadline).min() else {
+            return;
+        };
+        let outcome = self
+            .on_leader(
+                deadline,
+                || self.inner.raft.ensure_linearizable(),
+                |error: &CheckIsLeaderError<NodeId, BasicNode>| no_quorum(error),
+            )
+            .await
+            .map(|routed| match routed {
+                Routed::Here(read_log_id) => Routed::Here(ReadPoint {
+                    index: read_log_id.map_or(0, |id| id.index),
+                    term: read_log_id.map_or(0, |id| id.leader_id.term),
+                }),
+                Routed::There(leader) => Routed::There(leader),
+            })
+            .map_err(Status::from);
+        LOG_METRICS.read_batch.observe(waiters.len() as f64);
+        for waiter in waiters {
+            let _ = waiter.reply.send(outcome.clone());
+        }
     }
 
     /// Commits one packed entry and answers each of its proposals.
@@ -463,17 +514,21 @@ impl pb::log_server::Log for LogApi {
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
         let deadline = self.deadline();
-        let routed = self
-            .on_leader(
-                deadline,
-                || self.inner.raft.ensure_linearizable(),
-                |error: &CheckIsLeaderError<NodeId, BasicNode>| no_quorum(error),
-            )
-            .await?;
-        match routed {
-            Routed::Here(read_log_id) => Ok(Response::new(pb::ReadIndexResponse {
-                index: read_log_id.map_or(0, |id| id.index),
-                term: read_log_id.map_or(0, |id| id.leader_id.term),
+        let stopping = || {
+            Status::from(LogError::Unavailable(
+                "this log node is shutting down".into(),
+            ))
+        };
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .reads
+            .send(ReadWaiter { deadline, reply })
+            .await
+            .map_err(|_| stopping())?;
+        match answer.await.map_err(|_| stopping())?? {
+            Routed::Here(point) => Ok(Response::new(pb::ReadIndexResponse {
+                index: point.index,
+                term: point.term,
             })),
             Routed::There(leader) => {
                 self.forward(

@@ -1,11 +1,12 @@
-//! Packing proposals into entries.
+//! Packing requests that arrive together into one round of consensus.
 //!
 //! Every raft entry costs the leader an append, a sync and a round of
-//! replication, whatever its size. Proposals that arrive while earlier entries
-//! are still being committed are therefore packed into one entry: a lone
-//! proposal goes out at once, and under load each entry carries everything
-//! that queued up meanwhile. At most `raft.max_batches_in_flight` entries are
-//! uncommitted at a time, which is what lets the queue form.
+//! replication, whatever its size; every read index costs a round of
+//! heartbeats to a quorum. Requests that arrive while earlier rounds are still
+//! under way are therefore packed into the next one: a lone request goes out at
+//! once, and under load each round carries everything that queued up
+//! meanwhile. At most `in_flight` rounds run at a time, which is what lets the
+//! queue form.
 
 use std::sync::Arc;
 
@@ -32,11 +33,41 @@ pub enum Routed<T> {
     There(String),
 }
 
+/// Something that can be packed: it says how many bytes it adds to a batch.
+pub trait Packable {
+    fn bytes(&self) -> usize;
+}
+
 /// A proposal waiting to be packed.
 pub struct Pending {
     pub command: Vec<u8>,
     pub deadline: tokio::time::Instant,
     pub reply: oneshot::Sender<Answer>,
+}
+
+impl Packable for Pending {
+    fn bytes(&self) -> usize {
+        self.command.len()
+    }
+}
+
+/// A read-index request waiting for the next leadership check.
+pub struct ReadWaiter {
+    pub deadline: tokio::time::Instant,
+    pub reply: oneshot::Sender<Result<Routed<ReadPoint>, Status>>,
+}
+
+impl Packable for ReadWaiter {
+    fn bytes(&self) -> usize {
+        0
+    }
+}
+
+/// A linearizable read point: the index (and its term) a reader must have applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPoint {
+    pub index: u64,
+    pub term: u64,
 }
 
 /// The limits of one packed entry.
@@ -50,16 +81,18 @@ pub struct BatchLimits {
     pub in_flight: usize,
 }
 
-/// Takes the proposals queued on `receiver` and hands each packed batch to
-/// `commit`, which must answer every proposal in it. Ends when the queue closes
-/// or `stop` resolves.
-pub async fn pack<C, Fut>(
-    mut receiver: mpsc::Receiver<Pending>,
+/// Takes the requests queued on `receiver` and hands each packed batch to
+/// `commit`, which must answer every request in it. A batch is taken only once
+/// a round is free, so every request in it arrived before its round began.
+/// Ends when the queue closes or `stop` resolves.
+pub async fn pack<T, C, Fut>(
+    mut receiver: mpsc::Receiver<T>,
     limits: BatchLimits,
     commit: C,
     stop: impl std::future::Future<Output = ()>,
 ) where
-    C: Fn(Vec<Pending>) -> Fut,
+    T: Packable,
+    C: Fn(Vec<T>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.in_flight.max(1)));
@@ -89,17 +122,13 @@ pub async fn pack<C, Fut>(
 }
 
 /// Adds what is already queued to `first`, within the limits.
-fn fill(
-    first: Pending,
-    receiver: &mut mpsc::Receiver<Pending>,
-    limits: BatchLimits,
-) -> Vec<Pending> {
-    let mut bytes = first.command.len();
+fn fill<T: Packable>(first: T, receiver: &mut mpsc::Receiver<T>, limits: BatchLimits) -> Vec<T> {
+    let mut bytes = first.bytes();
     let mut batch = vec![first];
     while bytes < limits.max_bytes && batch.len() < limits.max_commands {
         match receiver.try_recv() {
             Ok(more) => {
-                bytes += more.command.len();
+                bytes = bytes.saturating_add(more.bytes());
                 batch.push(more);
             }
             Err(_) => break,

@@ -21,6 +21,8 @@ pub struct LogMetrics {
     pub fsync_batch: Histogram,
     /// Commands packed into one entry by the leader.
     pub batch_commands: Histogram,
+    /// Read-index requests answered by one leadership check.
+    pub read_batch: Histogram,
     /// Raft RPC time by rpc and side: `sent` is the round trip a leader or
     /// candidate sees, `handled` is the time the receiving node spent.
     pub raft_rpc_seconds: HistogramVec,
@@ -95,6 +97,11 @@ impl LogMetrics {
             batch_commands: histogram(
                 "cairn_log_batch_commands",
                 "Proposals packed into one entry",
+                prometheus::exponential_buckets(1.0, 2.0, 13).unwrap_or_default(),
+            ),
+            read_batch: histogram(
+                "cairn_log_read_index_batch",
+                "Read-index requests answered by one leadership check",
                 prometheus::exponential_buckets(1.0, 2.0, 13).unwrap_or_default(),
             ),
             fsync_batch: histogram(

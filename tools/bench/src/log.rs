@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_proto::cairn::log::v1::log_client::LogClient;
-use cairn_proto::cairn::log::v1::{ProposeRequest, StatusRequest};
+use cairn_proto::cairn::log::v1::{ProposeRequest, ReadIndexRequest, StatusRequest};
 use clap::Args;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -31,9 +31,20 @@ pub struct LogArgs {
     /// Bytes per command.
     #[arg(long, default_value_t = 256)]
     size: usize,
+    /// What each client asks: `propose` (a write) or `read-index` (a
+    /// linearizable read point, what every linearizable read costs).
+    #[arg(long, value_enum, default_value_t = Operation::Propose)]
+    op: Operation,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+/// The request a client repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Operation {
+    Propose,
+    ReadIndex,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -97,7 +108,7 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
     let mut summaries = Vec::new();
     for clients in &args.clients {
         anyhow::ensure!(*clients > 0, "client counts must be positive");
-        let summary = run_clients(&leader, *clients, args.duration, args.size).await?;
+        let summary = run_clients(&leader, *clients, args.duration, args.size, args.op).await?;
         println!("{}", summary.row());
         summaries.push(summary);
     }
@@ -112,6 +123,7 @@ async fn run_clients(
     clients: usize,
     duration: Duration,
     size: usize,
+    op: Operation,
 ) -> anyhow::Result<Summary> {
     let mut channels = Vec::new();
     for _ in 0..clients.min(MAX_CONNECTIONS) {
@@ -132,12 +144,19 @@ async fn run_clients(
                 command.resize(size.max(command.len()), b'x');
                 sequence += 1;
                 let sent = Instant::now();
-                let answer = client.propose(ProposeRequest { command }).await;
+                let answer = match op {
+                    Operation::Propose => {
+                        client.propose(ProposeRequest { command }).await.map(|_| ())
+                    }
+                    Operation::ReadIndex => {
+                        client.read_index(ReadIndexRequest {}).await.map(|_| ())
+                    }
+                };
                 if sent < record_from {
                     continue;
                 }
                 match answer {
-                    Ok(_) => record(&mut latencies, sent.elapsed()),
+                    Ok(()) => record(&mut latencies, sent.elapsed()),
                     Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
                 }
             }
@@ -158,7 +177,13 @@ async fn run_clients(
         eprintln!("errors by code: {errors:?}");
     }
     Ok(Summary::new(
-        format!("propose {clients} clients"),
+        format!(
+            "{} {clients} clients",
+            match op {
+                Operation::Propose => "propose",
+                Operation::ReadIndex => "read-index",
+            }
+        ),
         &latencies,
         error_count,
         duration,
