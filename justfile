@@ -42,9 +42,13 @@ dev: build
 dev-down:
     deploy/local/dev.sh down
 
-# Propose throughput and latency of cairn-log (release build), and the disk's raw fsync rate.
+# Propose and read-index throughput and latency of a release-built 3-node cairn-log, and the disk's raw fsync rate.
 bench-log duration="10s" clients="1,64":
     cargo build --release --locked -p cairn-log -p cairn-bench
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
-    "$CARGO_TARGET_DIR/release/cairn-bench" fsync --dir .bench --count 2000 || true
-    "$CARGO_TARGET_DIR/release/cairn-bench" log --endpoints 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --clients {{clients}} --duration {{duration}} --size 256; status=$?; CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
+    status=0; \
+    "$CARGO_TARGET_DIR/release/cairn-bench" fsync --dir .bench --count 2000 || status=$?; \
+    for op in propose read-index; do \
+        "$CARGO_TARGET_DIR/release/cairn-bench" log --op $op --endpoints 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --clients {{clients}} --duration {{duration}} --size 256 || status=$?; \
+    done; \
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
