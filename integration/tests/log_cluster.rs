@@ -716,3 +716,80 @@ async fn t90_a_read_index_covers_every_write_acknowledged_before_it() -> Result<
     ensure!(reads > 100, "only {reads} reads");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t100_a_follower_behind_the_purge_catches_up_from_a_snapshot() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = LogCluster::start(LogClusterOptions {
+        snapshot_every: 50,
+        retain_entries: 0,
+        purge_interval_ms: 100,
+        ..Default::default()
+    })
+    .await?;
+    let ids = cluster.ids();
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(20))
+        .await?;
+    let behind = *ids
+        .iter()
+        .find(|id| **id != leader)
+        .context("three nodes")?;
+    cluster.kill(behind).await?;
+
+    let via_leader = cluster.channel(leader)?;
+    let mut last = 0;
+    for sequence in 0..300 {
+        last = propose(&via_leader, payload(sequence)).await?.0;
+    }
+    // With no consumer registered and nothing retained, the leader purges up to
+    // its snapshot: the entries the stopped follower lacks are gone.
+    let purged_to = eventually(Duration::from_secs(10), "the leader to purge", || async {
+        let first = cluster.status(leader).await.ok()?.first_index;
+        (first > 100).then_some(first)
+    })
+    .await?;
+
+    cluster.start_node(behind)?;
+    cluster
+        .wait_applied(behind, last, Duration::from_secs(30))
+        .await
+        .with_context(|| cluster.output_tail(behind, 20))?;
+    let status = cluster.status(behind).await?;
+    ensure!(
+        status.snapshot_index >= purged_to - 1,
+        "no snapshot installed: {status:?}"
+    );
+    ensure!(
+        status.first_index > 1,
+        "the follower still holds the purged entries: {status:?}"
+    );
+
+    let via_behind = cluster.channel(behind)?;
+    let refused = client(&via_behind)
+        .subscribe(SubscribeRequest { from_index: 1 })
+        .await
+        .err()
+        .context("subscribing below the follower's first index succeeded")?;
+    ensure!(refused.code() == Code::OutOfRange, "got {refused:?}");
+    let first = refused
+        .metadata()
+        .get("cairn-first-index")
+        .and_then(|value| value.to_str().ok());
+    ensure!(
+        first == Some(status.first_index.to_string().as_str()),
+        "first index metadata {first:?} vs {status:?}"
+    );
+
+    // The follower serves what it holds and takes new writes.
+    let (index, _) = propose(&via_behind, b"after catching up".to_vec()).await?;
+    let entries = cluster.entries(behind, status.first_index, index).await?;
+    assert_contiguous(behind, &entries)?;
+    ensure!(
+        LogCluster::commands(&entries)
+            .last()
+            .map(|(_, command)| command.as_slice())
+            == Some(b"after catching up".as_slice())
+    );
+    Ok(())
+}
