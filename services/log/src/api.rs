@@ -5,7 +5,7 @@
 //! a stale view cannot make requests bounce. Every request is bounded by the
 //! request timeout and fails with UNAVAILABLE rather than hang.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,6 +107,10 @@ fn membership_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Option<Log
     }
 }
 
+fn shutting_down() -> Status {
+    LogError::Unavailable("this log node is shutting down".into()).into()
+}
+
 fn write_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Option<LogError> {
     Some(LogError::Unavailable(error.to_string()))
 }
@@ -142,18 +146,9 @@ impl LogApi {
             in_flight: settings.max_batches_in_flight,
         };
         let packer = api.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            batch::pack(
-                queued,
-                limits,
-                |batch| {
-                    let api = packer.clone();
-                    async move { api.commit_batch(batch).await }
-                },
-                async move { stop.cancelled().await },
-            )
-            .await;
+        batch::spawn(queued, limits, shutdown.clone(), move |batch| {
+            let api = packer.clone();
+            async move { api.commit_batch(batch).await }
         });
         // One leadership check at a time: a read that arrives during a check
         // must wait for the next, which begins after it arrived.
@@ -163,18 +158,9 @@ impl LogApi {
             in_flight: 1,
         };
         let checker = api.clone();
-        let mut stop = shutdown;
-        tokio::spawn(async move {
-            batch::pack(
-                queued_reads,
-                read_limits,
-                |waiters| {
-                    let api = checker.clone();
-                    async move { api.confirm_reads(waiters).await }
-                },
-                async move { stop.cancelled().await },
-            )
-            .await;
+        batch::spawn(queued_reads, read_limits, shutdown, move |waiters| {
+            let api = checker.clone();
+            async move { api.confirm_reads(waiters).await }
         });
         api
     }
@@ -338,6 +324,25 @@ impl LogApi {
         call(client, onward).await
     }
 
+    /// Answers from this node when it carried the request out, or forwards the
+    /// request to the leader `routed` names.
+    async fn answer<Req, Resp, T, Fut>(
+        &self,
+        routed: Routed<T>,
+        here: impl FnOnce(T) -> Resp,
+        request: Request<Req>,
+        deadline: tokio::time::Instant,
+        there: impl FnOnce(Forwarder, Request<Req>) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        match routed {
+            Routed::Here(value) => Ok(Response::new(here(value))),
+            Routed::There(leader) => self.forward(request, &leader, deadline, there).await,
+        }
+    }
+
     /// Queues a proposal for packing and waits for where it landed.
     async fn place(
         &self,
@@ -345,11 +350,6 @@ impl LogApi {
         deadline: tokio::time::Instant,
     ) -> Answer {
         self.check_command(&request.get_ref().command)?;
-        let stopping = || {
-            Status::from(LogError::Unavailable(
-                "this log node is shutting down".into(),
-            ))
-        };
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             command: request.get_ref().command.clone(),
@@ -360,8 +360,8 @@ impl LogApi {
             .proposals
             .send(pending)
             .await
-            .map_err(|_| stopping())?;
-        answer.await.map_err(|_| stopping())?
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
     }
 
     fn check_command(&self, command: &[u8]) -> Result<(), LogError> {
@@ -437,11 +437,11 @@ impl LogApi {
         })
     }
 
-    fn membership_response(&self, index: u64) -> Response<pb::MembershipResponse> {
-        Response::new(pb::MembershipResponse {
+    fn membership(&self, index: u64) -> pb::MembershipResponse {
+        pb::MembershipResponse {
             index,
             members: self.members(),
-        })
+        }
     }
 }
 
@@ -480,23 +480,23 @@ impl pb::log_server::Log for LogApi {
     ) -> Result<Response<pb::ProposeResponse>, Status> {
         let started = Instant::now();
         let deadline = self.deadline();
-        let answer = match self.place(&request, deadline).await {
-            Ok(Routed::Here(placed)) => Ok(Response::new(pb::ProposeResponse {
+        let answer = async {
+            let routed = self.place(&request, deadline).await?;
+            let here = |placed: Placed| pb::ProposeResponse {
                 index: placed.index,
                 term: placed.term,
                 offset: placed.offset,
-            })),
-            Ok(Routed::There(leader)) => {
-                self.forward(
-                    request,
-                    &leader,
-                    deadline,
-                    |mut leader, request| async move { leader.propose(request).await },
-                )
-                .await
-            }
-            Err(status) => Err(status),
-        };
+            };
+            self.answer(
+                routed,
+                here,
+                request,
+                deadline,
+                |mut leader, request| async move { leader.propose(request).await },
+            )
+            .await
+        }
+        .await;
         let outcome = match &answer {
             Ok(_) => "ok",
             Err(status) if status.code() == tonic::Code::InvalidArgument => "invalid",
@@ -514,32 +514,25 @@ impl pb::log_server::Log for LogApi {
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
         let deadline = self.deadline();
-        let stopping = || {
-            Status::from(LogError::Unavailable(
-                "this log node is shutting down".into(),
-            ))
-        };
         let (reply, answer) = oneshot::channel();
         self.inner
             .reads
             .send(ReadWaiter { deadline, reply })
             .await
-            .map_err(|_| stopping())?;
-        match answer.await.map_err(|_| stopping())?? {
-            Routed::Here(point) => Ok(Response::new(pb::ReadIndexResponse {
-                index: point.index,
-                term: point.term,
-            })),
-            Routed::There(leader) => {
-                self.forward(
-                    request,
-                    &leader,
-                    deadline,
-                    |mut leader, request| async move { leader.read_index(request).await },
-                )
-                .await
-            }
-        }
+            .map_err(|_| shutting_down())?;
+        let routed = answer.await.map_err(|_| shutting_down())??;
+        let here = |point: ReadPoint| pb::ReadIndexResponse {
+            index: point.index,
+            term: point.term,
+        };
+        self.answer(
+            routed,
+            here,
+            request,
+            deadline,
+            |mut leader, request| async move { leader.read_index(request).await },
+        )
+        .await
     }
 
     type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
@@ -574,18 +567,16 @@ impl pb::log_server::Log for LogApi {
             consumer: request.get_ref().consumer.clone(),
             applied_index: request.get_ref().applied_index,
         };
-        match self.commit_bookkeeping(command, deadline).await? {
-            Routed::Here(index) => Ok(Response::new(pb::AckResponse { index })),
-            Routed::There(leader) => {
-                self.forward(
-                    request,
-                    &leader,
-                    deadline,
-                    |mut leader, request| async move { leader.ack(request).await },
-                )
-                .await
-            }
-        }
+        let routed = self.commit_bookkeeping(command, deadline).await?;
+        let here = |index| pb::AckResponse { index };
+        self.answer(
+            routed,
+            here,
+            request,
+            deadline,
+            |mut leader, request| async move { leader.ack(request).await },
+        )
+        .await
     }
 
     async fn unregister(
@@ -597,18 +588,16 @@ impl pb::log_server::Log for LogApi {
         let command = LogCommand::ConsumerRemove {
             consumer: request.get_ref().consumer.clone(),
         };
-        match self.commit_bookkeeping(command, deadline).await? {
-            Routed::Here(index) => Ok(Response::new(pb::UnregisterResponse { index })),
-            Routed::There(leader) => {
-                self.forward(
-                    request,
-                    &leader,
-                    deadline,
-                    |mut leader, request| async move { leader.unregister(request).await },
-                )
-                .await
-            }
-        }
+        let routed = self.commit_bookkeeping(command, deadline).await?;
+        let here = |index| pb::UnregisterResponse { index };
+        self.answer(
+            routed,
+            here,
+            request,
+            deadline,
+            |mut leader, request| async move { leader.unregister(request).await },
+        )
+        .await
     }
 
     async fn status(
@@ -658,29 +647,17 @@ impl pb::log_server::Log for LogApi {
             ))
             .into());
         }
-        let routed = self
-            .on_leader(
-                deadline,
-                || {
-                    self.inner
-                        .raft
-                        .add_learner(id, BasicNode::new(addr.clone()), false)
-                },
-                membership_refusal,
-            )
-            .await?;
-        match routed {
-            Routed::Here(response) => Ok(self.membership_response(response.log_id.index)),
-            Routed::There(leader) => {
-                self.forward(
-                    request,
-                    &leader,
-                    deadline,
-                    |mut leader, request| async move { leader.add_learner(request).await },
-                )
-                .await
-            }
-        }
+        let changes = ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode::new(addr))]));
+        let routed = self.change_membership(changes, deadline).await?;
+        let here = |index| self.membership(index);
+        self.answer(
+            routed,
+            here,
+            request,
+            deadline,
+            |mut leader, request| async move { leader.add_learner(request).await },
+        )
+        .await
     }
 
     async fn promote_voter(
@@ -688,20 +665,17 @@ impl pb::log_server::Log for LogApi {
         request: Request<pb::PromoteVoterRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let deadline = self.deadline();
-        let id = request.get_ref().id;
-        let changes = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-        match self.change_membership(changes, deadline).await? {
-            Routed::Here(index) => Ok(self.membership_response(index)),
-            Routed::There(leader) => {
-                self.forward(
-                    request,
-                    &leader,
-                    deadline,
-                    |mut leader, request| async move { leader.promote_voter(request).await },
-                )
-                .await
-            }
-        }
+        let changes = ChangeMembers::AddVoterIds(BTreeSet::from([request.get_ref().id]));
+        let routed = self.change_membership(changes, deadline).await?;
+        let here = |index| self.membership(index);
+        self.answer(
+            routed,
+            here,
+            request,
+            deadline,
+            |mut leader, request| async move { leader.promote_voter(request).await },
+        )
+        .await
     }
 
     async fn remove_member(
@@ -719,18 +693,16 @@ impl pb::log_server::Log for LogApi {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        match self.change_membership(changes, deadline).await? {
-            Routed::Here(index) => Ok(self.membership_response(index)),
-            Routed::There(leader) => {
-                self.forward(
-                    request,
-                    &leader,
-                    deadline,
-                    |mut leader, request| async move { leader.remove_member(request).await },
-                )
-                .await
-            }
-        }
+        let routed = self.change_membership(changes, deadline).await?;
+        let here = |index| self.membership(index);
+        self.answer(
+            routed,
+            here,
+            request,
+            deadline,
+            |mut leader, request| async move { leader.remove_member(request).await },
+        )
+        .await
     }
 }
 

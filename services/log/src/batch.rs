@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use cairn_kit::shutdown::ShutdownWatch;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
@@ -119,6 +120,29 @@ pub async fn pack<T, C, Fut>(
             drop(permit);
         });
     }
+}
+
+/// Runs [`pack`] as a task that stops with `shutdown`.
+pub fn spawn<T, C, Fut>(
+    receiver: mpsc::Receiver<T>,
+    limits: BatchLimits,
+    shutdown: ShutdownWatch,
+    commit: C,
+) where
+    T: Packable + Send + 'static,
+    C: Fn(Vec<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stop = shutdown;
+        pack(
+            receiver,
+            limits,
+            commit,
+            async move { stop.cancelled().await },
+        )
+        .await;
+    });
 }
 
 /// Adds what is already queued to `first`, within the limits.
