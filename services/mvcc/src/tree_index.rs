@@ -35,7 +35,7 @@ impl KeyRange {
         }
     }
 
-    fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    fn bounds(&self) -> Option<KeyBounds<'_>> {
         match self {
             Self::Single(only) => Some((Bound::Included(only), Bound::Included(only))),
             Self::FromKey(start) => Some((Bound::Included(start), Bound::Unbounded)),
@@ -46,6 +46,9 @@ impl KeyRange {
         }
     }
 }
+
+/// A key range as `BTreeMap::range` takes it.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The key index of the whole store.
 #[derive(Clone, Debug, Default)]
@@ -78,10 +81,9 @@ impl TreeIndex {
         range: &KeyRange,
         at: i64,
     ) -> impl Iterator<Item = (&'a [u8], KeyAt)> + 'a {
-        let entries = match range.bounds() {
-            Some(bounds) => Some(self.keys.range::<[u8], _>(bounds)),
-            None => None,
-        };
+        let entries = range
+            .bounds()
+            .map(|bounds| self.keys.range::<[u8], _>(bounds));
         entries
             .into_iter()
             .flatten()
@@ -158,7 +160,9 @@ mod tests {
     #[test]
     fn range_end_conventions() {
         let tree = store();
-        let cases: [(&[u8], &[u8], i64, Vec<&[u8]>); 7] = [
+        // (key, range_end, at, keys expected)
+        type Case<'a> = (&'a [u8], &'a [u8], i64, Vec<&'a [u8]>);
+        let cases: [Case<'_>; 7] = [
             (b"a", b"", 9, vec![b"a"]),
             (b"a", b"b", 3, vec![b"a", b"ab"]),
             (b"a", b"b", 9, vec![b"a"]),
