@@ -2,6 +2,7 @@
 //! cairn's internal `cairn.*.v1` protos between its services.
 
 pub mod codec;
+pub mod etcd_error;
 
 /// etcd's key-value data types (`mvccpb`).
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
