@@ -42,6 +42,8 @@ const PROPOSAL_QUEUE: usize = 8192;
 const MAX_BATCH_COMMANDS: usize = 4096;
 /// The longest consumer name accepted.
 const MAX_CONSUMER_NAME: usize = 256;
+/// How long a refused attempt waits for a change of raft state before trying again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 type Forwarder = LogClient<InterceptedService<Channel, TraceInterceptor>>;
 
@@ -89,21 +91,33 @@ impl LeaderHint for CheckIsLeaderError<NodeId, BasicNode> {
     }
 }
 
-fn no_quorum<E: std::fmt::Display>(error: &E) -> Option<LogError> {
-    Some(LogError::Unavailable(format!(
-        "the leader could not confirm a quorum: {error}"
-    )))
+/// What to do with an error that names no other leader.
+enum Refusal {
+    /// Answer the caller with this error now.
+    Final(LogError),
+    /// Try again until the deadline; then fail saying this.
+    Transient(&'static str),
 }
 
-/// A membership change refused for good, or `None` while another is still in
+/// A leadership check that missed its quorum is tried again: on a busy machine a
+/// heartbeat answered late fails one check, and a fresh check may pass.
+fn no_quorum(_: &CheckIsLeaderError<NodeId, BasicNode>) -> Refusal {
+    Refusal::Transient("the leader could not confirm a quorum within the request timeout")
+}
+
+/// A membership change refused for good, or retried while another is still in
 /// progress (openraft commits a change as two entries; the next waits for both).
-fn membership_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Option<LogError> {
+fn membership_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Refusal {
     match error {
-        ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)) => None,
-        ClientWriteError::ChangeMembershipError(error) => Some(LogError::FailedPrecondition(
-            format!("membership change refused: {error}"),
-        )),
-        ClientWriteError::ForwardToLeader(_) => Some(LogError::Unavailable(error.to_string())),
+        ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)) => {
+            Refusal::Transient("another membership change stayed in progress for the whole request timeout")
+        }
+        ClientWriteError::ChangeMembershipError(error) => Refusal::Final(
+            LogError::FailedPrecondition(format!("membership change refused: {error}")),
+        ),
+        ClientWriteError::ForwardToLeader(_) => {
+            Refusal::Final(LogError::Unavailable(error.to_string()))
+        }
     }
 }
 
@@ -111,8 +125,8 @@ fn shutting_down() -> Status {
     LogError::Unavailable("this log node is shutting down".into()).into()
 }
 
-fn write_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Option<LogError> {
-    Some(LogError::Unavailable(error.to_string()))
+fn write_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Refusal {
+    Refusal::Final(LogError::Unavailable(error.to_string()))
 }
 
 impl LogApi {
@@ -174,7 +188,7 @@ impl LogApi {
             .on_leader(
                 deadline,
                 || self.inner.raft.ensure_linearizable(),
-                |error: &CheckIsLeaderError<NodeId, BasicNode>| no_quorum(error),
+                no_quorum,
             )
             .await
             .map(|routed| match routed {
@@ -232,12 +246,12 @@ impl LogApi {
 
     /// Runs `attempt` on this node until it succeeds, names another leader, or
     /// the deadline passes. Without a known leader it waits for an election;
-    /// an error `refused` calls transient (`None`) is retried the same way.
+    /// an error `refused` calls transient is retried the same way.
     async fn on_leader<T, E, F, Fut>(
         &self,
         deadline: tokio::time::Instant,
         attempt: F,
-        refused: impl Fn(&E) -> Option<LogError>,
+        refused: impl Fn(&E) -> Refusal,
     ) -> Result<Routed<T>, LogError>
     where
         F: Fn() -> Fut,
@@ -268,15 +282,24 @@ impl LogApi {
                 // No leader known yet, or this node is becoming leader.
                 Some(_) => "no leader was elected within the request timeout",
                 None => match refused(&error) {
-                    Some(refusal) => return Err(refusal),
-                    None => "the cluster stayed busy for the whole request timeout",
+                    Refusal::Final(refusal) => return Err(refusal),
+                    Refusal::Transient(waiting_for) => waiting_for,
                 },
             };
-            // Wait for the next change of raft state, then try again.
-            timeout_at(deadline, metrics.changed())
-                .await
-                .map_err(|_| LogError::Unavailable(waiting_for.into()))?
-                .map_err(|_| LogError::Unavailable("this log node is shutting down".into()))?;
+            // Try again at the next change of raft state, or after a pause: a
+            // leadership check that missed its quorum (a heartbeat answered
+            // late on a busy machine) changes no state, and a fresh check may pass.
+            let changed = tokio::select! {
+                changed = metrics.changed() => Some(changed),
+                () = tokio::time::sleep(RETRY_PAUSE) => None,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LogError::Unavailable(waiting_for.into()));
+            }
+            if let Some(changed) = changed {
+                changed
+                    .map_err(|_| LogError::Unavailable("this log node is shutting down".into()))?;
+            }
         }
     }
 
