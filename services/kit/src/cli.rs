@@ -36,3 +36,52 @@ where
     }
     Ok(Some(loaded))
 }
+
+/// Exit code for a configuration the service refuses (sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Everything a service binary's `main` does: load and check the settings
+/// (exit 64 naming the key if they are refused), start telemetry with the
+/// settings' `[telemetry]` section, then serve until SIGINT/SIGTERM.
+/// `binary` names the process in messages and spans.
+pub async fn run<S, E, Fut>(
+    binary: &str,
+    service: &str,
+    validate: impl FnOnce(&S) -> Result<(), E>,
+    telemetry: impl FnOnce(&S) -> &crate::telemetry::TelemetrySettings,
+    serve: impl FnOnce(S) -> Fut,
+) -> std::process::ExitCode
+where
+    S: DeserializeOwned + Serialize + Default,
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    use std::process::ExitCode;
+    let settings = match start::<S>(service) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(error) = validate(&settings) {
+        eprintln!("{binary}: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let _telemetry = match crate::telemetry::init(binary, telemetry(&settings)) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match serve(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "{binary} failed");
+            eprintln!("{binary}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

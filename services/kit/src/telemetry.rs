@@ -142,6 +142,18 @@ pub fn inject_context(metadata: &mut MetadataMap) {
     });
 }
 
+/// Writes the current span's trace context into a plain map, for carriers
+/// other than gRPC: log commands, NATS headers.
+pub fn inject_into(carrier: &mut std::collections::HashMap<String, String>) {
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, carrier));
+}
+
+/// Reads a trace context written by [`inject_into`].
+pub fn extract_from(carrier: &std::collections::HashMap<String, String>) -> Context {
+    global::get_text_map_propagator(|propagator| propagator.extract(carrier))
+}
+
 /// Reads a caller's trace context from incoming headers.
 pub fn extract_context(headers: &http::HeaderMap) -> Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
