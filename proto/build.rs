@@ -12,7 +12,7 @@ const ETCD_PROTOS: &[&str] = &[
 
 /// cairn's internal protos. Their servers answer a body that does not decode with
 /// INVALID_ARGUMENT rather than tonic's INTERNAL.
-const CAIRN_PROTOS: &[&str] = &["cairn/log/v1/log.proto"];
+const CAIRN_PROTOS: &[&str] = &["cairn/log/v1/log.proto", "cairn/mvcc/v1/mvcc.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let etcd_present: Vec<&str> = ETCD_PROTOS
@@ -25,10 +25,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tonic_build::configure().compile_fds(etcd)?;
     }
 
-    let cairn = protox::compile(CAIRN_PROTOS, ["."])?;
+    // The cairn protos import etcd's types, which are generated once above and
+    // referred to by path. prost generates every file it is given, imports
+    // included, so this pass writes into a folder of its own and only cairn's
+    // files are taken from it.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let scratch = out_dir.join("cairn-pass");
+    std::fs::create_dir_all(&scratch)?;
+    let cairn = protox::compile(CAIRN_PROTOS, [".", "etcd"])?;
     tonic_build::configure()
+        .out_dir(&scratch)
         .codec_path("crate::codec::StrictCodec")
+        .extern_path(".etcdserverpb", "crate::etcdserverpb")
+        .extern_path(".mvccpb", "crate::mvccpb")
+        .extern_path(".authpb", "crate::authpb")
         .compile_fds(cairn)?;
+    for entry in std::fs::read_dir(&scratch)? {
+        let path = entry?.path();
+        let is_cairn = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("cairn."));
+        if is_cairn {
+            if let Some(name) = path.file_name() {
+                std::fs::copy(&path, out_dir.join(name))?;
+            }
+        }
+    }
 
     println!("cargo:rerun-if-changed=etcd");
     println!("cargo:rerun-if-changed=cairn");

@@ -33,4 +33,13 @@ pub mod cairn {
             tonic::include_proto!("cairn.log.v1");
         }
     }
+
+    /// The KV replicas: history for the watch gateways, and the log commands.
+    pub mod mvcc {
+        /// Version 1 of the mvcc API.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("cairn.mvcc.v1");
+        }
+    }
 }
