@@ -92,6 +92,32 @@ impl KeyIndex {
         Ok(())
     }
 
+    /// Re-records a put read back from disk, where compaction may have removed
+    /// the writes before it: the stored creation revision and version win over
+    /// what counting the surviving writes would give.
+    pub fn restore(
+        &mut self,
+        revision: Revision,
+        created: Revision,
+        version: i64,
+    ) -> Result<(), KeyIndexError> {
+        self.put(revision)?;
+        if let Some(generation) = self.generations.last_mut() {
+            generation.created = created;
+            generation.version = version;
+        }
+        Ok(())
+    }
+
+    /// Re-records a delete read back from disk. Compaction may have removed
+    /// every put before it, so unlike [`KeyIndex::tombstone`] it does not ask
+    /// for a live key.
+    pub fn restore_tombstone(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
+        self.put(revision)?;
+        self.generations.push(Generation::default());
+        Ok(())
+    }
+
     /// Records a delete at `revision`: it ends the live generation.
     pub fn tombstone(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
         if !self.is_live() {
@@ -130,24 +156,16 @@ impl KeyIndex {
         None
     }
 
-    /// The key's changes from main revision `from` on, one per main revision
-    /// (the last write of a revision hides earlier ones in the same txn).
+    /// The key's changes from main revision `from` on, in order. One txn may
+    /// write a key twice (a nested txn puts it, a later one deletes it), and
+    /// both writes are events.
     pub fn since(&self, from: i64) -> Vec<Revision> {
-        let mut changes: Vec<Revision> = Vec::new();
-        for revision in self
-            .generations
+        self.generations
             .iter()
             .flat_map(|generation| &generation.revisions)
-        {
-            if revision.main < from {
-                continue;
-            }
-            match changes.last_mut() {
-                Some(previous) if previous.main == revision.main => *previous = *revision,
-                _ => changes.push(*revision),
-            }
-        }
-        changes
+            .filter(|revision| revision.main >= from)
+            .copied()
+            .collect()
     }
 
     /// Forgets history before main revision `at`, keeping the newest revision at
@@ -261,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn since_lists_one_change_per_revision() {
+    fn since_lists_every_change() {
         let mut key = KeyIndex::default();
         for revision in [
             Revision::new(2, 0),
@@ -271,7 +289,14 @@ mod tests {
         ] {
             assert_eq!(key.put(revision), Ok(()));
         }
-        assert_eq!(key.since(3), vec![Revision::new(3, 1), Revision::new(5, 0)]);
+        assert_eq!(
+            key.since(3),
+            vec![
+                Revision::new(3, 0),
+                Revision::new(3, 1),
+                Revision::new(5, 0)
+            ]
+        );
         assert_eq!(key.since(6), Vec::new());
     }
 

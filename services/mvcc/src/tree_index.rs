@@ -62,6 +62,32 @@ impl TreeIndex {
         self.keys.entry(key.to_vec()).or_default().put(revision)
     }
 
+    /// Re-records a put read back from disk (see [`KeyIndex::restore`]).
+    pub fn restore(
+        &mut self,
+        key: &[u8],
+        revision: Revision,
+        created: Revision,
+        version: i64,
+    ) -> Result<(), KeyIndexError> {
+        self.keys
+            .entry(key.to_vec())
+            .or_default()
+            .restore(revision, created, version)
+    }
+
+    /// Re-records a delete read back from disk (see [`KeyIndex::restore_tombstone`]).
+    pub fn restore_tombstone(
+        &mut self,
+        key: &[u8],
+        revision: Revision,
+    ) -> Result<(), KeyIndexError> {
+        self.keys
+            .entry(key.to_vec())
+            .or_default()
+            .restore_tombstone(revision)
+    }
+
     /// Records a delete of `key` at `revision`; the key must be live.
     pub fn tombstone(&mut self, key: &[u8], revision: Revision) -> Result<(), KeyIndexError> {
         match self.keys.get_mut(key) {

@@ -1,0 +1,312 @@
+//! The replica's state: RocksDB on disk (see `schema`) and, in memory, the key
+//! index and lease table rebuilt from it at start. One writer (the applier)
+//! changes it; readers take a consistent view under a read lock and read
+//! values through a RocksDB snapshot taken with it.
+
+pub mod apply;
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use cairn_proto::cairn::mvcc::v1::{LeaseRecord, RevisionEvents};
+use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use cairn_proto::mvccpb::{event::EventType, Event};
+use parking_lot::RwLock;
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+
+use crate::error::MvccError;
+use crate::range::{self, RangeSource, ReadBounds};
+use crate::revision::Revision;
+use crate::tree_index::{KeyRange, TreeIndex};
+use schema::{KeyRow, Record};
+
+pub use apply::{Applied, LogEntry, Outcome, Response};
+
+/// The position in the log the state reflects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// What lives in memory beside RocksDB.
+#[derive(Debug)]
+pub struct State {
+    pub tree: TreeIndex,
+    /// etcd's current revision: 1 on an empty store.
+    pub current: i64,
+    /// The last compaction's revision; -1 before any, as etcd reports it.
+    pub compacted: i64,
+    pub applied: LogPosition,
+    pub leases: BTreeMap<i64, LeaseRecord>,
+    pub lease_keys: BTreeMap<i64, BTreeSet<Vec<u8>>>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            tree: TreeIndex::default(),
+            current: 1,
+            compacted: -1,
+            applied: LogPosition::default(),
+            leases: BTreeMap::new(),
+            lease_keys: BTreeMap::new(),
+        }
+    }
+}
+
+impl State {
+    pub fn bounds(&self) -> ReadBounds {
+        ReadBounds {
+            latest: self.current,
+            compacted: self.compacted,
+        }
+    }
+}
+
+/// The store of one replica.
+pub struct Store {
+    db: DB,
+    state: RwLock<State>,
+}
+
+/// Summary numbers for status and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub current: i64,
+    pub compacted: i64,
+    pub applied: LogPosition,
+    pub keys: usize,
+    pub leases: usize,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and rebuilds the in-memory index.
+    pub fn open(dir: &Path) -> Result<Self, MvccError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = schema::FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families)?;
+        let state = rebuild(&db)?;
+        Ok(Self {
+            db,
+            state: RwLock::new(state),
+        })
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        let state = self.state.read();
+        StoreStatus {
+            current: state.current,
+            compacted: state.compacted,
+            applied: state.applied,
+            keys: state.tree.len(),
+            leases: state.leases.len(),
+        }
+    }
+
+    /// Applies committed log entries, in order, as one write.
+    pub fn apply(&self, entries: &[LogEntry]) -> Result<Applied, MvccError> {
+        let mut state = self.state.write();
+        apply::apply(&self.db, &mut state, entries)
+    }
+
+    /// Makes every write so far durable (the WAL is synced).
+    pub fn sync(&self) -> Result<(), MvccError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// A Range from local state; the header carries only the current revision.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let state = self.state.read();
+        let view = View {
+            db: &self.db,
+            tree: &state.tree,
+        };
+        range::range(&view, request, state.bounds(), state.current)
+    }
+
+    /// Whether a lease exists, and its keys.
+    pub fn lease(&self, id: i64) -> Option<(LeaseRecord, Vec<Vec<u8>>)> {
+        let state = self.state.read();
+        let record = *state.leases.get(&id)?;
+        let keys = state
+            .lease_keys
+            .get(&id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        Some((record, keys))
+    }
+
+    /// The events of revisions `from..` for a key range, one entry per
+    /// revision, at most `max_revisions` of them, up to the current revision.
+    pub fn events(
+        &self,
+        key_range: &KeyRange,
+        from: i64,
+        with_prev_kv: bool,
+        max_revisions: usize,
+    ) -> Result<Vec<RevisionEvents>, MvccError> {
+        let state = self.state.read();
+        let from = from.max(1);
+        if from < state.compacted {
+            return Err(MvccError::Compacted {
+                compact_revision: state.compacted,
+            });
+        }
+        let view = View {
+            db: &self.db,
+            tree: &state.tree,
+        };
+        let mut revisions: Vec<RevisionEvents> = Vec::new();
+        for (key, revision) in state.tree.since(key_range, from) {
+            let is_new = revisions
+                .last()
+                .is_none_or(|last| last.revision != revision.main);
+            if is_new {
+                if revisions.len() == max_revisions {
+                    break;
+                }
+                revisions.push(RevisionEvents {
+                    revision: revision.main,
+                    events: Vec::new(),
+                });
+            }
+            let record = view.record(revision)?;
+            let prev_kv = if with_prev_kv {
+                match state.tree.get(&key, revision.main - 1) {
+                    Some(previous) => Some(view.record(previous.modified)?.kv),
+                    None => None,
+                }
+            } else {
+                None
+            };
+            let event = Event {
+                r#type: if record.tombstone {
+                    EventType::Delete
+                } else {
+                    EventType::Put
+                } as i32,
+                kv: Some(record.kv),
+                prev_kv,
+            };
+            if let Some(last) = revisions.last_mut() {
+                last.events.push(event);
+            }
+        }
+        Ok(revisions)
+    }
+
+    /// etcd's HashKV: a CRC32 over every write kept in the revision index up
+    /// to `revision` (0: the current one). Equal on replicas that applied the
+    /// same log. Returns (hash, hashed revision, compact revision).
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), MvccError> {
+        let (snapshot, at, compacted) = {
+            let state = self.state.read();
+            let at = if revision <= 0 {
+                state.current
+            } else {
+                state.bounds().resolve(revision)?
+            };
+            (self.db.snapshot(), at, state.compacted)
+        };
+        let revs = self.family(schema::REVS)?;
+        let end = Revision::new(at, i64::MAX).to_key();
+        let mut hasher = crc32fast::Hasher::new();
+        for item in snapshot.iterator_cf(revs, IteratorMode::Start) {
+            let (key, value) = item?;
+            if key.as_ref() > end.as_slice() {
+                break;
+            }
+            hasher.update(&key);
+            hasher.update(&value);
+        }
+        Ok((hasher.finalize(), at, compacted))
+    }
+
+    fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, MvccError> {
+        family(&self.db, name)
+    }
+}
+
+pub(crate) fn family<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, MvccError> {
+    db.cf_handle(name)
+        .ok_or_else(|| MvccError::Corrupt(format!("column family {name} is missing")))
+}
+
+/// A reader's view: the index under the lock, values from RocksDB.
+struct View<'a> {
+    db: &'a DB,
+    tree: &'a TreeIndex,
+}
+
+impl RangeSource for View<'_> {
+    fn tree(&self) -> &TreeIndex {
+        self.tree
+    }
+
+    fn record(&self, revision: Revision) -> Result<Record, MvccError> {
+        read_record(self.db, revision)
+    }
+}
+
+pub(crate) fn read_record(db: &DB, revision: Revision) -> Result<Record, MvccError> {
+    let revs = family(db, schema::REVS)?;
+    let bytes = db.get_pinned_cf(revs, revision.to_key())?.ok_or_else(|| {
+        MvccError::Corrupt(format!("revision {revision:?} is indexed but not stored"))
+    })?;
+    Record::decode(&bytes)
+}
+
+/// Reads the in-memory state back from disk.
+fn rebuild(db: &DB) -> Result<State, MvccError> {
+    let mut state = State::default();
+    let meta = family(db, schema::META)?;
+    if let Some(bytes) = db.get_cf(meta, schema::META_APPLIED)? {
+        let index = bytes.get(..8).map(schema::decode_i64).transpose()?;
+        let term = bytes.get(8..16).map(schema::decode_i64).transpose()?;
+        state.applied = LogPosition {
+            index: index.unwrap_or(0) as u64,
+            term: term.unwrap_or(0) as u64,
+        };
+    }
+    if let Some(bytes) = db.get_cf(meta, schema::META_CURRENT)? {
+        state.current = schema::decode_i64(&bytes)?;
+    }
+    if let Some(bytes) = db.get_cf(meta, schema::META_COMPACTED)? {
+        state.compacted = schema::decode_i64(&bytes)?;
+    }
+
+    let keys = family(db, schema::KEYS)?;
+    for item in db.iterator_cf(keys, IteratorMode::Start) {
+        let (row, value) = item?;
+        let row = KeyRow::decode(&row, &value)?;
+        let restored = if row.tombstone {
+            state.tree.restore_tombstone(&row.key, row.revision)
+        } else {
+            state
+                .tree
+                .restore(&row.key, row.revision, row.created, row.version)
+        };
+        restored.map_err(|error| MvccError::Corrupt(format!("key index: {error}")))?;
+    }
+
+    let leases = family(db, schema::LEASES)?;
+    for item in db.iterator_cf(leases, IteratorMode::Start) {
+        let (_, value) = item?;
+        let record = schema::decode_lease(&value)?;
+        state.leases.insert(record.id, record);
+    }
+    let lease_keys = family(db, schema::LEASE_KEYS)?;
+    for item in db.iterator_cf(lease_keys, IteratorMode::From(&[], Direction::Forward)) {
+        let (row, _) = item?;
+        let (lease, key) = schema::split_lease_key_row(&row)?;
+        state.lease_keys.entry(lease).or_default().insert(key);
+    }
+    Ok(state)
+}

@@ -1,0 +1,207 @@
+//! How the replica's state is laid out in RocksDB.
+//!
+//! - `revs`: revision (16 bytes, big-endian main then sub) → one write, a
+//!   tag byte (put or delete) and the `mvccpb.KeyValue`. Byte order is
+//!   revision order, so history is a forward scan.
+//! - `keys`: the key index on disk, one row per write: key length (4 bytes),
+//!   key, revision → tag, creation revision and version. Rows of one key are
+//!   adjacent and in revision order, which is how the index is rebuilt.
+//! - `leases`: lease id → `LeaseRecord`; `lease_keys`: lease id ++ key → ().
+//! - `meta`: the applied log position and the current and compact revisions,
+//!   written in the same batch as the state they describe.
+
+use cairn_proto::cairn::mvcc::v1::LeaseRecord;
+use cairn_proto::mvccpb::KeyValue;
+use prost::Message;
+
+use crate::error::MvccError;
+use crate::revision::Revision;
+
+pub const REVS: &str = "revs";
+pub const KEYS: &str = "keys";
+pub const LEASES: &str = "leases";
+pub const LEASE_KEYS: &str = "lease_keys";
+pub const META: &str = "meta";
+pub const FAMILIES: [&str; 5] = [REVS, KEYS, LEASES, LEASE_KEYS, META];
+
+pub const META_APPLIED: &[u8] = b"applied";
+pub const META_CURRENT: &[u8] = b"current";
+pub const META_COMPACTED: &[u8] = b"compacted";
+
+const TAG_PUT: u8 = 0;
+const TAG_DELETE: u8 = 1;
+
+/// One write as the revision index keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub tombstone: bool,
+    /// For a delete: the key and the deletion's mod_revision, as etcd's
+    /// DELETE events carry them.
+    pub kv: KeyValue,
+}
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1 + self.kv.encoded_len());
+        bytes.push(if self.tombstone { TAG_DELETE } else { TAG_PUT });
+        // Encoding into a Vec cannot fail: it grows as needed.
+        self.kv.encode(&mut bytes).ok();
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, MvccError> {
+        let (tag, body) = bytes
+            .split_first()
+            .ok_or_else(|| MvccError::Corrupt("empty revision record".into()))?;
+        let kv = KeyValue::decode(body)
+            .map_err(|error| MvccError::Corrupt(format!("revision record: {error}")))?;
+        match *tag {
+            TAG_PUT => Ok(Self {
+                tombstone: false,
+                kv,
+            }),
+            TAG_DELETE => Ok(Self {
+                tombstone: true,
+                kv,
+            }),
+            other => Err(MvccError::Corrupt(format!("revision record tag {other}"))),
+        }
+    }
+}
+
+/// One row of the key index on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRow {
+    pub key: Vec<u8>,
+    pub revision: Revision,
+    pub tombstone: bool,
+    pub created: Revision,
+    pub version: i64,
+}
+
+impl KeyRow {
+    pub fn row_key(key: &[u8], revision: Revision) -> Vec<u8> {
+        let mut row = Vec::with_capacity(4 + key.len() + 16);
+        row.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        row.extend_from_slice(key);
+        row.extend_from_slice(&revision.to_key());
+        row
+    }
+
+    pub fn value(&self) -> Vec<u8> {
+        let mut value = Vec::with_capacity(25);
+        value.push(if self.tombstone { TAG_DELETE } else { TAG_PUT });
+        value.extend_from_slice(&self.created.to_key());
+        value.extend_from_slice(&self.version.to_be_bytes());
+        value
+    }
+
+    pub fn decode(row: &[u8], value: &[u8]) -> Result<Self, MvccError> {
+        let corrupt = || MvccError::Corrupt("key index row".into());
+        let length = u32::from_be_bytes(
+            row.get(..4)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        ) as usize;
+        let key = row.get(4..4 + length).ok_or_else(corrupt)?.to_vec();
+        let revision =
+            Revision::from_key(row.get(4 + length..).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
+        let (tag, rest) = value.split_first().ok_or_else(corrupt)?;
+        let created =
+            Revision::from_key(rest.get(..16).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
+        let version = i64::from_be_bytes(
+            rest.get(16..24)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        );
+        Ok(Self {
+            key,
+            revision,
+            tombstone: *tag == TAG_DELETE,
+            created,
+            version,
+        })
+    }
+}
+
+pub fn lease_key(lease: i64) -> [u8; 8] {
+    lease.to_be_bytes()
+}
+
+pub fn lease_key_row(lease: i64, key: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(8 + key.len());
+    row.extend_from_slice(&lease.to_be_bytes());
+    row.extend_from_slice(key);
+    row
+}
+
+pub fn split_lease_key_row(row: &[u8]) -> Result<(i64, Vec<u8>), MvccError> {
+    let id = row
+        .get(..8)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(i64::from_be_bytes)
+        .ok_or_else(|| MvccError::Corrupt("lease key row".into()))?;
+    Ok((id, row[8..].to_vec()))
+}
+
+pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
+    LeaseRecord::decode(bytes).map_err(|error| MvccError::Corrupt(format!("lease record: {error}")))
+}
+
+pub fn decode_i64(bytes: &[u8]) -> Result<i64, MvccError> {
+    bytes
+        .try_into()
+        .map(i64::from_be_bytes)
+        .map_err(|_| MvccError::Corrupt("meta value".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_rows_round_trip() {
+        let record = Record {
+            tombstone: true,
+            kv: KeyValue {
+                key: b"k".to_vec(),
+                mod_revision: 9,
+                ..Default::default()
+            },
+        };
+        assert_eq!(Record::decode(&record.encode()).ok(), Some(record));
+        let row = KeyRow {
+            key: b"a\x00b".to_vec(),
+            revision: Revision::new(7, 2),
+            tombstone: false,
+            created: Revision::new(3, 0),
+            version: 4,
+        };
+        let decoded = KeyRow::decode(&KeyRow::row_key(&row.key, row.revision), &row.value());
+        assert_eq!(decoded.ok(), Some(row));
+        assert!(Record::decode(&[]).is_err());
+        assert!(KeyRow::decode(&[0, 0], &[]).is_err());
+    }
+
+    #[test]
+    fn rows_of_one_key_are_adjacent() {
+        // "a" then "a\0": without the length prefix the second key's rows
+        // would interleave with the first's.
+        let mut rows = [
+            KeyRow::row_key(b"a", Revision::new(1, 0)),
+            KeyRow::row_key(b"a\0", Revision::new(0, 5)),
+            KeyRow::row_key(b"a", Revision::new(300, 0)),
+            KeyRow::row_key(b"b", Revision::new(2, 0)),
+        ];
+        rows.sort();
+        let lengths: Vec<u32> = rows
+            .iter()
+            .map(|row| u32::from_be_bytes([row[0], row[1], row[2], row[3]]))
+            .collect();
+        assert_eq!(lengths, vec![1, 1, 1, 2]);
+        assert_eq!(&rows[0][4..5], b"a");
+        assert_eq!(&rows[1][4..5], b"a");
+    }
+}
