@@ -1,0 +1,332 @@
+//! The replica's gRPC face: etcd's KV service, and cairn's Mvcc service for
+//! the watch gateways (history) and the edge (HashKV).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cairn_proto::cairn::mvcc::v1::command::Op;
+use cairn_proto::cairn::mvcc::v1::mvcc_server::Mvcc;
+use cairn_proto::cairn::mvcc::v1::{
+    Command, EventsRequest, EventsResponse, HashKvRequest, HashKvResponse,
+};
+use cairn_proto::etcd_error::EtcdError;
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use futures::Stream;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::error::MvccError;
+use crate::metrics::MVCC_METRICS;
+use crate::replica::Replica;
+use crate::store::Response as Applied;
+use crate::tree_index::KeyRange;
+use crate::validate::{self, Limits};
+
+/// Revisions per message of an Events stream.
+const EVENTS_CHUNK: usize = 256;
+
+/// The etcd KV service and the Mvcc service, over one replica.
+#[derive(Clone)]
+pub struct MvccApi {
+    replica: Arc<Replica>,
+    limits: Limits,
+    cluster_id: u64,
+    member_id: u64,
+}
+
+impl MvccApi {
+    pub fn new(replica: Arc<Replica>, limits: Limits, cluster_id: u64) -> Self {
+        let member_id = member_id(&replica.name);
+        Self {
+            replica,
+            limits,
+            cluster_id,
+            member_id,
+        }
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.replica.applied().term,
+        })
+    }
+
+    /// Waits until this replica has applied everything acknowledged before
+    /// the call: the read-index path.
+    async fn linearize(&self) -> Result<(), MvccError> {
+        let read_point = self.replica.log.read_index().await?;
+        tokio::time::timeout(
+            self.replica.log.timeout(),
+            self.replica.wait_applied(read_point.index),
+        )
+        .await
+        .map_err(|_| MvccError::Etcd(EtcdError::Timeout))?
+    }
+
+    /// Proposes `op` and waits for this replica's apply of it.
+    async fn write(&self, op: Op) -> Result<Applied, MvccError> {
+        let (sequence, result) = self.replica.register();
+        let mut trace_context = std::collections::HashMap::new();
+        cairn_kit::telemetry::inject_into(&mut trace_context);
+        let command = Command {
+            origin: self.replica.origin,
+            sequence,
+            op: Some(op),
+            trace_context,
+        }
+        .encode_to_vec();
+        if let Err(error) = self.replica.log.propose(command).await {
+            self.replica.forget(sequence);
+            return Err(error);
+        }
+        match tokio::time::timeout(self.replica.log.timeout(), result).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(MvccError::Stopped),
+            Err(_) => {
+                self.replica.forget(sequence);
+                Err(MvccError::Etcd(EtcdError::Timeout))
+            }
+        }
+    }
+}
+
+/// etcd's member_id for this replica: a stable hash of its name.
+fn member_id(name: &str) -> u64 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(name.as_bytes());
+    let low = u64::from(hasher.finalize());
+    (low << 32) | (name.len() as u64 & 0xffff_ffff) | 1
+}
+
+/// Records the request's latency and maps the error.
+fn finish<T>(
+    method: &str,
+    started: Instant,
+    result: Result<T, MvccError>,
+) -> Result<Response<T>, Status> {
+    let result = result.map_err(Status::from);
+    let label = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(status) => format!("{:?}", status.code()),
+    };
+    MVCC_METRICS
+        .requests
+        .with_label_values(&[method, &label])
+        .observe(started.elapsed().as_secs_f64());
+    result.map(Response::new)
+}
+
+fn unexpected(what: &str) -> MvccError {
+    MvccError::Corrupt(format!("the apply of a {what} answered with another kind"))
+}
+
+#[tonic::async_trait]
+impl Kv for MvccApi {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate::check_range(&request)?;
+            if !request.serializable {
+                self.linearize().await?;
+            }
+            let mut response = self.replica.store.range(&request)?;
+            let revision = response.header.as_ref().map_or(0, |header| header.revision);
+            response.header = self.header(revision);
+            Ok(response)
+        }
+        .await;
+        finish("Range", started, result)
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate::check_size(request.encoded_len(), &self.limits)?;
+            validate::check_put(&request)?;
+            match self.write(Op::Put(request)).await? {
+                Applied::Put(mut response) => {
+                    response.header = self.header(revision_of(&response.header));
+                    Ok(response)
+                }
+                _ => Err(unexpected("put")),
+            }
+        }
+        .await;
+        finish("Put", started, result)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate::check_size(request.encoded_len(), &self.limits)?;
+            validate::check_delete_range(&request)?;
+            match self.write(Op::DeleteRange(request)).await? {
+                Applied::DeleteRange(mut response) => {
+                    response.header = self.header(revision_of(&response.header));
+                    Ok(response)
+                }
+                _ => Err(unexpected("delete")),
+            }
+        }
+        .await;
+        finish("DeleteRange", started, result)
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate::check_size(request.encoded_len(), &self.limits)?;
+            validate::check_txn(&request, &self.limits)?;
+            match self.write(Op::Txn(request)).await? {
+                Applied::Txn(mut response) => {
+                    let revision = revision_of(&response.header);
+                    response.header = self.header(revision);
+                    fill_headers(&mut response, &self.header(revision));
+                    Ok(response)
+                }
+                _ => Err(unexpected("txn")),
+            }
+        }
+        .await;
+        finish("Txn", started, result)
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            // Refuse what cannot succeed without spending a log entry on it.
+            let status = self.replica.store.status();
+            if request.revision <= status.compacted {
+                return Err(MvccError::Compacted {
+                    compact_revision: status.compacted,
+                });
+            }
+            match self.write(Op::Compaction(request)).await? {
+                Applied::Compaction(mut response) => {
+                    response.header = self.header(revision_of(&response.header));
+                    Ok(response)
+                }
+                _ => Err(unexpected("compaction")),
+            }
+        }
+        .await;
+        finish("Compact", started, result)
+    }
+}
+
+fn revision_of(header: &Option<ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |header| header.revision)
+}
+
+/// etcd fills the header of every response inside a txn the same way.
+fn fill_headers(response: &mut TxnResponse, header: &Option<ResponseHeader>) {
+    use cairn_proto::etcdserverpb::response_op::Response as Inner;
+    for op in &mut response.responses {
+        match &mut op.response {
+            Some(Inner::ResponseRange(inner)) => inner.header = *header,
+            Some(Inner::ResponsePut(inner)) => inner.header = *header,
+            Some(Inner::ResponseDeleteRange(inner)) => inner.header = *header,
+            Some(Inner::ResponseTxn(inner)) => {
+                inner.header = *header;
+                fill_headers(inner, header);
+            }
+            None => {}
+        }
+    }
+}
+
+type EventsStream = Pin<Box<dyn Stream<Item = Result<EventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Mvcc for MvccApi {
+    type EventsStream = EventsStream;
+
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let request = request.into_inner();
+        let key = if request.key.is_empty() {
+            vec![0]
+        } else {
+            request.key
+        };
+        let key_range = KeyRange::new(&key, &request.range_end);
+        let store = self.replica.store.clone();
+        let status = store.status();
+        let until = status.current;
+        let compacted = status.compacted;
+        let mut from = request.start_revision.max(1);
+        if from < compacted {
+            return Err(MvccError::Compacted {
+                compact_revision: compacted,
+            }
+            .into());
+        }
+        let prev_kv = request.prev_kv;
+        let stream = async_stream::try_stream! {
+            loop {
+                let chunk = {
+                    let store = store.clone();
+                    let key_range = key_range.clone();
+                    tokio::task::spawn_blocking(move || store.events(&key_range, from, prev_kv, EVENTS_CHUNK))
+                        .await
+                        .map_err(|_| Status::from(MvccError::Stopped))?
+                        .map_err(Status::from)?
+                };
+                let revisions: Vec<_> = chunk.into_iter().filter(|events| events.revision <= until).collect();
+                let done = revisions.len() < EVENTS_CHUNK;
+                if let Some(last) = revisions.last() {
+                    from = last.revision + 1;
+                }
+                yield EventsResponse { revisions, current_revision: until, compact_revision: compacted };
+                if done {
+                    break;
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let store = self.replica.store.clone();
+        let (hash, hash_revision, compact_revision) =
+            tokio::task::spawn_blocking(move || store.hash_kv(revision))
+                .await
+                .map_err(|_| Status::from(MvccError::Stopped))??;
+        let status = self.replica.store.status();
+        Ok(Response::new(HashKvResponse {
+            hash,
+            compact_revision,
+            hash_revision,
+            current_revision: status.current,
+            applied_index: status.applied.index,
+        }))
+    }
+}

@@ -1,0 +1,276 @@
+//! The running replica: tails the log, applies what commits, and hands each
+//! result to the request that proposed it. Readers wait here for the applied
+//! index to reach their read point.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_kit::shutdown::ShutdownWatch;
+use cairn_proto::cairn::log::v1::{EntryKind, SubscribeResponse};
+use cairn_proto::cairn::mvcc::v1::RevisionEvents;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
+use tonic::Streaming;
+
+use crate::error::MvccError;
+use crate::log_client::LogClient;
+use crate::metrics::MVCC_METRICS;
+use crate::store::{Applied, LogEntry, LogPosition, Response, Store};
+
+/// The result of one proposed command, as the applier computed it.
+pub type CommandResult = Result<Response, MvccError>;
+
+/// A revision's events with the trace they belong to, for the publisher.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub events: RevisionEvents,
+    pub trace_context: HashMap<String, String>,
+    /// Set on a placeholder for a compacted revision: the compact revision.
+    pub compacted: i64,
+}
+
+/// What the applier shares with the API and the publisher.
+pub struct Replica {
+    pub store: Arc<Store>,
+    pub log: LogClient,
+    pub name: String,
+    /// Random per process: tags this process's commands in the log.
+    pub origin: u64,
+    next_sequence: AtomicU64,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<CommandResult>>>,
+    applied: watch::Sender<LogPosition>,
+    /// The most recent revisions' events, oldest first.
+    recent: Mutex<VecDeque<Published>>,
+    recent_capacity: usize,
+    current_revision: watch::Sender<i64>,
+}
+
+impl Replica {
+    pub fn new(store: Arc<Store>, log: LogClient, name: String) -> Arc<Self> {
+        let status = store.status();
+        MVCC_METRICS.applied_index.set(status.applied.index as i64);
+        MVCC_METRICS.current_revision.set(status.current);
+        Arc::new(Self {
+            store,
+            log,
+            name,
+            origin: rand::random::<u64>() | 1,
+            next_sequence: AtomicU64::new(1),
+            waiters: Mutex::new(HashMap::new()),
+            applied: watch::Sender::new(status.applied),
+            recent: Mutex::new(VecDeque::new()),
+            recent_capacity: 16 * 1024,
+            current_revision: watch::Sender::new(status.current),
+        })
+    }
+
+    /// Reserves a sequence number and the place its result will arrive.
+    pub fn register(&self) -> (u64, oneshot::Receiver<CommandResult>) {
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.lock().insert(sequence, sender);
+        (sequence, receiver)
+    }
+
+    /// Gives up on a result (the proposal failed or timed out).
+    pub fn forget(&self, sequence: u64) {
+        self.waiters.lock().remove(&sequence);
+    }
+
+    pub fn applied(&self) -> LogPosition {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the applied index reaches `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), MvccError> {
+        let mut applied = self.applied.subscribe();
+        applied
+            .wait_for(|position| position.index >= index)
+            .await
+            .map(|_| ())
+            .map_err(|_| MvccError::Stopped)
+    }
+
+    /// Follows the current revision (for the publisher).
+    pub fn current_revision(&self) -> watch::Receiver<i64> {
+        self.current_revision.subscribe()
+    }
+
+    /// The events of `revision` if it is still among the recent ones.
+    pub fn recent(&self, revision: i64) -> Option<Published> {
+        let recent = self.recent.lock();
+        let first = recent.front()?.events.revision;
+        let position = usize::try_from(revision.checked_sub(first)?).ok()?;
+        let found = recent.get(position)?;
+        (found.events.revision == revision).then(|| found.clone())
+    }
+
+    fn delivered(&self, applied: Applied) {
+        {
+            let mut waiters = self.waiters.lock();
+            for outcome in applied.outcomes {
+                if outcome.origin != self.origin {
+                    continue;
+                }
+                if let Some(waiter) = waiters.remove(&outcome.sequence) {
+                    let _ = waiter.send(outcome.result);
+                }
+            }
+        }
+        if let Some(last) = applied.revisions.last() {
+            let last = last.revision;
+            let mut recent = self.recent.lock();
+            for (events, trace_context) in
+                applied.revisions.into_iter().zip(applied.revision_traces)
+            {
+                // Keep the window contiguous: a restart may leave a hole.
+                if recent
+                    .back()
+                    .is_some_and(|back| back.events.revision + 1 != events.revision)
+                {
+                    recent.clear();
+                }
+                recent.push_back(Published {
+                    events,
+                    trace_context,
+                    compacted: 0,
+                });
+                if recent.len() > self.recent_capacity {
+                    recent.pop_front();
+                }
+            }
+            drop(recent);
+            self.current_revision.send_replace(last);
+            MVCC_METRICS.current_revision.set(last);
+        }
+        MVCC_METRICS
+            .applied_index
+            .set(applied.position.index as i64);
+        self.applied.send_replace(applied.position);
+    }
+}
+
+/// Tails the log from the applied index on, for good: a broken subscription
+/// is resumed on another node.
+pub async fn tail(replica: Arc<Replica>, mut shutdown: ShutdownWatch) -> Result<(), MvccError> {
+    let start = replica.applied().index;
+    // Registering first keeps the log from purging what this replica still needs.
+    while let Err(error) = replica.log.ack(&replica.name, start).await {
+        tracing::warn!(%error, "cannot register with the log yet");
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    loop {
+        let from = replica.applied().index + 1;
+        let stream = tokio::select! {
+            stream = replica.log.subscribe(from) => stream,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        match stream {
+            Ok(stream) => {
+                tokio::select! {
+                    result = follow(&replica, stream) => match result {
+                        Ok(()) => tracing::info!("log subscription ended; resuming"),
+                        Err(MvccError::Log(message)) => tracing::warn!(%message, "log subscription broke; resuming"),
+                        Err(fatal) => return Err(fatal),
+                    },
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            Err(error @ MvccError::Corrupt(_)) => return Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "cannot subscribe to the log; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn follow(
+    replica: &Arc<Replica>,
+    mut stream: Streaming<SubscribeResponse>,
+) -> Result<(), MvccError> {
+    loop {
+        let message = stream
+            .message()
+            .await
+            .map_err(|status| MvccError::Log(status.message().to_owned()))?;
+        let Some(message) = message else {
+            return Ok(());
+        };
+        let mut expected = replica.applied().index + 1;
+        let mut entries = Vec::with_capacity(message.entries.len());
+        for entry in message.entries {
+            if entry.index < expected {
+                continue;
+            }
+            if entry.index != expected {
+                return Err(MvccError::Log(format!(
+                    "the log skipped from {} to {}",
+                    expected - 1,
+                    entry.index
+                )));
+            }
+            expected += 1;
+            let commands = if entry.kind == EntryKind::Command as i32 {
+                entry
+                    .commands
+                    .into_iter()
+                    .map(|command| command.to_vec())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            entries.push(LogEntry {
+                index: entry.index,
+                term: entry.term,
+                commands,
+            });
+        }
+        if entries.is_empty() {
+            continue;
+        }
+        let store = replica.store.clone();
+        let started = std::time::Instant::now();
+        let applied = tokio::task::spawn_blocking(move || store.apply(&entries))
+            .await
+            .map_err(|_| MvccError::Stopped)??;
+        MVCC_METRICS
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        replica.delivered(applied);
+    }
+}
+
+/// Syncs the store and acknowledges the applied index to the log, so the log
+/// may purge what every replica has made durable.
+pub async fn acknowledge(replica: Arc<Replica>, interval: Duration, mut shutdown: ShutdownWatch) {
+    let mut acknowledged = replica.applied().index;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let applied = replica.applied().index;
+        if applied == acknowledged {
+            continue;
+        }
+        let store = replica.store.clone();
+        match tokio::task::spawn_blocking(move || store.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot sync the store");
+                continue;
+            }
+            Err(_) => return,
+        }
+        match replica.log.ack(&replica.name, applied).await {
+            Ok(()) => acknowledged = applied,
+            Err(error) => tracing::warn!(%error, "cannot acknowledge the applied index"),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! cairn-mvcc's settings: `configs/mvcc.toml`, `--config FILE`, `CAIRN_<SECTION>__<KEY>`.
+
+use std::path::PathBuf;
+
+use cairn_kit::metrics::MetricsSettings;
+use cairn_kit::telemetry::TelemetrySettings;
+use serde::{Deserialize, Serialize};
+
+use crate::error::MvccError;
+use crate::validate::Limits;
+
+/// Everything a replica needs to start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MvccSettings {
+    pub node: NodeSettings,
+    pub log: LogClientSettings,
+    pub limits: LimitSettings,
+    pub nats: NatsSettings,
+    pub metrics: MetricsSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// Who this replica is and where it keeps its state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The replica's name: its consumer name in the log, so unique per replica.
+    pub name: String,
+    /// Where the gRPC server (etcd KV, cairn Mvcc, health) listens.
+    pub listen: String,
+    /// RocksDB directory of the materialised state.
+    pub data_dir: PathBuf,
+    /// etcd's cluster_id in response headers.
+    pub cluster_id: u64,
+    /// How often the state is synced to disk and the applied index acknowledged
+    /// to the log, which may then purge entries before it.
+    pub ack_interval_ms: u64,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            name: "mvcc-1".to_owned(),
+            listen: "127.0.0.1:7101".to_owned(),
+            data_dir: PathBuf::from("data/mvcc-1"),
+            cluster_id: 0x6361_6972_6e00_0001,
+            ack_interval_ms: 1000,
+        }
+    }
+}
+
+/// How the replica reaches cairn-log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogClientSettings {
+    /// Log nodes as host:port; any of them takes every call.
+    pub endpoints: Vec<String>,
+    /// How long a write or a read-index may take before the client gets
+    /// etcd's "request timed out".
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LogClientSettings {
+    fn default() -> Self {
+        Self {
+            endpoints: vec![
+                "127.0.0.1:7001".to_owned(),
+                "127.0.0.1:7002".to_owned(),
+                "127.0.0.1:7003".to_owned(),
+            ],
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// etcd's request limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// etcd's --max-request-bytes.
+    pub max_request_bytes: usize,
+    /// etcd's --max-txn-ops.
+    pub max_txn_ops: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            max_request_bytes: limits.max_request_bytes,
+            max_txn_ops: limits.max_txn_ops,
+        }
+    }
+}
+
+impl LimitSettings {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_txn_ops: self.max_txn_ops,
+            max_request_bytes: self.max_request_bytes,
+        }
+    }
+}
+
+/// The JetStream stream revision events are published to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// NATS server URL; empty publishes nothing.
+    pub url: String,
+    pub stream: String,
+    pub subject: String,
+    /// Revisions the stream keeps; older ones are served from history.
+    pub max_messages: i64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "CAIRN_REVISIONS".to_owned(),
+            subject: "cairn.revisions".to_owned(),
+            max_messages: 1_000_000,
+        }
+    }
+}
+
+impl MvccSettings {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), MvccError> {
+        let fail = |message: &str| Err(MvccError::Settings(message.to_owned()));
+        if self.node.name.is_empty() {
+            return fail("setting `node.name`: must not be empty");
+        }
+        if self.log.endpoints.is_empty() {
+            return fail("setting `log.endpoints`: at least one log node is needed");
+        }
+        if self.log.request_timeout_ms == 0 {
+            return fail("setting `log.request_timeout_ms`: must be above 0");
+        }
+        if self.node.ack_interval_ms == 0 {
+            return fail("setting `node.ack_interval_ms`: must be above 0");
+        }
+        if self.limits.max_txn_ops == 0 {
+            return fail("setting `limits.max_txn_ops`: must be above 0");
+        }
+        if self.limits.max_request_bytes == 0 {
+            return fail("setting `limits.max_request_bytes`: must be above 0");
+        }
+        if !self.nats.url.is_empty()
+            && (self.nats.stream.is_empty() || self.nats.subject.is_empty())
+        {
+            return fail("setting `nats.stream` and `nats.subject`: must not be empty when `nats.url` is set");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_lists_every_key_and_the_defaults_are_valid() {
+        let text = include_str!("../../../configs/mvcc.toml");
+        let keys = cairn_kit::settings::known_keys::<MvccSettings>().expect("settings serialise");
+        for key in keys {
+            let Some((section, name)) = key.split_once('.') else {
+                continue;
+            };
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "configs/mvcc.toml lacks [{section}]"
+            );
+            assert!(
+                text.contains(&format!("# {name} =")),
+                "configs/mvcc.toml lacks {key}"
+            );
+        }
+        assert!(MvccSettings::default().validate().is_ok());
+        let mut nameless = MvccSettings::default();
+        nameless.node.name.clear();
+        assert!(nameless.validate().is_err());
+    }
+}
