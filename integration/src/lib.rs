@@ -6,9 +6,12 @@
 //! (`just test` builds them first); `CAIRNTEST_BIN_DIR` overrides it.
 
 pub mod log_cluster;
+pub mod mvcc_cluster;
 pub mod raw_grpc;
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -59,4 +62,41 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts a cairn service binary with `--config config`, its output appended
+/// to `output`. The child reads CAIRN_* as settings; the test's own must not
+/// leak in.
+pub fn spawn_service(binary: &Path, config: &Path, output: &Path) -> Result<tokio::process::Child> {
+    let output = OpenOptions::new().create(true).append(true).open(output)?;
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone()?)
+        .stderr(output)
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CAIRN_") {
+            command.env_remove(key);
+        }
+    }
+    Ok(command.spawn()?)
+}
+
+/// The last `lines` lines of a process's output file, to explain a failure.
+pub fn tail_of(output: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(output).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Kills a child with SIGKILL and reaps it: no shutdown path runs, like a
+/// power cut for the process (the OS keeps what it had written).
+pub async fn kill_child(child: Option<tokio::process::Child>, what: &str) -> Result<()> {
+    let mut child = child.with_context(|| format!("{what} is not running"))?;
+    child.start_kill()?;
+    child.wait().await?;
+    Ok(())
 }

@@ -1,9 +1,7 @@
 //! A cluster of real `cairn-log` processes.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -12,7 +10,7 @@ use cairn_proto::cairn::log::v1::{
     Entry, EntryKind, StatusRequest, StatusResponse, SubscribeRequest,
 };
 use tempfile::TempDir;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{bin_path, eventually, free_port};
@@ -163,27 +161,8 @@ impl LogCluster {
         if node.child.is_some() {
             bail!("node {id} is already running");
         }
-        let output = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.output)?;
-        let mut command = Command::new(binary);
-        command
-            .arg("--config")
-            .arg(&node.config)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output)
-            .kill_on_drop(true);
-        // The child reads CAIRN_* as settings; the test's own must not leak in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CAIRN_") {
-                command.env_remove(key);
-            }
-        }
         node.child = Some(
-            command
-                .spawn()
+            crate::spawn_service(&binary, &node.config, &node.output)
                 .with_context(|| format!("starting node {id}"))?,
         );
         Ok(())
@@ -196,13 +175,7 @@ impl LogCluster {
             .nodes
             .get_mut(&id)
             .with_context(|| format!("no node {id}"))?;
-        let mut child = node
-            .child
-            .take()
-            .with_context(|| format!("node {id} is not running"))?;
-        child.start_kill()?;
-        child.wait().await?;
-        Ok(())
+        crate::kill_child(node.child.take(), &format!("node {id}")).await
     }
 
     /// Stops node `id` with SIGTERM and waits for it to exit.
@@ -324,9 +297,7 @@ impl LogCluster {
         let Ok(node) = self.node(id) else {
             return String::new();
         };
-        let text = std::fs::read_to_string(&node.output).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        crate::tail_of(&node.output, lines)
     }
 
     pub fn dir(&self) -> &std::path::Path {

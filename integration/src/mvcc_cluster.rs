@@ -1,0 +1,189 @@
+//! Real `cairn-mvcc` replicas on a log cluster, and a real `nats-server`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
+use cairn_proto::cairn::mvcc::v1::{HashKvRequest, HashKvResponse};
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{bin_path, eventually, free_port};
+
+/// A `nats-server` with JetStream, its store on disk so a restart keeps it.
+pub struct NatsServer {
+    pub url: String,
+    port: u16,
+    store: PathBuf,
+    output: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    pub async fn start(dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let mut server = Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store: dir.join("nats-store"),
+            output: dir.join("nats.log"),
+            child: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// Starts the server (again) on the same port and store.
+    pub async fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("nats-server is running");
+        }
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.output)?;
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server (apt-get install nats-server)")?;
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(10), "nats-server to listen", || {
+            let address = address.clone();
+            async move { tokio::net::TcpStream::connect(address).await.ok() }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the server's store (while it is down): NATS losing everything.
+    pub fn wipe(&self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("nats-server is running");
+        }
+        if self.store.exists() {
+            std::fs::remove_dir_all(&self.store)?;
+        }
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL.
+    pub async fn kill(&mut self) -> Result<()> {
+        crate::kill_child(self.child.take(), "nats-server").await
+    }
+}
+
+/// One replica: its address, files and (while running) its process.
+pub struct MvccReplica {
+    pub name: String,
+    pub addr: String,
+    config: PathBuf,
+    output: PathBuf,
+    child: Option<Child>,
+}
+
+impl MvccReplica {
+    /// Writes the replica's settings under `dir`.
+    pub fn configure(
+        dir: &Path,
+        name: &str,
+        log_endpoints: &[String],
+        nats_url: &str,
+    ) -> Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let config = dir.join(format!("{name}.toml"));
+        let endpoints: Vec<String> = log_endpoints
+            .iter()
+            .map(|addr| format!("\"{addr}\""))
+            .collect();
+        let text = format!(
+            "[node]\nname = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\nack_interval_ms = 200\n\n\
+             [log]\nendpoints = [{endpoints}]\nrequest_timeout_ms = 5000\n\n\
+             [nats]\nurl = \"{nats_url}\"\n\n\
+             [telemetry]\nlog_filter = \"info\"\n",
+            data = dir.join(name).display(),
+            endpoints = endpoints.join(", "),
+        );
+        std::fs::write(&config, text)?;
+        Ok(Self {
+            name: name.to_owned(),
+            addr,
+            config,
+            output: dir.join(format!("{name}.log")),
+            child: None,
+        })
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("{} is running", self.name);
+        }
+        let binary = bin_path("cairn-mvcc")?;
+        self.child = Some(
+            crate::spawn_service(&binary, &self.config, &self.output)
+                .with_context(|| format!("starting {}", self.name))?,
+        );
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub async fn kill(&mut self) -> Result<()> {
+        crate::kill_child(self.child.take(), &self.name).await
+    }
+
+    pub fn channel(&self) -> Result<Channel> {
+        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy())
+    }
+
+    pub fn kv(&self) -> Result<KvClient<Channel>> {
+        Ok(KvClient::new(self.channel()?))
+    }
+
+    pub fn mvcc(&self) -> Result<MvccClient<Channel>> {
+        Ok(MvccClient::new(self.channel()?))
+    }
+
+    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        Ok(self
+            .mvcc()?
+            .hash_kv(HashKvRequest { revision })
+            .await?
+            .into_inner())
+    }
+
+    /// Waits until the replica answers and has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, patience: Duration) -> Result<HashKvResponse> {
+        eventually(
+            patience,
+            &format!("{} to apply {index}", self.name),
+            || async {
+                let status = self.hash_kv(0).await.ok()?;
+                (status.applied_index >= index).then_some(status)
+            },
+        )
+        .await
+    }
+
+    /// The last lines the replica printed, for failure messages.
+    pub fn output_tail(&self, lines: usize) -> String {
+        crate::tail_of(&self.output, lines)
+    }
+}
