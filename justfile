@@ -45,7 +45,7 @@ dev-down:
 # Propose and read-index throughput and latency of a release-built 3-node cairn-log, and the disk's raw fsync rate.
 bench-log duration="10s" clients="1,64":
     cargo build --release --locked -p cairn-log -p cairn-bench
-    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
+    CAIRN_DEV_DIR=.bench CAIRN_DEV_LOG_ONLY=1 deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
     status=0; \
     "$CARGO_TARGET_DIR/release/cairn-bench" fsync --dir .bench --count 2000 || status=$?; \
     for op in propose read-index; do \

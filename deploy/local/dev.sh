@@ -3,12 +3,19 @@
 #   dev.sh up BIN_DIR   start in the background, return once a leader is elected
 #   dev.sh down         stop everything started by `up`
 # State (configs, data, logs, pids) lives in $CAIRN_DEV_DIR (default .dev).
+# CAIRN_DEV_LOG_ONLY=1 starts the log nodes alone (no NATS, no mvcc replicas).
 set -euo pipefail
 
+# Settings of this script, read and removed: the services treat every CAIRN_*
+# variable as one of their own settings.
 dir="${CAIRN_DEV_DIR:-.dev}"
-unset CAIRN_DEV_DIR
+log_only="${CAIRN_DEV_LOG_ONLY:-}"
+unset CAIRN_DEV_DIR CAIRN_DEV_LOG_ONLY
 log_ports=(7001 7002 7003)
 metrics_ports=(9101 9102 9103)
+mvcc_ports=(7101 7102)
+mvcc_metrics_ports=(9111 9112)
+nats_port=4222
 
 leader_elected() {
     local port
@@ -51,14 +58,50 @@ TOML
         echo $! >> "$dir/pids"
     done
     for _ in $(seq 1 200); do
-        if leader_elected; then
-            echo "cairn-log nodes: 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003 (metrics on 9101-9103)"
+        leader_elected && break
+        sleep 0.1
+    done
+    if ! leader_elected; then
+        echo "no leader after 20 s; see $dir/log-*.out" >&2
+        down
+        exit 1
+    fi
+    echo "cairn-log nodes: 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003 (metrics on 9101-9103)"
+    [ "$log_only" = 1 ] && { echo "files in $dir; stop with: just dev-down"; return 0; }
+
+    command -v nats-server >/dev/null || { echo "nats-server is needed (apt-get install nats-server)" >&2; down; exit 1; }
+    nohup nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/nats" >> "$dir/nats.out" 2>&1 &
+    echo $! >> "$dir/pids"
+    for i in 1 2; do
+        cat > "$dir/mvcc-$i.toml" <<TOML
+[node]
+name = "mvcc-$i"
+listen = "127.0.0.1:${mvcc_ports[$((i - 1))]}"
+data_dir = "$dir/mvcc-$i"
+
+[log]
+endpoints = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+
+[metrics]
+listen = "127.0.0.1:${mvcc_metrics_ports[$((i - 1))]}"
+TOML
+        nohup "$bin_dir/cairn-mvcc" --config "$dir/mvcc-$i.toml" >> "$dir/mvcc-$i.out" 2>&1 &
+        echo $! >> "$dir/pids"
+    done
+    for _ in $(seq 1 200); do
+        if curl -fsS "http://127.0.0.1:9111/metrics" 2>/dev/null | grep -q '^cairn_mvcc_applied_index [1-9]' \
+            && curl -fsS "http://127.0.0.1:9112/metrics" 2>/dev/null | grep -q '^cairn_mvcc_applied_index [1-9]'; then
+            echo "cairn-mvcc replicas (etcd KV API): 127.0.0.1:7101 127.0.0.1:7102 (metrics on 9111-9112)"
+            echo "nats-server (JetStream): 127.0.0.1:$nats_port"
             echo "files in $dir; stop with: just dev-down"
             return 0
         fi
         sleep 0.1
     done
-    echo "no leader after 20 s; see $dir/log-*.out" >&2
+    echo "mvcc replicas not applying after 20 s; see $dir/mvcc-*.out" >&2
     down
     exit 1
 }
