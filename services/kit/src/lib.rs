@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod failover;
 pub mod grpc;
 pub mod health;
 pub mod metrics;

@@ -110,7 +110,9 @@ fn no_quorum(_: &CheckIsLeaderError<NodeId, BasicNode>) -> Refusal {
 fn membership_refusal(error: &ClientWriteError<NodeId, BasicNode>) -> Refusal {
     match error {
         ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)) => {
-            Refusal::Transient("another membership change stayed in progress for the whole request timeout")
+            Refusal::Transient(
+                "another membership change stayed in progress for the whole request timeout",
+            )
         }
         ClientWriteError::ChangeMembershipError(error) => Refusal::Final(
             LogError::FailedPrecondition(format!("membership change refused: {error}")),

@@ -1,0 +1,165 @@
+//! Calling a service that any of several nodes can answer (the log nodes):
+//! stick to the node that answered last, move on when it cannot be reached.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::KitError;
+
+/// Whether a call failed before it reached the callee, so that it is safe to
+/// send elsewhere even when it is not idempotent.
+pub fn never_sent(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && (status.message().contains("connect") || status.message().contains("Connection refused"))
+}
+
+/// Whether a failed idempotent call may be tried on another node.
+pub fn unavailable(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+}
+
+/// A channel to `address` (`host:port` or a URI) that connects on first use,
+/// with the settings every internal client wants. `setting` names the
+/// configuration key the address came from, for the error.
+pub fn lazy_channel(address: &str, setting: &str) -> Result<Channel, KitError> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|error| KitError::Settings(format!("setting `{setting}`: {address}: {error}")))?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+/// Clients of every node of one service.
+pub struct Failover<C> {
+    nodes: Vec<(String, C)>,
+    preferred: AtomicUsize,
+    timeout: Duration,
+}
+
+impl<C: Clone> Failover<C> {
+    /// `nodes` pairs each node's address (for messages) with its client; every
+    /// call, retries included, ends within `timeout`.
+    pub fn new(nodes: Vec<(String, C)>, timeout: Duration) -> Self {
+        Self {
+            nodes,
+            preferred: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Calls `call` on the preferred node, moving on to the next while `retry`
+    /// says the failure allows it. A final failure keeps the callee's code and
+    /// names the call and the node in its message.
+    pub async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        retry: fn(&Status) -> bool,
+        mut call: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        if self.nodes.is_empty() {
+            return Err(Status::unavailable(format!(
+                "{what}: no node is configured"
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut last_error = Status::unavailable(format!("{what}: no node answered"));
+        for attempt in 0.. {
+            let index = (self.preferred.load(Ordering::Relaxed) + attempt) % self.nodes.len();
+            let (address, client) = &self.nodes[index];
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let named = |status: &Status| {
+                Status::new(
+                    status.code(),
+                    format!("{what} via {address}: {}", status.message()),
+                )
+            };
+            match tokio::time::timeout(remaining, call(client.clone())).await {
+                Ok(Ok(response)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) if retry(&status) => {
+                    last_error = named(&status);
+                    if attempt + 1 >= self.nodes.len() {
+                        // Every node failed once: give the cluster a moment.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                Ok(Err(status)) => return Err(named(&status)),
+                Err(_) => {
+                    last_error = Status::unavailable(format!("{what} via {address}: timed out"));
+                    break;
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connection_failures_count_as_never_sent() {
+        assert!(never_sent(&Status::unavailable(
+            "error trying to connect: tcp connect error: Connection refused (os error 111)"
+        )));
+        assert!(!never_sent(&Status::unavailable("the leader is gone")));
+        assert!(!never_sent(&Status::internal("connect")));
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_moves_to_the_next_node_and_a_final_one_keeps_its_code() {
+        let failover = Failover::new(
+            vec![("a".to_owned(), 0_u8), ("b".to_owned(), 1_u8)],
+            Duration::from_secs(1),
+        );
+        let answered = failover
+            .call("test", unavailable, |node| async move {
+                if node == 0 {
+                    Err(Status::unavailable("down"))
+                } else {
+                    Ok(tonic::Response::new(node))
+                }
+            })
+            .await;
+        assert_eq!(answered.ok(), Some(1));
+        let refused = failover
+            .call("test", unavailable, |_| async move {
+                Err::<tonic::Response<u8>, _>(Status::failed_precondition("no"))
+            })
+            .await
+            .err();
+        assert_eq!(
+            refused.as_ref().map(Status::code),
+            Some(Code::FailedPrecondition)
+        );
+        assert_eq!(
+            refused.as_ref().map(Status::message),
+            Some("test via b: no")
+        );
+    }
+}
