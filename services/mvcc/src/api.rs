@@ -8,7 +8,8 @@ use std::time::Instant;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::Mvcc;
 use cairn_proto::cairn::mvcc::v1::{
-    Command, EventsRequest, EventsResponse, HashKvRequest, HashKvResponse,
+    Command, DefragmentRequest, DefragmentResponse, EventsRequest, EventsResponse, HashKvRequest,
+    HashKvResponse, StatusRequest, StatusResponse,
 };
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::kv_server::Kv;
@@ -328,5 +329,30 @@ impl Mvcc for MvccApi {
             current_revision: status.current,
             applied_index: status.applied.index,
         }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let status = self.replica.store.status();
+        let (db_size, db_size_in_use) = self.replica.store.db_size();
+        Ok(Response::new(StatusResponse {
+            current_revision: status.current,
+            compact_revision: status.compacted,
+            applied_index: status.applied.index,
+            applied_term: status.applied.term,
+            db_size,
+            db_size_in_use,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        let store = self.replica.store.clone();
+        let db_size =
+            tokio::task::spawn_blocking(move || store.defragment().map(|()| store.db_size().0))
+                .await
+                .map_err(|_| Status::from(MvccError::Stopped))??;
+        Ok(Response::new(DefragmentResponse { db_size }))
     }
 }

@@ -109,6 +109,42 @@ impl Store {
         }
     }
 
+    /// Bytes on disk (files and memtables) and the estimate of live data in them.
+    pub fn db_size(&self) -> (i64, i64) {
+        let mut total = 0_u64;
+        let mut live = 0_u64;
+        for name in schema::FAMILIES {
+            let Some(family) = self.db.cf_handle(name) else {
+                continue;
+            };
+            let property = |key: &str| {
+                self.db
+                    .property_int_value_cf(&family, key)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            let memtables = property("rocksdb.cur-size-all-mem-tables");
+            total += property("rocksdb.total-sst-files-size") + memtables;
+            live += property("rocksdb.estimate-live-data-size") + memtables;
+        }
+        let clamp = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        (clamp(total), clamp(live.min(total)))
+    }
+
+    /// Compacts every column family's files: what etcd's defragment does for
+    /// bbolt, giving back the space of deleted and compacted rows.
+    pub fn defragment(&self) -> Result<(), MvccError> {
+        for name in schema::FAMILIES {
+            if let Some(family) = self.db.cf_handle(name) {
+                self.db.flush_cf(&family)?;
+                self.db
+                    .compact_range_cf(&family, None::<&[u8]>, None::<&[u8]>);
+            }
+        }
+        Ok(())
+    }
+
     /// Applies committed log entries, in order, as one write.
     pub fn apply(&self, entries: &[LogEntry]) -> Result<Applied, MvccError> {
         let mut state = self.state.write();
