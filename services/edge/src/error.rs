@@ -1,0 +1,53 @@
+//! cairn-edge's one error type, and its mapping to gRPC status at the boundary.
+
+use cairn_proto::etcd_error::EtcdError;
+use tonic::Status;
+
+/// Everything that can go wrong in the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// An error etcd's clients know; it goes back to them as etcd sends it.
+    #[error("{0}")]
+    Etcd(EtcdError),
+    #[error("{0}")]
+    Settings(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No backend of a service could be reached.
+    #[error("no {service} backend is reachable")]
+    NoBackend { service: &'static str },
+    /// A backend answered with an error; it goes to the client as it came.
+    #[error("{0}")]
+    Backend(Status),
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<EtcdError> for EdgeError {
+    fn from(error: EtcdError) -> Self {
+        Self::Etcd(error)
+    }
+}
+
+impl From<Status> for EdgeError {
+    fn from(status: Status) -> Self {
+        Self::Backend(status)
+    }
+}
+
+impl From<EdgeError> for Status {
+    fn from(error: EdgeError) -> Self {
+        match error {
+            EdgeError::Etcd(etcd) => Status::new(etcd.code(), etcd.message()),
+            EdgeError::Backend(status) => status,
+            EdgeError::NoBackend { .. } => Status::unavailable(error.to_string()),
+            EdgeError::Settings(_) | EdgeError::Bind { .. } | EdgeError::Transport(_) => {
+                Status::internal(error.to_string())
+            }
+        }
+    }
+}

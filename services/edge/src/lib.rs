@@ -1,0 +1,146 @@
+//! cairn-edge: the one etcd v3 address clients use.
+//!
+//! KV, Watch and Lease calls are forwarded whole to the service that owns them
+//! (cairn-mvcc, cairn-watch, cairn-lease), balanced across the addresses the
+//! configured names resolve to. Cluster and Maintenance are answered here from
+//! the log and an mvcc replica. Every call gets a span continuing the caller's
+//! trace and counts against one limit of calls in progress.
+//!
+//! # Layout
+//! - `pool`: discovery and balancing; `proxy`: forwarding whole services.
+//! - `shed`: load shedding; `backends`: typed clients of the log and replicas.
+//! - `cluster`, `maintenance`: the etcd services answered here.
+
+pub mod backends;
+pub mod cluster;
+pub mod error;
+pub mod maintenance;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod settings;
+pub mod shed;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_kit::telemetry::GrpcServerTraceLayer;
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
+use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use tokio::net::TcpListener;
+
+pub use error::EdgeError;
+pub use settings::EdgeSettings;
+
+use crate::backends::Log;
+use crate::cluster::ClusterApi;
+use crate::maintenance::MaintenanceApi;
+use crate::pool::BackendPool;
+use crate::proxy::Proxy;
+use crate::shed::ShedLayer;
+
+/// Binds `edge.listen` and serves until `shutdown` resolves.
+pub async fn serve(
+    settings: EdgeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EdgeError> {
+    let listener = TcpListener::bind(&settings.edge.listen)
+        .await
+        .map_err(|source| EdgeError::Bind {
+            addr: settings.edge.listen.clone(),
+            source,
+        })?;
+    serve_on(listener, settings, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 first).
+pub async fn serve_on(
+    listener: TcpListener,
+    settings: EdgeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EdgeError> {
+    settings.validate()?;
+    let shutdown = cairn_kit::shutdown::from_future(shutdown);
+    let backends = &settings.backends;
+    let pool = |service: &'static str, names: &[String]| {
+        let pool = BackendPool::new(
+            service,
+            names,
+            Duration::from_millis(backends.down_backoff_ms),
+            Duration::from_millis(backends.connect_timeout_ms),
+        );
+        pool.spawn_discovery(
+            Duration::from_millis(backends.discovery_interval_ms),
+            shutdown.clone(),
+        );
+        pool
+    };
+    let mvcc = pool("mvcc", &backends.mvcc);
+    let watch = pool("watch", &backends.watch);
+    let lease = pool("lease", &backends.lease);
+    for first in [&mvcc, &watch, &lease] {
+        first.refresh().await;
+    }
+    let unary_timeout = Duration::from_millis(settings.limits.unary_timeout_ms);
+    let log = Arc::new(Log::new(&backends.log, unary_timeout)?);
+    let max_request = settings.limits.max_request_bytes;
+
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
+        .await
+        .map_err(|error| EdgeError::Settings(format!("setting `metrics.listen`: {error}")))?;
+    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    health_reporter.set_serving::<Proxy<proxy::Kv>>().await;
+    let local = listener.local_addr().map_err(|source| EdgeError::Bind {
+        addr: settings.edge.listen.clone(),
+        source,
+    })?;
+    tracing::info!(
+        listen = %local,
+        metrics = ?metrics_addr,
+        mvcc = mvcc.backends().len(),
+        watch = watch.backends().len(),
+        lease = lease.backends().len(),
+        "cairn-edge ready"
+    );
+
+    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| EdgeError::Bind {
+        addr: local.to_string(),
+        source: std::io::Error::other(error.to_string()),
+    })?;
+    let cluster_id = settings.edge.cluster_id;
+    let mut stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(GrpcServerTraceLayer)
+        .layer(ShedLayer::new(settings.limits.max_concurrent_requests))
+        .add_service(health_service)
+        .add_service(Proxy::<proxy::Kv>::new(
+            mvcc.clone(),
+            unary_timeout,
+            max_request,
+        ))
+        .add_service(Proxy::<proxy::Watch>::new(
+            watch,
+            unary_timeout,
+            max_request,
+        ))
+        .add_service(Proxy::<proxy::Lease>::new(
+            lease,
+            unary_timeout,
+            max_request,
+        ))
+        .add_service(ClusterServer::new(ClusterApi::new(
+            log.clone(),
+            settings.edge.advertise_client_urls.clone(),
+            cluster_id,
+        )))
+        .add_service(
+            MaintenanceServer::new(MaintenanceApi::new(log, mvcc, cluster_id))
+                .max_encoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await?;
+    tracing::info!("cairn-edge stopping");
+    Ok(())
+}

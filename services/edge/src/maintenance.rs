@@ -1,0 +1,181 @@
+//! etcd's Maintenance service: raft facts from the log, key-value facts from
+//! an mvcc replica.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_proto::cairn::mvcc::v1 as mvcc;
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
+use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
+use cairn_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::backends::{on_any_replica, Log};
+use crate::pool::BackendPool;
+
+/// The etcd API version cairn answers as: what clients check features against.
+pub const ETCD_VERSION: &str = "3.5.0";
+
+/// The Maintenance service of one edge.
+pub struct MaintenanceApi {
+    log: Arc<Log>,
+    mvcc: Arc<BackendPool>,
+    cluster_id: u64,
+}
+
+impl MaintenanceApi {
+    pub fn new(log: Arc<Log>, mvcc: Arc<BackendPool>, cluster_id: u64) -> Self {
+        Self {
+            log,
+            mvcc,
+            cluster_id,
+        }
+    }
+
+    /// A header naming the log node that answered and its term.
+    async fn header(&self, revision: i64) -> Result<Option<ResponseHeader>, Status> {
+        let status = self.log.status().await?;
+        Ok(Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: status.id,
+            revision,
+            raft_term: status.term,
+        }))
+    }
+
+    async fn hash_at(&self, revision: i64) -> Result<mvcc::HashKvResponse, Status> {
+        Ok(on_any_replica(&self.mvcc, |mut replica| async move {
+            replica.hash_kv(mvcc::HashKvRequest { revision }).await
+        })
+        .await?)
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceApi {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        // No quota is enforced yet, so no alarm is ever raised: GET and
+        // DEACTIVATE truthfully find none.
+        if request.into_inner().action == AlarmAction::Activate as i32 {
+            return Err(Status::unimplemented(
+                "cairn: alarms cannot be raised by a client",
+            ));
+        }
+        Ok(Response::new(AlarmResponse {
+            header: self.header(0).await?,
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let log = self.log.status().await?;
+        let kv = on_any_replica(&self.mvcc, |mut replica| async move {
+            replica.status(mvcc::StatusRequest {}).await
+        })
+        .await?;
+        Ok(Response::new(StatusResponse {
+            // The edge speaks for the whole cluster, whose writes the leader
+            // commits: clients that compare member_id with leader (etcdctl's
+            // IS LEADER) see the endpoint they called as the leader.
+            header: Some(ResponseHeader {
+                cluster_id: self.cluster_id,
+                member_id: if log.leader == 0 { log.id } else { log.leader },
+                revision: kv.current_revision,
+                raft_term: log.term,
+            }),
+            version: ETCD_VERSION.to_owned(),
+            db_size: kv.db_size,
+            leader: log.leader,
+            raft_index: log.commit_index,
+            raft_term: log.term,
+            raft_applied_index: kv.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: kv.db_size_in_use,
+            is_learner: log.role == "learner",
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        // Every replica holds its own files: defragment each one reachable.
+        let mut defragmented = 0;
+        let mut last_failure = None;
+        for backend in self.mvcc.backends().iter() {
+            let mut replica =
+                cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient::new(backend.channel.clone());
+            match replica.defragment(mvcc::DefragmentRequest {}).await {
+                Ok(_) => defragmented += 1,
+                Err(status) => last_failure = Some(status),
+            }
+        }
+        if defragmented == 0 {
+            return Err(last_failure
+                .unwrap_or_else(|| Status::unavailable("cairn: no mvcc backend is reachable")));
+        }
+        Ok(Response::new(DefragmentResponse {
+            header: self.header(0).await?,
+        }))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let hashed = self.hash_at(0).await?;
+        Ok(Response::new(HashResponse {
+            header: self.header(hashed.current_revision).await?,
+            hash: hashed.hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let hashed = self.hash_at(request.into_inner().revision).await?;
+        Ok(Response::new(HashKvResponse {
+            header: self.header(hashed.current_revision).await?,
+            hash: hashed.hash,
+            compact_revision: hashed.compact_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "cairn: snapshots are not available yet",
+        ))
+    }
+
+    async fn move_leader(
+        &self,
+        _: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: the log cannot hand its leadership over yet",
+        ))
+    }
+
+    async fn downgrade(
+        &self,
+        _: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: there is no older version to downgrade to",
+        ))
+    }
+}
