@@ -3,7 +3,7 @@
 #   dev.sh up BIN_DIR   start in the background, return once a leader is elected
 #   dev.sh down         stop everything started by `up`
 # State (configs, data, logs, pids) lives in $CAIRN_DEV_DIR (default .dev).
-# CAIRN_DEV_LOG_ONLY=1 starts the log nodes alone (no NATS, no mvcc replicas).
+# CAIRN_DEV_LOG_ONLY=1 starts the log nodes alone (no NATS, no mvcc replicas, no edge).
 set -euo pipefail
 
 # Settings of this script, read and removed: the services treat every CAIRN_*
@@ -16,6 +16,8 @@ metrics_ports=(9101 9102 9103)
 mvcc_ports=(7101 7102)
 mvcc_metrics_ports=(9111 9112)
 nats_port=4222
+edge_port=2379
+edge_metrics_port=9121
 
 leader_elected() {
     local port
@@ -94,14 +96,43 @@ TOML
     for _ in $(seq 1 200); do
         if curl -fsS "http://127.0.0.1:9111/metrics" 2>/dev/null | grep -q '^cairn_mvcc_applied_index [1-9]' \
             && curl -fsS "http://127.0.0.1:9112/metrics" 2>/dev/null | grep -q '^cairn_mvcc_applied_index [1-9]'; then
-            echo "cairn-mvcc replicas (etcd KV API): 127.0.0.1:7101 127.0.0.1:7102 (metrics on 9111-9112)"
+            echo "cairn-mvcc replicas: 127.0.0.1:7101 127.0.0.1:7102 (metrics on 9111-9112)"
             echo "nats-server (JetStream): 127.0.0.1:$nats_port"
-            echo "files in $dir; stop with: just dev-down"
+            start_edge "$bin_dir"
             return 0
         fi
         sleep 0.1
     done
     echo "mvcc replicas not applying after 20 s; see $dir/mvcc-*.out" >&2
+    down
+    exit 1
+}
+
+start_edge() {
+    local bin_dir="$1"
+    cat > "$dir/edge.toml" <<TOML
+[edge]
+listen = "127.0.0.1:$edge_port"
+advertise_client_urls = ["http://127.0.0.1:$edge_port"]
+
+[backends]
+mvcc = ["127.0.0.1:${mvcc_ports[0]}", "127.0.0.1:${mvcc_ports[1]}"]
+log = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+
+[metrics]
+listen = "127.0.0.1:$edge_metrics_port"
+TOML
+    nohup "$bin_dir/cairn-edge" --config "$dir/edge.toml" >> "$dir/edge.out" 2>&1 &
+    echo $! >> "$dir/pids"
+    for _ in $(seq 1 100); do
+        if curl -fsS "http://127.0.0.1:$edge_metrics_port/healthz" >/dev/null 2>&1; then
+            echo "cairn-edge (the etcd v3 API; etcdctl --endpoints=127.0.0.1:$edge_port): 127.0.0.1:$edge_port (metrics on $edge_metrics_port)"
+            echo "files in $dir; stop with: just dev-down"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "the edge did not start in 10 s; see $dir/edge.out" >&2
     down
     exit 1
 }

@@ -1,0 +1,89 @@
+//! A real `cairn-edge` in front of real replicas and log nodes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use tokio::process::Child;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{bin_path, eventually, free_port};
+
+/// One edge: its address, files and (while running) its process.
+pub struct Edge {
+    pub addr: String,
+    config: PathBuf,
+    output: PathBuf,
+    child: Option<Child>,
+}
+
+fn quoted(addrs: &[String]) -> String {
+    addrs
+        .iter()
+        .map(|addr| format!("\"{addr}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Edge {
+    /// Writes the edge's settings under `dir`: the given replicas and log
+    /// nodes behind it, and `extra` TOML appended (e.g. a `[limits]` table).
+    pub fn configure(dir: &Path, mvcc: &[String], log: &[String], extra: &str) -> Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let config = dir.join("edge.toml");
+        let text = format!(
+            "[edge]\nlisten = \"{addr}\"\nadvertise_client_urls = [\"http://{addr}\"]\n\n\
+             [backends]\nmvcc = [{mvcc}]\nlog = [{log}]\ndiscovery_interval_ms = 200\n\n\
+             [telemetry]\nlog_filter = \"info\"\n\n{extra}",
+            mvcc = quoted(mvcc),
+            log = quoted(log),
+        );
+        std::fs::write(&config, text)?;
+        Ok(Self {
+            addr,
+            config,
+            output: dir.join("edge.log"),
+            child: None,
+        })
+    }
+
+    /// Starts the edge and waits until it accepts connections.
+    pub async fn start(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the edge is running");
+        }
+        let binary = bin_path("cairn-edge")?;
+        self.child = Some(
+            crate::spawn_service(&binary, &self.config, &self.output)
+                .context("starting cairn-edge")?,
+        );
+        let addr = self.addr.clone();
+        eventually(Duration::from_secs(10), "the edge to listen", || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.ok() }
+        })
+        .await
+        .with_context(|| self.output_tail(20))?;
+        Ok(())
+    }
+
+    pub async fn kill(&mut self) -> Result<()> {
+        crate::kill_child(self.child.take(), "cairn-edge").await
+    }
+
+    pub fn channel(&self) -> Result<Channel> {
+        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy())
+    }
+
+    pub fn kv(&self) -> Result<KvClient<Channel>> {
+        Ok(KvClient::new(self.channel()?))
+    }
+
+    pub fn output_tail(&self, lines: usize) -> String {
+        crate::tail_of(&self.output, lines)
+    }
+}

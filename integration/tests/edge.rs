@@ -1,0 +1,256 @@
+//! cairn-edge as a real process in front of two real mvcc replicas, a
+//! three-node log and NATS: etcd's KV, Cluster and Maintenance through one
+//! address, a replica killed under load, then the last one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use cairn_integration::edge::Edge;
+use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
+use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::{
+    HashKvRequest, MemberListRequest, PutRequest, RangeRequest, StatusRequest,
+};
+use parking_lot_free::Outcomes;
+use tonic::Code;
+
+const CLIENTS: usize = 8;
+
+mod parking_lot_free {
+    //! What the clients record: the last value acknowledged per key, and each
+    //! failure with its time.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    #[derive(Default)]
+    pub struct Outcomes {
+        pub acked: Mutex<HashMap<String, String>>,
+        pub failures: Mutex<Vec<(Instant, tonic::Code, String)>>,
+        pub ops_after: Mutex<usize>,
+    }
+
+    impl Outcomes {
+        pub fn ack(&self, key: &str, value: &str) {
+            if let Ok(mut acked) = self.acked.lock() {
+                acked.insert(key.to_owned(), value.to_owned());
+            }
+        }
+
+        pub fn fail(&self, status: &tonic::Status) {
+            if let Ok(mut failures) = self.failures.lock() {
+                failures.push((Instant::now(), status.code(), status.message().to_owned()));
+            }
+        }
+
+        pub fn count_after(&self) {
+            if let Ok(mut ops) = self.ops_after.lock() {
+                *ops += 1;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_without_one() -> Result<()>
+{
+    let cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let log_endpoints: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.addr(*id).map(str::to_owned))
+        .collect::<Result<_>>()?;
+    let nats = NatsServer::start(cluster.dir()).await?;
+    let mut replicas = Vec::new();
+    for name in ["mvcc-1", "mvcc-2"] {
+        let mut replica = MvccReplica::configure(cluster.dir(), name, &log_endpoints, &nats.url)?;
+        replica.start()?;
+        replicas.push(replica);
+    }
+    for replica in &replicas {
+        replica.wait_applied(0, Duration::from_secs(20)).await?;
+    }
+    let replica_addrs: Vec<String> = replicas
+        .iter()
+        .map(|replica| replica.addr.clone())
+        .collect();
+    let mut edge = Edge::configure(cluster.dir(), &replica_addrs, &log_endpoints, "")?;
+    edge.start().await?;
+    let edge_url = format!("http://{}", edge.addr);
+
+    // etcd's KV through the edge.
+    let mut kv = edge.kv()?;
+    let put = kv
+        .put(PutRequest {
+            key: b"first".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        put.header.map(|header| header.revision) == Some(2),
+        "{put:?}"
+    );
+    let got = kv
+        .range(RangeRequest {
+            key: b"first".to_vec(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    ensure!(got.kvs.len() == 1 && got.kvs[0].value == b"v", "{got:?}");
+
+    // Cluster: the log's members, each reachable only through the edge.
+    let members = ClusterClient::new(edge.channel()?)
+        .member_list(MemberListRequest::default())
+        .await?
+        .into_inner()
+        .members;
+    ensure!(members.len() == 3, "{members:?}");
+    for member in &members {
+        ensure!(member.client_ur_ls == vec![edge_url.clone()], "{member:?}");
+    }
+
+    // Maintenance: raft facts from the log, sizes and hashes from a replica.
+    let mut maintenance = MaintenanceClient::new(edge.channel()?);
+    let status = maintenance.status(StatusRequest {}).await?.into_inner();
+    ensure!(
+        status.leader != 0 && status.raft_index > 0 && status.db_size > 0,
+        "{status:?}"
+    );
+    ensure!(status.header.map(|header| header.revision) == Some(2));
+    let hashed = maintenance
+        .hash_kv(HashKvRequest { revision: 0 })
+        .await?
+        .into_inner();
+    let direct = replicas[0].hash_kv(0).await?;
+    ensure!(hashed.hash == direct.hash, "{hashed:?} vs {direct:?}");
+
+    // Load through the edge; one replica is killed in the middle.
+    let outcomes = Arc::new(Outcomes::default());
+    let kill_at = Instant::now() + Duration::from_secs(2);
+    let stop_at = kill_at + Duration::from_secs(4);
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let mut kv = edge.kv()?;
+        let outcomes = outcomes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut op = 0_usize;
+            while Instant::now() < stop_at {
+                let key = format!("load-{client}-{}", op % 16);
+                let value = format!("{op}");
+                let after_kill = Instant::now() > kill_at;
+                let answer = if op % 3 == 2 {
+                    kv.range(RangeRequest {
+                        key: key.clone().into_bytes(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                } else {
+                    kv.put(PutRequest {
+                        key: key.clone().into_bytes(),
+                        value: value.clone().into_bytes(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| outcomes.ack(&key, &value))
+                };
+                match answer {
+                    Ok(()) if after_kill => outcomes.count_after(),
+                    Ok(()) => {}
+                    Err(status) => outcomes.fail(&status),
+                }
+                op += 1;
+            }
+        }));
+    }
+    tokio::time::sleep_until(kill_at.into()).await;
+    replicas[0].kill().await?;
+    let killed = Instant::now();
+    for task in tasks {
+        task.await?;
+    }
+    let failures = outcomes
+        .failures
+        .lock()
+        .map(|failures| failures.clone())
+        .unwrap_or_default();
+    for (at, code, message) in &failures {
+        ensure!(
+            *code == Code::Unavailable
+                && *at
+                    >= killed
+                        .checked_sub(Duration::from_millis(100))
+                        .unwrap_or(killed),
+            "a failure that the kill does not explain: {code:?} {message}"
+        );
+        ensure!(
+            at.duration_since(killed) < Duration::from_millis(1500),
+            "still failing {:?} after the kill: {message}",
+            at.duration_since(killed)
+        );
+    }
+    let served_after = outcomes.ops_after.lock().map(|ops| *ops).unwrap_or(0);
+    ensure!(
+        served_after > 100,
+        "only {served_after} calls served after the kill"
+    );
+    println!(
+        "{served_after} calls served after the kill, {} failed around it",
+        failures.len()
+    );
+
+    // Every acknowledged put is there, read through the edge.
+    let acked: HashMap<String, String> = outcomes
+        .acked
+        .lock()
+        .map(|acked| acked.clone())
+        .unwrap_or_default();
+    for (key, value) in &acked {
+        let got = kv
+            .range(RangeRequest {
+                key: key.clone().into_bytes(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let seen = got
+            .kvs
+            .first()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        ensure!(
+            seen.as_deref() == Some(value.as_str()),
+            "{key}: acknowledged {value}, read {seen:?}"
+        );
+    }
+
+    // With no replica left, the edge answers UNAVAILABLE at once.
+    replicas[1].kill().await?;
+    let asked = Instant::now();
+    let mut request = tonic::Request::new(RangeRequest {
+        key: b"first".to_vec(),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_secs(20));
+    let refused = kv
+        .range(request)
+        .await
+        .err()
+        .context("a read with no replica succeeded")?;
+    let waited = asked.elapsed();
+    ensure!(refused.code() == Code::Unavailable, "{refused:?}");
+    ensure!(
+        waited < Duration::from_secs(2),
+        "UNAVAILABLE took {waited:?}"
+    );
+    println!("no replica: {:?} after {waited:?}", refused.message());
+    drop(edge);
+    Ok(())
+}
