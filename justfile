@@ -52,3 +52,14 @@ bench-log duration="10s" clients="1,64":
         "$CARGO_TARGET_DIR/release/cairn-bench" log --op $op --endpoints 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --clients {{clients}} --duration {{duration}} --size 256 || status=$?; \
     done; \
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
+
+# What the edge adds: etcd KV puts and reads through the edge and straight to one mvcc replica, with the edge's CPU per 10k requests.
+bench-edge duration="10s" clients="1,64":
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-bench
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
+    status=0; edge_pid="$(tail -n 1 .bench/pids)"; \
+    for op in put range range-serializable; do \
+        "$CARGO_TARGET_DIR/release/cairn-bench" kv --op $op --endpoint 127.0.0.1:2379 --label edge --cpu-pid "$edge_pid" --clients {{clients}} --duration {{duration}} || status=$?; \
+        "$CARGO_TARGET_DIR/release/cairn-bench" kv --op $op --endpoint 127.0.0.1:7101 --label direct --clients {{clients}} --duration {{duration}} || status=$?; \
+    done; \
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status

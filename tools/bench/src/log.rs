@@ -1,21 +1,14 @@
 //! Propose throughput and latency of a cairn-log cluster: N clients over a few
 //! shared HTTP/2 connections, each proposing as fast as its answers come back.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_proto::cairn::log::v1::log_client::LogClient;
 use cairn_proto::cairn::log::v1::{ProposeRequest, ReadIndexRequest, StatusRequest};
 use clap::Args;
-use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
-use crate::report::{histogram, record, Summary};
-
-/// At most this many connections, shared round-robin by the clients.
-const MAX_CONNECTIONS: usize = 8;
-/// Not recorded: connections warm up, the leader's batches settle.
-const WARM_UP: Duration = Duration::from_secs(1);
+use crate::drive::{connect, drive};
+use crate::report::Summary;
 
 #[derive(Args)]
 pub struct LogArgs {
@@ -47,7 +40,7 @@ pub enum Operation {
     ReadIndex,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, "s"), |split| text.split_at(split));
@@ -89,14 +82,6 @@ async fn leader_endpoint(endpoints: &[String]) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("no endpoints"))
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await?)
-}
-
 pub async fn run(args: LogArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.size > 0, "--size must be positive");
     let leader = leader_endpoint(&args.endpoints).await?;
@@ -125,57 +110,27 @@ async fn run_clients(
     size: usize,
     op: Operation,
 ) -> anyhow::Result<Summary> {
-    let mut channels = Vec::new();
-    for _ in 0..clients.min(MAX_CONNECTIONS) {
-        channels.push(connect(endpoint).await?);
-    }
-    let start = Instant::now();
-    let record_from = start + WARM_UP;
-    let stop = record_from + duration;
-    let mut tasks = Vec::new();
-    for number in 0..clients {
-        let mut client = LogClient::new(channels[number % channels.len()].clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = histogram()?;
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut sequence = 0_u64;
-            while Instant::now() < stop {
-                let mut command = format!("bench-{number}-{sequence}-").into_bytes();
-                command.resize(size.max(command.len()), b'x');
-                sequence += 1;
-                let sent = Instant::now();
-                let answer = match op {
+    let measured = drive(
+        endpoint,
+        clients,
+        duration,
+        move |channel, number, sequence| {
+            let mut client = LogClient::new(channel);
+            async move {
+                match op {
                     Operation::Propose => {
+                        let mut command = format!("bench-{number}-{sequence}-").into_bytes();
+                        command.resize(size.max(command.len()), b'x');
                         client.propose(ProposeRequest { command }).await.map(|_| ())
                     }
                     Operation::ReadIndex => {
                         client.read_index(ReadIndexRequest {}).await.map(|_| ())
                     }
-                };
-                if sent < record_from {
-                    continue;
-                }
-                match answer {
-                    Ok(()) => record(&mut latencies, sent.elapsed()),
-                    Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
                 }
             }
-            anyhow::Ok((latencies, errors))
-        }));
-    }
-    let mut latencies = histogram()?;
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for task in tasks {
-        let (client_latencies, client_errors) = task.await??;
-        latencies.add(&client_latencies)?;
-        for (code, count) in client_errors {
-            *errors.entry(code).or_default() += count;
-        }
-    }
-    let error_count = errors.values().sum();
-    if error_count > 0 {
-        eprintln!("errors by code: {errors:?}");
-    }
+        },
+    )
+    .await?;
     Ok(Summary::new(
         format!(
             "{} {clients} clients",
@@ -184,8 +139,8 @@ async fn run_clients(
                 Operation::ReadIndex => "read-index",
             }
         ),
-        &latencies,
-        error_count,
+        &measured.latencies,
+        measured.errors,
         duration,
     ))
 }

@@ -1,7 +1,9 @@
 //! `cairn-bench`: measurements, not tests. Each workload runs for a bounded time
 //! on loopback and prints a table (and JSON on request).
 
+mod drive;
 mod fsync;
+mod kv;
 mod log;
 mod report;
 
@@ -20,6 +22,8 @@ enum Workload {
     Log(log::LogArgs),
     /// The raw fsync rate of a disk: the ceiling of any durable log on it.
     Fsync(fsync::FsyncArgs),
+    /// etcd KV puts or reads against any etcd v3 endpoint (edge, replica, etcd).
+    Kv(kv::KvArgs),
 }
 
 #[tokio::main]
@@ -27,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().workload {
         Workload::Log(args) => log::run(args).await,
         Workload::Fsync(args) => fsync::run(&args),
+        Workload::Kv(args) => kv::run(args).await,
     }
 }
