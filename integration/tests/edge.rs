@@ -13,9 +13,10 @@ use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
-    HashKvRequest, MemberListRequest, PutRequest, RangeRequest, StatusRequest,
+    HashKvRequest, MemberListRequest, PutRequest, RangeRequest, SnapshotRequest, StatusRequest,
 };
 use parking_lot_free::Outcomes;
+use sha2::Digest;
 use tonic::Code;
 
 const CLIENTS: usize = 8;
@@ -131,6 +132,27 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
         .into_inner();
     let direct = replicas[0].hash_kv(0).await?;
     ensure!(hashed.hash == direct.hash, "{hashed:?} vs {direct:?}");
+
+    // A snapshot streams a replica's store, framed as etcdctl expects: whole
+    // 512-byte pages, then their SHA-256.
+    let mut chunks = maintenance.snapshot(SnapshotRequest {}).await?.into_inner();
+    let mut snapshot = Vec::new();
+    let mut announced = None;
+    while let Some(chunk) = chunks.message().await? {
+        announced.get_or_insert(chunk.remaining_bytes + chunk.blob.len() as u64);
+        snapshot.extend_from_slice(&chunk.blob);
+    }
+    ensure!(
+        announced == Some(snapshot.len() as u64),
+        "{announced:?} vs {}",
+        snapshot.len()
+    );
+    ensure!(snapshot.starts_with(b"CAIRNSNAP1\n") && snapshot.len() % 512 == 32);
+    let (body, digest) = snapshot.split_at(snapshot.len() - 32);
+    ensure!(
+        sha2::Sha256::digest(body).as_slice() == digest,
+        "the snapshot's SHA-256 is wrong"
+    );
 
     // Load through the edge; one replica is killed in the middle.
     let outcomes = Arc::new(Outcomes::default());

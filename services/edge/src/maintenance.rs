@@ -13,7 +13,7 @@ use cairn_proto::etcdserverpb::{
     MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
     StatusResponse,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::backends::{on_any_replica, Log};
@@ -156,9 +156,21 @@ impl Maintenance for MaintenanceApi {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "cairn: snapshots are not available yet",
-        ))
+        let header = self.header(0).await?;
+        let chunks = on_any_replica(&self.mvcc, |mut replica| async move {
+            replica.snapshot(mvcc::SnapshotRequest {}).await
+        })
+        .await?;
+        let mut header = header;
+        let stream = chunks.map(move |chunk| {
+            chunk.map(|chunk| SnapshotResponse {
+                // etcd sends the header once, with the first chunk.
+                header: header.take(),
+                remaining_bytes: chunk.remaining_bytes,
+                blob: chunk.blob,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(

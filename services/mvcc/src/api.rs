@@ -9,7 +9,7 @@ use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::Mvcc;
 use cairn_proto::cairn::mvcc::v1::{
     Command, DefragmentRequest, DefragmentResponse, EventsRequest, EventsResponse, HashKvRequest,
-    HashKvResponse, StatusRequest, StatusResponse,
+    HashKvResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
 };
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::kv_server::Kv;
@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 use crate::error::MvccError;
 use crate::metrics::MVCC_METRICS;
 use crate::replica::Replica;
+use crate::snapshot::{self, Checkpoint};
 use crate::store::Response as Applied;
 use crate::tree_index::KeyRange;
 use crate::validate::{self, Limits};
@@ -354,5 +355,93 @@ impl Mvcc for MvccApi {
                 .await
                 .map_err(|_| Status::from(MvccError::Stopped))??;
         Ok(Response::new(DefragmentResponse { db_size }))
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let store = self.replica.store.clone();
+        let (chunks, received) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let name = store.dir().file_name().map_or_else(
+                || "store".into(),
+                |name| name.to_string_lossy().into_owned(),
+            );
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_nanos())
+                .unwrap_or_default();
+            // Beside the store, on its filesystem, so the checkpoint is hard links.
+            let dir = store
+                .dir()
+                .with_file_name(format!("{name}.snapshot-{nanos}"));
+            let sent = Checkpoint::take(&store, dir).and_then(|checkpoint| {
+                let mut sender = ChunkSender::new(chunks.clone(), checkpoint.total_bytes());
+                checkpoint.write_to(&mut sender)?;
+                sender.finish()
+            });
+            if let Err(error) = sent {
+                let _ = chunks.blocking_send(Err(Status::from(error)));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(received),
+        )))
+    }
+}
+
+/// Cuts the snapshot stream into chunks and sends them as they fill; a
+/// receiver that went away ends the copy.
+struct ChunkSender {
+    chunks: tokio::sync::mpsc::Sender<Result<SnapshotChunk, Status>>,
+    buffer: Vec<u8>,
+    remaining: u64,
+}
+
+impl ChunkSender {
+    fn new(chunks: tokio::sync::mpsc::Sender<Result<SnapshotChunk, Status>>, total: u64) -> Self {
+        Self {
+            chunks,
+            buffer: Vec::with_capacity(snapshot::CHUNK),
+            remaining: total,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let blob = std::mem::replace(&mut self.buffer, Vec::with_capacity(snapshot::CHUNK));
+        self.remaining = self.remaining.saturating_sub(blob.len() as u64);
+        self.chunks
+            .blocking_send(Ok(SnapshotChunk {
+                blob,
+                remaining_bytes: self.remaining,
+            }))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+
+    fn finish(mut self) -> Result<(), MvccError> {
+        if !self.buffer.is_empty() {
+            self.send()
+                .map_err(|error| MvccError::Snapshot(error.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = snapshot::CHUNK - self.buffer.len();
+        let taken = room.min(bytes.len());
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() == snapshot::CHUNK {
+            self.send()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

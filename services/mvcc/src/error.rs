@@ -34,6 +34,9 @@ pub enum MvccError {
     Log(String),
     #[error("nats: {0}")]
     Nats(String),
+    /// A snapshot could not be taken, sent or unpacked.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error("grpc transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// The replica is stopping or its applier died.

@@ -23,6 +23,7 @@ pub mod range;
 pub mod replica;
 pub mod revision;
 pub mod settings;
+pub mod snapshot;
 pub mod store;
 pub mod tree_index;
 pub mod validate;

@@ -1,0 +1,313 @@
+//! A consistent copy of a replica's store as one byte stream: what etcd's
+//! Maintenance.Snapshot sends, and what a new replica can start from.
+//!
+//! A RocksDB checkpoint (hard links to the live files, taken at one point in
+//! time, the applied log position included) is framed as:
+//! `CAIRNSNAP1\n`, then per file `u16 name length | name | u64 size | bytes`
+//! (big-endian), then `u16 0`, then the CRC-32 of everything before it. As in
+//! etcd's snapshots, zeros pad that to a multiple of 512 bytes and the SHA-256
+//! of it all comes last: etcdctl checks for both before it keeps a snapshot.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use crate::error::MvccError;
+use crate::store::Store;
+
+const MAGIC: &[u8] = b"CAIRNSNAP1\n";
+/// etcd's snapshot body is whole 512-byte pages, followed by its SHA-256.
+const PAGE: u64 = 512;
+const SHA256_BYTES: u64 = 32;
+/// Bytes per chunk a snapshot is read in.
+pub const CHUNK: usize = 64 * 1024;
+
+/// A checkpoint on disk, removed when dropped, and the files to send.
+pub struct Checkpoint {
+    dir: PathBuf,
+    files: Vec<(String, u64)>,
+}
+
+impl Drop for Checkpoint {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), %error, "cannot remove a snapshot checkpoint");
+        }
+    }
+}
+
+impl Checkpoint {
+    /// Takes a checkpoint of `store` into `dir`, which must not exist and
+    /// should be on the store's filesystem (its files are hard links).
+    pub fn take(store: &Store, dir: PathBuf) -> Result<Self, MvccError> {
+        store.checkpoint(&dir)?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_error)? {
+            let entry = entry.map_err(io_error)?;
+            let metadata = entry.metadata().map_err(io_error)?;
+            if metadata.is_file() {
+                files.push((
+                    entry.file_name().to_string_lossy().into_owned(),
+                    metadata.len(),
+                ));
+            }
+        }
+        files.sort();
+        Ok(Self { dir, files })
+    }
+
+    /// Bytes up to and including the CRC.
+    fn framed_bytes(&self) -> u64 {
+        let framing: u64 = self
+            .files
+            .iter()
+            .map(|(name, size)| 2 + name.len() as u64 + 8 + size)
+            .sum();
+        MAGIC.len() as u64 + framing + 2 + 4
+    }
+
+    /// Bytes the whole stream will have.
+    pub fn total_bytes(&self) -> u64 {
+        self.framed_bytes().div_ceil(PAGE) * PAGE + SHA256_BYTES
+    }
+
+    /// Writes the framed stream to `out`.
+    pub fn write_to(&self, out: &mut impl Write) -> Result<(), MvccError> {
+        let mut out = Sha256Writer::new(out);
+        self.write_framed(&mut out)?;
+        let padding = self.framed_bytes().div_ceil(PAGE) * PAGE - self.framed_bytes();
+        let zeros = vec![0_u8; usize::try_from(padding).unwrap_or(0)];
+        out.write_all(&zeros).map_err(io_error)?;
+        let digest = out.hasher.finalize();
+        out.inner.write_all(&digest).map_err(io_error)
+    }
+
+    fn write_framed(&self, out: &mut impl Write) -> Result<(), MvccError> {
+        let mut out = Crc32Writer::new(out);
+        out.write_all(MAGIC).map_err(io_error)?;
+        for (name, size) in &self.files {
+            let length = u16::try_from(name.len())
+                .map_err(|_| MvccError::Snapshot(format!("file name too long: {name}")))?;
+            out.write_all(&length.to_be_bytes()).map_err(io_error)?;
+            out.write_all(name.as_bytes()).map_err(io_error)?;
+            out.write_all(&size.to_be_bytes()).map_err(io_error)?;
+            let copied = std::io::copy(
+                &mut File::open(self.dir.join(name))
+                    .map_err(io_error)?
+                    .take(*size),
+                &mut out,
+            )
+            .map_err(io_error)?;
+            if copied != *size {
+                return Err(MvccError::Snapshot(format!(
+                    "{name} shrank while being sent ({copied} of {size} bytes)"
+                )));
+            }
+        }
+        out.write_all(&0_u16.to_be_bytes()).map_err(io_error)?;
+        let crc = out.crc();
+        out.into_inner()
+            .write_all(&crc.to_be_bytes())
+            .map_err(io_error)
+    }
+}
+
+/// Unpacks a framed stream into `dir` (created; it must not hold a store),
+/// checking its checksum, so a replica can open it.
+pub fn unpack(input: &mut impl Read, dir: &Path) -> Result<(), MvccError> {
+    let corrupt = |what: &str| MvccError::Snapshot(what.to_owned());
+    std::fs::create_dir_all(dir).map_err(io_error)?;
+    let mut input = Crc32Reader::new(input);
+    let mut magic = vec![0; MAGIC.len()];
+    input.read_exact(&mut magic).map_err(io_error)?;
+    if magic != MAGIC {
+        return Err(corrupt("not a cairn snapshot"));
+    }
+    loop {
+        let mut length = [0; 2];
+        input.read_exact(&mut length).map_err(io_error)?;
+        let length = usize::from(u16::from_be_bytes(length));
+        if length == 0 {
+            break;
+        }
+        let mut name = vec![0; length];
+        input.read_exact(&mut name).map_err(io_error)?;
+        let name = String::from_utf8(name).map_err(|_| corrupt("a file name is not UTF-8"))?;
+        if name.contains('/') || name.contains('\\') || name == ".." || name == "." {
+            return Err(corrupt("a file name leaves the directory"));
+        }
+        let mut size = [0; 8];
+        input.read_exact(&mut size).map_err(io_error)?;
+        let size = u64::from_be_bytes(size);
+        let mut file = File::create(dir.join(&name)).map_err(io_error)?;
+        let copied = std::io::copy(&mut (&mut input).take(size), &mut file).map_err(io_error)?;
+        if copied != size {
+            return Err(corrupt("the stream ended inside a file"));
+        }
+        file.sync_all().map_err(io_error)?;
+    }
+    let expected = input.crc();
+    let mut crc = [0; 4];
+    input.into_inner().read_exact(&mut crc).map_err(io_error)?;
+    if u32::from_be_bytes(crc) != expected {
+        return Err(corrupt("checksum mismatch"));
+    }
+    Ok(())
+}
+
+fn io_error(error: std::io::Error) -> MvccError {
+    MvccError::Snapshot(error.to_string())
+}
+
+struct Sha256Writer<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+}
+
+impl<W: Write> Sha256Writer<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Sha256::default(),
+        }
+    }
+}
+
+impl<W: Write> Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Crc32Writer<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> Crc32Writer<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    fn crc(&self) -> u32 {
+        self.hasher.clone().finalize()
+    }
+
+    fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for Crc32Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Crc32Reader<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+}
+
+impl<R: Read> Crc32Reader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    fn crc(&self) -> u32 {
+        self.hasher.clone().finalize()
+    }
+
+    fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: Read> Read for Crc32Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::cairn::mvcc::v1::command::Op;
+    use cairn_proto::cairn::mvcc::v1::Command;
+    use cairn_proto::etcdserverpb::PutRequest;
+    use prost::Message;
+
+    use super::*;
+    use crate::store::LogEntry;
+
+    fn put(store: &Store, index: u64, key: &str) -> Result<(), MvccError> {
+        let command = Command {
+            origin: 1,
+            sequence: index,
+            op: Some(Op::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'v'; 300],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        store.apply(&[LogEntry {
+            index,
+            term: 1,
+            commands: vec![command.encode_to_vec()],
+        }])?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_snapshot_unpacks_into_a_store_with_the_same_state() -> Result<(), MvccError> {
+        let dir = tempfile::tempdir().map_err(io_error)?;
+        let store = Store::open(&dir.path().join("store"))?;
+        for index in 1..=50 {
+            put(&store, index, &format!("key-{}", index % 7))?;
+        }
+        let checkpoint = Checkpoint::take(&store, dir.path().join("checkpoint"))?;
+        let mut bytes = Vec::new();
+        checkpoint.write_to(&mut bytes)?;
+        assert_eq!(bytes.len() as u64, checkpoint.total_bytes());
+        // etcdctl keeps a snapshot only if it is pages plus a SHA-256 of them.
+        assert_eq!(bytes.len() as u64 % PAGE, SHA256_BYTES);
+        let (body, digest) = bytes.split_at(bytes.len() - SHA256_BYTES as usize);
+        assert_eq!(sha2::Sha256::digest(body).as_slice(), digest);
+        drop(checkpoint);
+        assert!(!dir.path().join("checkpoint").exists());
+
+        let restored_dir = dir.path().join("restored");
+        unpack(&mut bytes.as_slice(), &restored_dir)?;
+        let restored = Store::open(&restored_dir)?;
+        assert_eq!(restored.status(), store.status());
+        assert_eq!(restored.hash_kv(0)?, store.hash_kv(0)?);
+
+        let mut damaged = bytes.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0xff;
+        assert!(unpack(&mut damaged.as_slice(), &dir.path().join("damaged")).is_err());
+        Ok(())
+    }
+}
