@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use tokio::process::Child;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{bin_path, eventually, free_port};
 
@@ -73,10 +73,7 @@ impl Edge {
     }
 
     pub fn channel(&self) -> Result<Channel> {
-        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy())
+        crate::channel(&self.addr)
     }
 
     pub fn kv(&self) -> Result<KvClient<Channel>> {

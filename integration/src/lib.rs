@@ -47,6 +47,16 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A channel to a cairn service on loopback that connects on first use.
+pub fn channel(addr: &str) -> Result<tonic::transport::Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    )
+}
+
 /// Polls `probe` every 50 ms until it yields a value or `patience` runs out.
 pub async fn eventually<T, F, Fut>(patience: Duration, what: &str, mut probe: F) -> Result<T>
 where

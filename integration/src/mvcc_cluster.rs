@@ -9,7 +9,7 @@ use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
 use cairn_proto::cairn::mvcc::v1::{HashKvRequest, HashKvResponse};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use tokio::process::{Child, Command};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{bin_path, eventually, free_port};
 
@@ -147,10 +147,7 @@ impl MvccReplica {
     }
 
     pub fn channel(&self) -> Result<Channel> {
-        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy())
+        crate::channel(&self.addr)
     }
 
     pub fn kv(&self) -> Result<KvClient<Channel>> {

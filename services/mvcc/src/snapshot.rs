@@ -75,17 +75,23 @@ impl Checkpoint {
 
     /// Writes the framed stream to `out`.
     pub fn write_to(&self, out: &mut impl Write) -> Result<(), MvccError> {
-        let mut out = Sha256Writer::new(out);
+        let mut out = Summing {
+            inner: out,
+            checksum: sha2::Sha256::default(),
+        };
         self.write_framed(&mut out)?;
         let padding = self.framed_bytes().div_ceil(PAGE) * PAGE - self.framed_bytes();
         let zeros = vec![0_u8; usize::try_from(padding).unwrap_or(0)];
         out.write_all(&zeros).map_err(io_error)?;
-        let digest = out.hasher.finalize();
+        let digest = out.checksum.finalize();
         out.inner.write_all(&digest).map_err(io_error)
     }
 
     fn write_framed(&self, out: &mut impl Write) -> Result<(), MvccError> {
-        let mut out = Crc32Writer::new(out);
+        let mut out = Summing {
+            inner: out,
+            checksum: crc32fast::Hasher::new(),
+        };
         out.write_all(MAGIC).map_err(io_error)?;
         for (name, size) in &self.files {
             let length = u16::try_from(name.len())
@@ -107,10 +113,8 @@ impl Checkpoint {
             }
         }
         out.write_all(&0_u16.to_be_bytes()).map_err(io_error)?;
-        let crc = out.crc();
-        out.into_inner()
-            .write_all(&crc.to_be_bytes())
-            .map_err(io_error)
+        let crc = out.checksum.finalize();
+        out.inner.write_all(&crc.to_be_bytes()).map_err(io_error)
     }
 }
 
@@ -161,58 +165,33 @@ fn io_error(error: std::io::Error) -> MvccError {
     MvccError::Snapshot(error.to_string())
 }
 
-struct Sha256Writer<W> {
-    inner: W,
-    hasher: sha2::Sha256,
+/// What a writer can feed what it writes to: a CRC or a digest.
+trait Checksum {
+    fn add(&mut self, bytes: &[u8]);
 }
 
-impl<W: Write> Sha256Writer<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: sha2::Sha256::default(),
-        }
+impl Checksum for crc32fast::Hasher {
+    fn add(&mut self, bytes: &[u8]) {
+        self.update(bytes);
     }
 }
 
-impl<W: Write> Write for Sha256Writer<W> {
+impl Checksum for sha2::Sha256 {
+    fn add(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// Passes writes on to `inner`, feeding each byte written to `checksum`.
+struct Summing<W, C> {
+    inner: W,
+    checksum: C,
+}
+
+impl<W: Write, C: Checksum> Write for Summing<W, C> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(buf)?;
-        self.hasher.update(&buf[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-struct Crc32Writer<W> {
-    inner: W,
-    hasher: crc32fast::Hasher,
-}
-
-impl<W: Write> Crc32Writer<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: crc32fast::Hasher::new(),
-        }
-    }
-
-    fn crc(&self) -> u32 {
-        self.hasher.clone().finalize()
-    }
-
-    fn into_inner(self) -> W {
-        self.inner
-    }
-}
-
-impl<W: Write> Write for Crc32Writer<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.hasher.update(&buf[..written]);
+        self.checksum.add(&buf[..written]);
         Ok(written)
     }
 
