@@ -1,0 +1,130 @@
+//! Connecting to the cluster the way etcdctl does: a lazy connection (the
+//! dial timeout bounds each connection attempt) and a command timeout around
+//! every short request, which fails with "context deadline exceeded".
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::args::GlobalArgs;
+use crate::error::CtlError;
+
+/// etcdctl's gRPC keepalive settings (`--keepalive-time`, `--keepalive-timeout`).
+const KEEPALIVE_TIME: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The endpoints and timeouts every command connects with.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub endpoints: Vec<String>,
+    dial_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl Session {
+    pub fn new(global: &GlobalArgs) -> Self {
+        let endpoints = global
+            .endpoints
+            .iter()
+            .map(|endpoint| endpoint.trim().to_owned())
+            .filter(|endpoint| !endpoint.is_empty())
+            .collect();
+        Self {
+            endpoints,
+            dial_timeout: global.dial_timeout,
+            command_timeout: global.command_timeout,
+        }
+    }
+
+    /// A client balancing over every `--endpoints` entry.
+    pub async fn client(&self) -> Result<Client, CtlError> {
+        self.client_for(&self.endpoints, false).await
+    }
+
+    /// A client for watches, which asks the server to end the stream when the
+    /// cluster has no leader (etcdctl's `WithRequireLeader`).
+    pub async fn watch_client(&self) -> Result<Client, CtlError> {
+        self.client_for(&self.endpoints, true).await
+    }
+
+    /// A client for the given endpoints only.
+    pub async fn client_for(
+        &self,
+        endpoints: &[String],
+        require_leader: bool,
+    ) -> Result<Client, CtlError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(self.dial_timeout)
+            .with_keep_alive(KEEPALIVE_TIME, KEEPALIVE_TIMEOUT)
+            .with_require_leader(require_leader);
+        Client::connect(endpoints, Some(options))
+            .await
+            .map_err(CtlError::from)
+    }
+
+    /// How long one short request may take.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// Runs one request under the command timeout, sent again while the
+    /// failure is a connection that could not be made (which means the
+    /// request never left), as clientv3's retry interceptor does. With
+    /// several endpoints the next attempt may reach another one.
+    pub async fn call<T, F, Fut>(&self, client: &Client, request: F) -> Result<T, CtlError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match self.call_raw(client, request).await {
+            Some(result) => result.map_err(CtlError::from),
+            None => Err(CtlError::deadline_exceeded()),
+        }
+    }
+
+    /// [`Session::call`] with the client's own error; `None` when the
+    /// command timeout ran out.
+    pub async fn call_raw<T, F, Fut>(
+        &self,
+        client: &Client,
+        request: F,
+    ) -> Option<Result<T, etcd_client::Error>>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let attempts = async {
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                match request(client.clone()).await {
+                    Err(error) if is_unreachable(&error) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    result => return result,
+                }
+            }
+        };
+        tokio::time::timeout(self.command_timeout, attempts)
+            .await
+            .ok()
+    }
+}
+
+/// Pauses between attempts to reach an endpoint.
+const FIRST_BACKOFF: Duration = Duration::from_millis(25);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A connection that could not be made, as opposed to an answer from a
+/// server (etcd's own errors say `etcdserver: …`).
+pub fn is_unreachable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && !status.message().starts_with("etcdserver: ")
+        }
+        _ => false,
+    }
+}
