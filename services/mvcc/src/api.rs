@@ -1,15 +1,18 @@
 //! The replica's gRPC face: etcd's KV service, and cairn's Mvcc service for
-//! the watch gateways (history) and the edge (HashKV).
+//! the watch gateways (history), the edge (HashKV) and cairn-lease (lease
+//! commands through the log, and the lease table to resume from).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cairn_proto::cairn::mvcc::v1::apply_response::Result as ApplyResult;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::Mvcc;
 use cairn_proto::cairn::mvcc::v1::{
-    Command, DefragmentRequest, DefragmentResponse, EventsRequest, EventsResponse, HashKvRequest,
-    HashKvResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
+    ApplyResponse, Command, DefragmentRequest, DefragmentResponse, EventsRequest, EventsResponse,
+    HashKvRequest, HashKvResponse, LeaseRequest, LeaseResponse, LeasesRequest, LeasesResponse,
+    SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
 };
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::kv_server::Kv;
@@ -98,6 +101,29 @@ impl MvccApi {
             }
         }
     }
+
+    /// A lease command's apply as Mvcc/Apply answers it, headers filled as
+    /// the KV service fills them.
+    fn apply_response(&self, applied: Applied) -> Result<ApplyResponse, MvccError> {
+        let (revision, result) = match applied {
+            Applied::LeaseGrant(mut response) => {
+                let revision = revision_of(&response.header);
+                response.header = self.header(revision);
+                (revision, ApplyResult::LeaseGrant(response))
+            }
+            Applied::LeaseRevoke(mut response) => {
+                let revision = revision_of(&response.header);
+                response.header = self.header(revision);
+                (revision, ApplyResult::LeaseRevoke(response))
+            }
+            Applied::Fenced(fenced) => (fenced.revision, ApplyResult::Fenced(fenced.result)),
+            _ => return Err(unexpected("lease command")),
+        };
+        Ok(ApplyResponse {
+            revision,
+            result: Some(result),
+        })
+    }
 }
 
 /// etcd's member_id for this replica: a stable hash of its name.
@@ -124,6 +150,27 @@ fn finish<T>(
         .with_label_values(&[method, &label])
         .observe(started.elapsed().as_secs_f64());
     result.map(Response::new)
+}
+
+/// The op of a command sent to Mvcc/Apply, if it is one cairn-lease may
+/// propose: anything else would let a lease service write keys.
+fn lease_op(command: Command) -> Result<Op, MvccError> {
+    match command.op {
+        Some(Op::LeaseGrant(grant)) if grant.id <= 0 => Err(MvccError::InvalidArgument(
+            "a lease grant through Apply needs its ID set (> 0)".into(),
+        )),
+        Some(
+            op @ (Op::LeaseGrant(_)
+            | Op::LeaseRevoke(_)
+            | Op::LeaseClaim(_)
+            | Op::LeaseExpire(_)
+            | Op::LeaseCheckpoint(_)),
+        ) => Ok(op),
+        Some(_) => Err(MvccError::InvalidArgument(
+            "Apply takes only lease commands (grant, revoke, claim, expire, checkpoint)".into(),
+        )),
+        None => Err(MvccError::InvalidArgument("the command has no op".into())),
+    }
 }
 
 fn unexpected(what: &str) -> MvccError {
@@ -357,6 +404,58 @@ impl Mvcc for MvccApi {
         Ok(Response::new(DefragmentResponse { db_size }))
     }
 
+    async fn apply(&self, request: Request<Command>) -> Result<Response<ApplyResponse>, Status> {
+        let started = Instant::now();
+        let command = request.into_inner();
+        let result = async {
+            validate::check_size(command.encoded_len(), &self.limits)?;
+            let op = lease_op(command)?;
+            let applied = self.write(op).await?;
+            self.apply_response(applied)
+        }
+        .await;
+        finish("Apply", started, result)
+    }
+
+    async fn leases(&self, _: Request<LeasesRequest>) -> Result<Response<LeasesResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            self.linearize().await?;
+            let table = self.replica.store.lease_table();
+            Ok(LeasesResponse {
+                leases: table.leases,
+                holder: Some(table.holder),
+                revision: table.revision,
+                applied_index: table.applied.index,
+            })
+        }
+        .await;
+        finish("Leases", started, result)
+    }
+
+    async fn lease(
+        &self,
+        request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            self.linearize().await?;
+            let view = self
+                .replica
+                .store
+                .lease_view(request.id, request.keys)
+                .ok_or(MvccError::Etcd(EtcdError::LeaseNotFound))?;
+            Ok(LeaseResponse {
+                lease: Some(view.record),
+                keys: view.keys,
+                revision: view.revision,
+            })
+        }
+        .await;
+        finish("Lease", started, result)
+    }
+
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
 
     async fn snapshot(
@@ -443,5 +542,52 @@ impl std::io::Write for ChunkSender {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::cairn::mvcc::v1::{LeaseCheckpoint, LeaseClaim, LeaseExpire};
+    use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
+    use tonic::Code;
+
+    use super::*;
+
+    fn command(op: Op) -> Command {
+        Command {
+            origin: 9,
+            sequence: 9,
+            op: Some(op),
+            ..Default::default()
+        }
+    }
+
+    fn refused(command: Command) -> Code {
+        match lease_op(command) {
+            Ok(op) => panic!("{op:?} was let through"),
+            Err(error) => Status::from(error).code(),
+        }
+    }
+
+    #[test]
+    fn apply_takes_only_lease_commands() {
+        let allowed = [
+            Op::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 1 }),
+            Op::LeaseRevoke(LeaseRevokeRequest { id: 1 }),
+            Op::LeaseClaim(LeaseClaim::default()),
+            Op::LeaseExpire(LeaseExpire::default()),
+            Op::LeaseCheckpoint(LeaseCheckpoint::default()),
+        ];
+        for op in allowed {
+            assert_eq!(lease_op(command(op.clone())).ok(), Some(op));
+        }
+        let put = Op::Put(PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        });
+        assert_eq!(refused(command(put)), Code::InvalidArgument);
+        let unset_id = Op::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 0 });
+        assert_eq!(refused(command(unset_id)), Code::InvalidArgument);
+        assert_eq!(refused(Command::default()), Code::InvalidArgument);
     }
 }

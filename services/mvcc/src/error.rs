@@ -16,6 +16,10 @@ pub enum MvccError {
     /// History below the compact revision was asked for.
     #[error("{}", EtcdError::Compacted.message())]
     Compacted { compact_revision: i64 },
+    /// A request no etcd check covers is malformed (e.g. a non-lease command
+    /// sent to Mvcc/Apply); the caller must fix it, not retry.
+    #[error("{0}")]
+    InvalidArgument(String),
     #[error("{0}")]
     Settings(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -84,6 +88,7 @@ impl From<MvccError> for Status {
                 EtcdError::Timeout.into()
             }
             MvccError::Stopped => EtcdError::Stopped.into(),
+            MvccError::InvalidArgument(message) => Status::invalid_argument(message),
             other => Status::internal(other.to_string()),
         }
     }

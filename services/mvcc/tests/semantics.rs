@@ -1,12 +1,15 @@
 //! etcd's KV corner cases, one named test each, through the store's public
 //! API: log entries in, responses, revision events and Range out.
 
-use cairn_mvcc::store::{Applied, LogEntry, Response, Store};
+use cairn_mvcc::store::{Applied, FencedResponse, LogEntry, Response, Store};
 use cairn_mvcc::tree_index::KeyRange;
 use cairn_mvcc::validate::{self, Limits};
 use cairn_mvcc::MvccError;
 use cairn_proto::cairn::mvcc::v1::command::Op;
-use cairn_proto::cairn::mvcc::v1::{Command, RevisionEvents};
+use cairn_proto::cairn::mvcc::v1::{
+    Command, LeaseCheckpoint, LeaseClaim, LeaseExpire, LeaseHolder, LeaseRecord, LeaseRemaining,
+    RevisionEvents,
+};
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -151,6 +154,44 @@ impl Kv {
         (result, revisions)
     }
 
+    /// Applies a fenced lease command: its answer and the revisions it made.
+    fn fenced(&mut self, op: Op) -> (FencedResponse, Vec<RevisionEvents>) {
+        let (result, revisions) = self.run(op);
+        match result {
+            Ok(Response::Fenced(response)) => (response, revisions),
+            other => panic!("a fenced command answered {other:?}"),
+        }
+    }
+
+    fn claim(&mut self, holder: &str, epoch: u64) -> FencedResponse {
+        self.fenced(claim(holder, epoch)).0
+    }
+
+    fn expire(&mut self, epoch: u64, ids: &[i64]) -> (FencedResponse, Vec<RevisionEvents>) {
+        self.fenced(Op::LeaseExpire(LeaseExpire {
+            epoch,
+            ids: ids.to_vec(),
+        }))
+    }
+
+    fn checkpoint(&mut self, epoch: u64, remaining: &[(i64, i64)]) -> FencedResponse {
+        let leases = remaining
+            .iter()
+            .map(|&(id, remaining_ms)| LeaseRemaining { id, remaining_ms })
+            .collect();
+        self.fenced(Op::LeaseCheckpoint(LeaseCheckpoint { epoch, leases }))
+            .0
+    }
+
+    /// A lease's record as stored, if it exists.
+    fn lease_record(&self, id: i64) -> Option<LeaseRecord> {
+        self.store.lease(id).map(|(record, _)| record)
+    }
+
+    fn hash(&self) -> u32 {
+        self.store.hash_kv(0).expect("the store hashes").0
+    }
+
     fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
         self.store.range(request)
     }
@@ -180,6 +221,36 @@ impl Kv {
 
 fn revision_of(header: Option<&cairn_proto::etcdserverpb::ResponseHeader>) -> i64 {
     header.expect("a response header").revision
+}
+
+fn claim(holder: &str, epoch: u64) -> Op {
+    Op::LeaseClaim(LeaseClaim {
+        holder: holder.into(),
+        epoch,
+    })
+}
+
+fn holder(holder: &str, epoch: u64, claim_index: u64, checkpoint_index: u64) -> LeaseHolder {
+    LeaseHolder {
+        holder: holder.into(),
+        epoch,
+        claim_index,
+        checkpoint_index,
+    }
+}
+
+/// The keys a revision deleted, in event order.
+fn deleted_keys(revision: &RevisionEvents) -> Vec<String> {
+    revision
+        .events
+        .iter()
+        .map(|event| {
+            assert_eq!(event.r#type, EventType::Delete as i32);
+            let kv = event.kv.as_ref().expect("kv");
+            assert_eq!(kv.mod_revision, revision.revision);
+            String::from_utf8_lossy(&kv.key).into_owned()
+        })
+        .collect()
 }
 
 fn names(kvs: &[KeyValue]) -> Vec<String> {
@@ -1254,6 +1325,198 @@ fn lease_revoke_deletes_its_keys_in_one_revision() {
 }
 
 // ---------------------------------------------------------------------------
+// Lease claims, expiry and checkpoints: fenced by the claim's epoch.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_claim_must_be_above_the_current_epoch() {
+    let mut kv = Kv::new();
+    kv.put("a", "1"); // 2
+    let hash = kv.hash();
+    assert_eq!(kv.store.lease_holder(), LeaseHolder::default());
+
+    let first = kv.claim("lease-1:2380", 2); // entry 2
+    assert!(first.result.accepted);
+    assert_eq!(first.result.holder, Some(holder("lease-1:2380", 2, 2, 2)));
+    assert!(first.result.expired.is_empty());
+    assert_eq!(first.revision, 2, "a claim changes no key, so no revision");
+
+    let equal = kv.claim("lease-2:2380", 2);
+    assert!(!equal.result.accepted, "an equal epoch is void");
+    assert_eq!(equal.result.holder, Some(holder("lease-1:2380", 2, 2, 2)));
+    let lower = kv.claim("lease-3:2380", 1);
+    assert!(!lower.result.accepted, "a lower epoch is void");
+    assert_eq!(kv.store.lease_holder(), holder("lease-1:2380", 2, 2, 2));
+
+    // Two claims of one epoch in one entry: the first in log order wins.
+    let applied = kv.apply(vec![claim("lease-4:2380", 3), claim("lease-5:2380", 3)]); // entry 5
+    let accepted: Vec<bool> = applied
+        .outcomes
+        .into_iter()
+        .map(|outcome| match outcome.result {
+            Ok(Response::Fenced(fenced)) => fenced.result.accepted,
+            other => panic!("a claim answered {other:?}"),
+        })
+        .collect();
+    assert_eq!(accepted, vec![true, false]);
+    assert!(applied.revisions.is_empty());
+    assert_eq!(kv.store.lease_holder(), holder("lease-4:2380", 3, 5, 5));
+
+    assert_eq!(kv.current(), 2);
+    assert_eq!(kv.hash(), hash, "claims do not enter HashKV");
+}
+
+#[test]
+fn an_expire_under_a_stale_epoch_deletes_nothing() {
+    let mut kv = Kv::new();
+    kv.grant(1);
+    kv.try_put(PutRequest {
+        lease: 1,
+        ..put("a", "1")
+    })
+    .expect("a"); // 2
+
+    let (void, revisions) = kv.expire(0, &[1]);
+    assert!(!void.result.accepted, "before any claim nobody may expire");
+    assert!(revisions.is_empty());
+
+    kv.claim("old", 1);
+    kv.claim("new", 2);
+    let (stale, revisions) = kv.expire(1, &[1]);
+    assert!(!stale.result.accepted, "a deposed holder's expire is void");
+    assert!(stale.result.expired.is_empty());
+    assert_eq!(stale.result.holder.map(|h| h.holder), Some("new".into()));
+    assert_eq!(stale.revision, 2);
+    assert!(revisions.is_empty());
+    let (ahead, _) = kv.expire(3, &[1]);
+    assert!(!ahead.result.accepted, "an epoch nobody claimed is void");
+
+    assert_eq!(kv.current(), 2);
+    assert!(kv.get("a").is_some());
+    assert_eq!(
+        kv.store.lease(1).map(|(_, keys)| keys),
+        Some(vec![b"a".to_vec()])
+    );
+}
+
+#[test]
+fn an_expire_under_the_current_epoch_revokes_every_listed_lease_in_one_revision() {
+    let mut kv = Kv::new();
+    for id in 1..=4 {
+        kv.grant(id);
+    }
+    let leased = |key: &str, lease: i64| PutRequest {
+        lease,
+        ..put(key, "v")
+    };
+    kv.try_put(leased("c", 1)).expect("c"); // 2
+    kv.try_put(leased("b", 2)).expect("b"); // 3
+    kv.try_put(leased("a", 1)).expect("a"); // 4
+    kv.put("d", "no lease"); // 5
+    kv.try_put(leased("e", 3)).expect("e"); // 6
+    kv.claim("holder", 7);
+
+    let (expired, revisions) = kv.expire(7, &[2, 1, 99, 4, 2]);
+    assert!(expired.result.accepted);
+    assert_eq!(
+        expired.result.expired,
+        vec![2, 1, 4],
+        "the leases that existed, each once"
+    );
+    assert_eq!(expired.revision, 7);
+    assert_eq!(kv.current(), 7);
+    assert_eq!(revisions.len(), 1, "one revision for every listed lease");
+    assert_eq!(revisions[0].revision, 7);
+    assert_eq!(
+        deleted_keys(&revisions[0]),
+        vec!["b", "a", "c"],
+        "lease by lease as listed, each lease's keys in order"
+    );
+    assert_eq!(kv.keys("\0", "\0", 0), vec!["d", "e"]);
+    for id in [1, 2, 4] {
+        assert!(kv.store.lease(id).is_none(), "lease {id} is gone");
+    }
+    assert_eq!(
+        kv.store.lease(3).map(|(_, keys)| keys),
+        Some(vec![b"e".to_vec()])
+    );
+
+    kv.grant(5);
+    let (empty, revisions) = kv.expire(7, &[5, 6]);
+    assert_eq!(empty.result.expired, vec![5]);
+    assert!(revisions.is_empty(), "no key deleted, no revision");
+    assert_eq!((empty.revision, kv.current()), (7, 7));
+    let (_, revisions) = kv.revoke(3);
+    assert_eq!(
+        revisions.iter().map(deleted_keys).collect::<Vec<_>>(),
+        vec![vec!["e".to_owned()]],
+        "a revoke after an expire goes on at the next revision"
+    );
+    assert_eq!(kv.current(), 8);
+}
+
+#[test]
+fn a_checkpoint_counts_only_under_the_current_epoch() {
+    let mut kv = Kv::new();
+    kv.grant(1); // entry 1
+    kv.grant(2); // entry 2
+    assert_eq!(kv.lease_record(1).map(|l| l.remaining_ms), Some(0));
+    let hash = kv.hash();
+
+    let (before_any_claim, _) = kv.fenced(Op::LeaseCheckpoint(LeaseCheckpoint {
+        epoch: 0,
+        leases: vec![LeaseRemaining {
+            id: 1,
+            remaining_ms: 1,
+        }],
+    })); // entry 3
+    assert!(!before_any_claim.result.accepted);
+    kv.claim("first", 1); // entry 4
+    let checkpoint = kv.checkpoint(1, &[(1, 5_000), (99, 1)]); // entry 5
+    assert!(checkpoint.result.accepted);
+    assert_eq!(checkpoint.result.holder, Some(holder("first", 1, 4, 5)));
+    assert_eq!(
+        kv.lease_record(1),
+        Some(LeaseRecord {
+            id: 1,
+            ttl: 60,
+            remaining_ms: 5_000
+        })
+    );
+    assert_eq!(
+        kv.lease_record(2).map(|l| l.remaining_ms),
+        Some(0),
+        "a lease not listed keeps its last checkpoint"
+    );
+    assert!(kv.lease_record(99).is_none(), "unknown ids are skipped");
+
+    kv.claim("second", 2); // entry 6
+    let stale = kv.checkpoint(1, &[(1, 10), (2, 10)]); // entry 7
+    assert!(!stale.result.accepted);
+    assert_eq!(stale.result.holder, Some(holder("second", 2, 6, 6)));
+    assert_eq!(kv.lease_record(1).map(|l| l.remaining_ms), Some(5_000));
+    assert_eq!(kv.lease_record(2).map(|l| l.remaining_ms), Some(0));
+
+    let current = kv.checkpoint(2, &[(2, 700)]); // entry 8
+    assert!(current.result.accepted);
+    assert_eq!(kv.store.lease_holder(), holder("second", 2, 6, 8));
+    assert_eq!(kv.lease_record(2).map(|l| l.remaining_ms), Some(700));
+    let table = kv.store.lease_table();
+    assert_eq!(
+        table
+            .leases
+            .iter()
+            .map(|l| (l.id, l.remaining_ms))
+            .collect::<Vec<_>>(),
+        vec![(1, 5_000), (2, 700)]
+    );
+    assert_eq!((table.revision, table.applied.index), (1, 8));
+
+    assert_eq!(kv.current(), 1, "checkpoints change no key");
+    assert_eq!(kv.hash(), hash, "nor HashKV");
+}
+
+// ---------------------------------------------------------------------------
 // Restart.
 // ---------------------------------------------------------------------------
 
@@ -1374,6 +1637,47 @@ fn state_survives_reopen() {
     assert_eq!(kv.current(), 14);
     assert_eq!(kv.store.status().leases, 0);
     assert_eq!(kv.store.status().compacted, 7);
+}
+
+#[test]
+fn the_lease_claim_and_checkpoints_survive_reopen() {
+    let mut kv = Kv::new();
+    kv.grant(1); // entry 1
+    kv.grant(2); // entry 2
+    kv.try_put(PutRequest {
+        lease: 2,
+        ..put("k", "v")
+    })
+    .expect("k"); // entry 3, revision 2
+    kv.claim("old", 4); // entry 4
+    kv.claim("new", 5); // entry 5
+    kv.checkpoint(5, &[(1, 1_500), (2, 2_500)]); // entry 6
+    let table = kv.store.lease_table();
+
+    let mut kv = kv.reopen();
+    assert_eq!(kv.store.lease_table(), table);
+    assert_eq!(kv.store.lease_holder(), holder("new", 5, 5, 6));
+    assert_eq!(kv.lease_record(2).map(|l| l.remaining_ms), Some(2_500));
+
+    assert!(
+        !kv.claim("old", 5).result.accepted,
+        "the epoch is remembered"
+    );
+    let (stale, revisions) = kv.expire(4, &[2]);
+    assert!(!stale.result.accepted, "so is the fence");
+    assert!(revisions.is_empty());
+    let (expired, revisions) = kv.expire(5, &[2]); // revision 3
+    assert_eq!(expired.result.expired, vec![2]);
+    assert_eq!(
+        revisions.iter().map(deleted_keys).collect::<Vec<_>>(),
+        vec![vec!["k".to_owned()]]
+    );
+
+    let kv = kv.reopen();
+    assert_eq!(kv.current(), 3);
+    assert!(kv.store.lease(2).is_none());
+    assert_eq!(kv.lease_record(1).map(|l| l.remaining_ms), Some(1_500));
+    assert_eq!(kv.store.lease_holder(), holder("new", 5, 5, 6));
 }
 
 // ---------------------------------------------------------------------------

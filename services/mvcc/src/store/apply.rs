@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 
 use cairn_proto::cairn::mvcc::v1::command::Op;
-use cairn_proto::cairn::mvcc::v1::{Command, LeaseRecord, RevisionEvents};
+use cairn_proto::cairn::mvcc::v1::{
+    Command, FencedResult, LeaseCheckpoint, LeaseClaim, LeaseExpire, LeaseHolder, LeaseRecord,
+    RevisionEvents,
+};
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request;
@@ -49,6 +52,16 @@ pub enum Response {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// LeaseClaim, LeaseExpire, LeaseCheckpoint: fenced by the claim's epoch.
+    Fenced(FencedResponse),
+}
+
+/// A fenced lease command's result and the revision after it (the result
+/// itself has no header to carry it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FencedResponse {
+    pub revision: i64,
+    pub result: FencedResult,
 }
 
 impl Response {
@@ -64,6 +77,7 @@ impl Response {
             Self::Compaction(response) => response.header = header,
             Self::LeaseGrant(response) => response.header = header,
             Self::LeaseRevoke(response) => response.header = header,
+            Self::Fenced(response) => response.revision = revision,
         }
     }
 }
@@ -113,6 +127,7 @@ pub(super) fn apply(
                 state: &mut *state,
                 batch: &mut batch,
                 overlay: &mut overlay,
+                index: entry.index,
                 main: 0,
                 sub: 0,
                 events: Vec::new(),
@@ -165,6 +180,8 @@ struct Change<'a> {
     batch: &'a mut WriteBatch,
     /// Writes earlier in this batch, not yet in RocksDB.
     overlay: &'a mut HashMap<Revision, Record>,
+    /// The log index of the entry the command is in.
+    index: u64,
     main: i64,
     /// Writes made so far; the next write's sub-revision.
     sub: i64,
@@ -197,6 +214,11 @@ impl Change<'_> {
             Some(Op::Compaction(compaction)) => self.compact(&compaction).map(Response::Compaction),
             Some(Op::LeaseGrant(grant)) => self.lease_grant(&grant).map(Response::LeaseGrant),
             Some(Op::LeaseRevoke(revoke)) => self.lease_revoke(&revoke).map(Response::LeaseRevoke),
+            Some(Op::LeaseClaim(claim)) => self.lease_claim(claim).map(Response::Fenced),
+            Some(Op::LeaseExpire(expire)) => self.lease_expire(&expire).map(Response::Fenced),
+            Some(Op::LeaseCheckpoint(checkpoint)) => {
+                self.lease_checkpoint(&checkpoint).map(Response::Fenced)
+            }
         }
     }
 
@@ -597,11 +619,9 @@ impl Change<'_> {
         let record = LeaseRecord {
             id: grant.id,
             ttl: grant.ttl,
+            remaining_ms: 0,
         };
-        let leases = family(self.db, schema::LEASES)?;
-        self.batch
-            .put_cf(leases, schema::lease_key(grant.id), record.encode_to_vec());
-        self.state.leases.insert(grant.id, record);
+        self.store_lease(record)?;
         Ok(LeaseGrantResponse {
             header: None,
             id: grant.id,
@@ -615,23 +635,125 @@ impl Change<'_> {
         &mut self,
         revoke: &LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, MvccError> {
-        if !self.state.leases.contains_key(&revoke.id) {
+        if !self.revoke_lease(revoke.id)? {
             return Err(EtcdError::LeaseNotFound.into());
+        }
+        Ok(LeaseRevokeResponse { header: None })
+    }
+
+    /// Deletes a lease's keys at this command's revision and removes the
+    /// lease; false if there is no such lease. Revoke and expire share it so
+    /// an expiry is exactly a revoke.
+    fn revoke_lease(&mut self, id: i64) -> Result<bool, MvccError> {
+        if !self.state.leases.contains_key(&id) {
+            return Ok(false);
         }
         let keys: Vec<Vec<u8>> = self
             .state
             .lease_keys
-            .get(&revoke.id)
+            .get(&id)
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default();
         for key in keys {
             self.delete_key(&key)?;
         }
         let leases = family(self.db, schema::LEASES)?;
-        self.batch.delete_cf(leases, schema::lease_key(revoke.id));
-        self.state.leases.remove(&revoke.id);
-        self.state.lease_keys.remove(&revoke.id);
-        Ok(LeaseRevokeResponse { header: None })
+        self.batch.delete_cf(leases, schema::lease_key(id));
+        self.state.leases.remove(&id);
+        self.state.lease_keys.remove(&id);
+        Ok(true)
+    }
+
+    /// Writes a lease record to the table and to the batch.
+    fn store_lease(&mut self, record: LeaseRecord) -> Result<(), MvccError> {
+        let leases = family(self.db, schema::LEASES)?;
+        self.batch
+            .put_cf(leases, schema::lease_key(record.id), record.encode_to_vec());
+        self.state.leases.insert(record.id, record);
+        Ok(())
+    }
+
+    /// Makes `holder` the claim in force, in memory and in the batch.
+    fn store_holder(&mut self, holder: LeaseHolder) -> Result<(), MvccError> {
+        let meta = family(self.db, schema::META)?;
+        self.batch
+            .put_cf(meta, schema::META_LEASE_HOLDER, holder.encode_to_vec());
+        self.state.holder = holder;
+        Ok(())
+    }
+
+    /// Whether `epoch` names the claim in force. Epoch 0 never does: before
+    /// any claim nobody may expire or checkpoint.
+    fn in_force(&self, epoch: u64) -> bool {
+        epoch != 0 && epoch == self.state.holder.epoch
+    }
+
+    /// The answer to a fenced command, with the claim in force after it.
+    fn fenced(&self, accepted: bool, expired: Vec<i64>) -> FencedResponse {
+        FencedResponse {
+            revision: 0,
+            result: FencedResult {
+                accepted,
+                holder: Some(self.state.holder.clone()),
+                expired,
+            },
+        }
+    }
+
+    /// A claim above the current epoch becomes the claim in force; any other
+    /// is void, so of two claims with one epoch the first wins.
+    fn lease_claim(&mut self, claim: LeaseClaim) -> Result<FencedResponse, MvccError> {
+        if claim.epoch <= self.state.holder.epoch {
+            return Ok(self.fenced(false, Vec::new()));
+        }
+        self.store_holder(LeaseHolder {
+            holder: claim.holder,
+            epoch: claim.epoch,
+            claim_index: self.index,
+            checkpoint_index: self.index,
+        })?;
+        Ok(self.fenced(true, Vec::new()))
+    }
+
+    /// Revokes, under the claim in force, every listed lease that exists, all
+    /// in one revision; unknown ids are skipped. Void under any other epoch.
+    fn lease_expire(&mut self, expire: &LeaseExpire) -> Result<FencedResponse, MvccError> {
+        if !self.in_force(expire.epoch) {
+            return Ok(self.fenced(false, Vec::new()));
+        }
+        let mut expired = Vec::new();
+        for &id in &expire.ids {
+            if self.revoke_lease(id)? {
+                expired.push(id);
+            }
+        }
+        Ok(self.fenced(true, expired))
+    }
+
+    /// Records, under the claim in force, each listed lease's remaining TTL
+    /// and the checkpoint's log index (the holder's sign of life). Void under
+    /// any other epoch; unknown ids are skipped.
+    fn lease_checkpoint(
+        &mut self,
+        checkpoint: &LeaseCheckpoint,
+    ) -> Result<FencedResponse, MvccError> {
+        if !self.in_force(checkpoint.epoch) {
+            return Ok(self.fenced(false, Vec::new()));
+        }
+        for remaining in &checkpoint.leases {
+            if let Some(&record) = self.state.leases.get(&remaining.id) {
+                self.store_lease(LeaseRecord {
+                    remaining_ms: remaining.remaining_ms,
+                    ..record
+                })?;
+            }
+        }
+        let holder = LeaseHolder {
+            checkpoint_index: self.index,
+            ..self.state.holder.clone()
+        };
+        self.store_holder(holder)?;
+        Ok(self.fenced(true, Vec::new()))
     }
 }
 

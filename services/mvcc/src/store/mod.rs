@@ -9,7 +9,7 @@ pub mod schema;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use cairn_proto::cairn::mvcc::v1::{LeaseRecord, RevisionEvents};
+use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, RevisionEvents};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::{event::EventType, Event};
 use parking_lot::RwLock;
@@ -21,7 +21,7 @@ use crate::revision::Revision;
 use crate::tree_index::{KeyRange, TreeIndex};
 use schema::{KeyRow, Record};
 
-pub use apply::{Applied, LogEntry, Outcome, Response};
+pub use apply::{Applied, FencedResponse, LogEntry, Outcome, Response};
 
 /// The position in the log the state reflects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +41,9 @@ pub struct State {
     pub applied: LogPosition,
     pub leases: BTreeMap<i64, LeaseRecord>,
     pub lease_keys: BTreeMap<i64, BTreeSet<Vec<u8>>>,
+    /// The cairn-lease claim in force: only its epoch may expire or
+    /// checkpoint leases. Epoch 0 (the default) is no claim at all.
+    pub holder: LeaseHolder,
 }
 
 impl Default for State {
@@ -52,6 +55,7 @@ impl Default for State {
             applied: LogPosition::default(),
             leases: BTreeMap::new(),
             lease_keys: BTreeMap::new(),
+            holder: LeaseHolder::default(),
         }
     }
 }
@@ -63,6 +67,25 @@ impl State {
             compacted: self.compacted,
         }
     }
+}
+
+/// One lease as a reader sees it, with the revision it was read at, so the
+/// answer names the state it describes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseView {
+    pub record: LeaseRecord,
+    pub keys: Vec<Vec<u8>>,
+    pub revision: i64,
+}
+
+/// Every lease and the claim in force, read at one point: what a newly
+/// active cairn-lease resumes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseTable {
+    pub leases: Vec<LeaseRecord>,
+    pub holder: LeaseHolder,
+    pub revision: i64,
+    pub applied: LogPosition,
 }
 
 /// The store of one replica.
@@ -183,14 +206,41 @@ impl Store {
 
     /// Whether a lease exists, and its keys.
     pub fn lease(&self, id: i64) -> Option<(LeaseRecord, Vec<Vec<u8>>)> {
+        self.lease_view(id, true)
+            .map(|view| (view.record, view.keys))
+    }
+
+    /// A lease, its keys if `with_keys`, and the revision they were read at,
+    /// all under one lock so they agree.
+    pub fn lease_view(&self, id: i64, with_keys: bool) -> Option<LeaseView> {
         let state = self.state.read();
         let record = *state.leases.get(&id)?;
-        let keys = state
-            .lease_keys
-            .get(&id)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default();
-        Some((record, keys))
+        let keys = match state.lease_keys.get(&id) {
+            Some(keys) if with_keys => keys.iter().cloned().collect(),
+            _ => Vec::new(),
+        };
+        Some(LeaseView {
+            record,
+            keys,
+            revision: state.current,
+        })
+    }
+
+    /// Every lease with its last checkpoint, and the claim in force, at one
+    /// applied position.
+    pub fn lease_table(&self) -> LeaseTable {
+        let state = self.state.read();
+        LeaseTable {
+            leases: state.leases.values().copied().collect(),
+            holder: state.holder.clone(),
+            revision: state.current,
+            applied: state.applied,
+        }
+    }
+
+    /// The cairn-lease claim in force.
+    pub fn lease_holder(&self) -> LeaseHolder {
+        self.state.read().holder.clone()
     }
 
     /// The events of revisions `from..` for a key range, one entry per
@@ -330,6 +380,9 @@ fn rebuild(db: &DB) -> Result<State, MvccError> {
     }
     if let Some(bytes) = db.get_cf(meta, schema::META_COMPACTED)? {
         state.compacted = schema::decode_i64(&bytes)?;
+    }
+    if let Some(bytes) = db.get_cf(meta, schema::META_LEASE_HOLDER)? {
+        state.holder = schema::decode_holder(&bytes)?;
     }
 
     let keys = family(db, schema::KEYS)?;

@@ -7,10 +7,11 @@
 //!   key, revision → tag, creation revision and version. Rows of one key are
 //!   adjacent and in revision order, which is how the index is rebuilt.
 //! - `leases`: lease id → `LeaseRecord`; `lease_keys`: lease id ++ key → ().
-//! - `meta`: the applied log position and the current and compact revisions,
-//!   written in the same batch as the state they describe.
+//! - `meta`: the applied log position, the current and compact revisions and
+//!   the lease claim in force (`LeaseHolder`), written in the same batch as
+//!   the state they describe.
 
-use cairn_proto::cairn::mvcc::v1::LeaseRecord;
+use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord};
 use cairn_proto::mvccpb::KeyValue;
 use prost::Message;
 
@@ -27,6 +28,9 @@ pub const FAMILIES: [&str; 5] = [REVS, KEYS, LEASES, LEASE_KEYS, META];
 pub const META_APPLIED: &[u8] = b"applied";
 pub const META_CURRENT: &[u8] = b"current";
 pub const META_COMPACTED: &[u8] = b"compacted";
+/// The lease claim in force and its last checkpoint: fencing must survive a
+/// restart, or a deposed cairn-lease could expire leases again.
+pub const META_LEASE_HOLDER: &[u8] = b"lease_holder";
 
 const TAG_PUT: u8 = 0;
 const TAG_DELETE: u8 = 1;
@@ -148,6 +152,12 @@ pub fn split_lease_key_row(row: &[u8]) -> Result<(i64, Vec<u8>), MvccError> {
 
 pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
     LeaseRecord::decode(bytes).map_err(|error| MvccError::Corrupt(format!("lease record: {error}")))
+}
+
+/// Reads the stored lease claim back; a damaged one stops the replica rather
+/// than unfence the lease service.
+pub fn decode_holder(bytes: &[u8]) -> Result<LeaseHolder, MvccError> {
+    LeaseHolder::decode(bytes).map_err(|error| MvccError::Corrupt(format!("lease holder: {error}")))
 }
 
 pub fn decode_i64(bytes: &[u8]) -> Result<i64, MvccError> {
