@@ -6,6 +6,7 @@
 //! (`just test` builds them first); `CAIRNTEST_BIN_DIR` overrides it.
 
 pub mod edge;
+pub mod lease;
 pub mod log_cluster;
 pub mod mvcc_cluster;
 pub mod raw_grpc;
