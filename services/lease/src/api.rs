@@ -1,0 +1,300 @@
+//! etcd's Lease service. The active instance answers; a standby forwards each
+//! call, keep-alive streams included, to the holder of the claim.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_kit::telemetry::TraceInterceptor;
+use cairn_proto::cairn::mvcc::v1::apply_response::Result as Applied;
+use cairn_proto::cairn::mvcc::v1::command::Op;
+use cairn_proto::etcd_error::EtcdError;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+};
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::active::Active;
+use crate::error::LeaseError;
+use crate::instance::Instance;
+use crate::settings::MAX_LEASE_TTL;
+
+/// Metadata marking a call one instance forwarded to another.
+const FORWARDED: &str = "cairn-forwarded";
+/// Keep-alive answers that may wait for a slow stream reader.
+const KEEP_ALIVE_QUEUE: usize = 1024;
+
+type Forwarder = LeaseClient<InterceptedService<Channel, TraceInterceptor>>;
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+/// The Lease service of one instance.
+pub struct LeaseApi {
+    instance: Arc<Instance>,
+    cluster_id: u64,
+    member_id: u64,
+    /// The client of the holder last forwarded to.
+    forwarder: Mutex<Option<(String, Forwarder)>>,
+}
+
+enum Route {
+    Here(Arc<Active>),
+    There(Forwarder),
+}
+
+impl LeaseApi {
+    pub fn new(instance: Arc<Instance>, cluster_id: u64) -> Self {
+        let member_id = u64::from(crc32fast::hash(instance.me.as_bytes()));
+        Self {
+            instance,
+            cluster_id,
+            member_id,
+            forwarder: Mutex::new(None),
+        }
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: self.instance.revision(),
+            raft_term: 0,
+        })
+    }
+
+    /// Where a call goes: the active role here, or the claim's holder.
+    fn route<T>(&self, request: &Request<T>) -> Result<Route, LeaseError> {
+        if let Some(active) = self.instance.active() {
+            return Ok(Route::Here(active));
+        }
+        if request.metadata().contains_key(FORWARDED) {
+            return Err(LeaseError::NoActive(
+                "a forwarded call reached an instance that is not active".into(),
+            ));
+        }
+        let claim = self.instance.claim();
+        if claim.holder.is_empty() || claim.holder == self.instance.me {
+            return Err(LeaseError::NoActive(
+                "no instance holds the claim yet".into(),
+            ));
+        }
+        let mut forwarder = self.forwarder.lock();
+        if let Some((holder, client)) = forwarder.as_ref() {
+            if *holder == claim.holder {
+                return Ok(Route::There(client.clone()));
+            }
+        }
+        let channel = cairn_kit::failover::lazy_channel(&claim.holder, "the claim's holder")
+            .map_err(|error| LeaseError::NoActive(error.to_string()))?;
+        let client = LeaseClient::with_interceptor(channel, TraceInterceptor);
+        *forwarder = Some((claim.holder, client.clone()));
+        Ok(Route::There(client))
+    }
+}
+
+/// `message` marked as forwarded, so it is never forwarded twice.
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
+/// A fresh lease ID: positive, like etcd's.
+fn new_lease_id() -> i64 {
+    rand::thread_rng().gen_range(1..i64::MAX)
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseApi {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let active = match self.route(&request)? {
+            Route::Here(active) => active,
+            Route::There(mut holder) => {
+                return holder.lease_grant(forwarded(request.into_inner())).await
+            }
+        };
+        let grant = request.into_inner();
+        if grant.ttl > MAX_LEASE_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge.into());
+        }
+        let ttl = grant.ttl.max(self.instance.rules.min_ttl_secs);
+        let id = if grant.id == 0 {
+            new_lease_id()
+        } else {
+            grant.id
+        };
+        let applied = self
+            .instance
+            .replicas
+            .apply(Op::LeaseGrant(LeaseGrantRequest { ttl, id }))
+            .await?;
+        self.instance.saw_revision(applied.revision);
+        active.granted(id, ttl);
+        Ok(Response::new(LeaseGrantResponse {
+            header: self.header(),
+            id,
+            ttl,
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let active = match self.route(&request)? {
+            Route::Here(active) => active,
+            Route::There(mut holder) => {
+                return holder.lease_revoke(forwarded(request.into_inner())).await
+            }
+        };
+        let id = request.into_inner().id;
+        let applied = self
+            .instance
+            .replicas
+            .apply(Op::LeaseRevoke(LeaseRevokeRequest { id }))
+            .await?;
+        self.instance.saw_revision(applied.revision);
+        if let Some(Applied::LeaseRevoke(_)) = applied.result {
+            active.revoked(id);
+        }
+        Ok(Response::new(LeaseRevokeResponse {
+            header: self.header(),
+        }))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        match self.route(&request)? {
+            Route::Here(active) => Ok(Response::new(Box::pin(
+                self.keep_alive_here(active, request.into_inner()),
+            ))),
+            Route::There(mut holder) => {
+                // Requests go on to the holder until the caller stops sending.
+                let requests = request
+                    .into_inner()
+                    .take_while(|request| std::future::ready(request.is_ok()))
+                    .filter_map(|request| std::future::ready(request.ok()));
+                let answers = holder.lease_keep_alive(forwarded(requests)).await?;
+                Ok(Response::new(Box::pin(answers.into_inner())))
+            }
+        }
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let active = match self.route(&request)? {
+            Route::Here(active) => active,
+            Route::There(mut holder) => {
+                return holder
+                    .lease_time_to_live(forwarded(request.into_inner()))
+                    .await
+            }
+        };
+        let asked = request.into_inner();
+        let found = match self.instance.replicas.lease(asked.id, asked.keys).await {
+            Ok(found) => found,
+            Err(LeaseError::Replica(status)) if status.code() == Code::NotFound => {
+                // etcd answers an unknown lease with TTL -1, not an error.
+                return Ok(Response::new(LeaseTimeToLiveResponse {
+                    header: self.header(),
+                    id: asked.id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: Vec::new(),
+                }));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        self.instance.saw_revision(found.revision);
+        let record = found.lease.unwrap_or_default();
+        let remaining = active
+            .table
+            .lock()
+            .remaining_secs(asked.id, std::time::Instant::now())
+            .unwrap_or(record.ttl);
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: self.header(),
+            id: asked.id,
+            ttl: remaining,
+            granted_ttl: record.ttl,
+            keys: found.keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        if let Route::There(mut holder) = self.route(&request)? {
+            return holder.lease_leases(forwarded(request.into_inner())).await;
+        }
+        let state = self.instance.replicas.leases().await?;
+        self.instance.saw_revision(state.revision);
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.header(),
+            leases: state
+                .leases
+                .iter()
+                .map(|lease| LeaseStatus { id: lease.id })
+                .collect(),
+        }))
+    }
+}
+
+impl LeaseApi {
+    /// Answers each keep-alive of a stream once its renewal is recorded;
+    /// answers may come in another order than the requests, each naming its ID.
+    fn keep_alive_here(
+        &self,
+        active: Arc<Active>,
+        mut requests: Streaming<LeaseKeepAliveRequest>,
+    ) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> {
+        let (answers, answered) = mpsc::channel(KEEP_ALIVE_QUEUE);
+        let header = self.header();
+        let instance = self.instance.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = requests.message().await {
+                let active = active.clone();
+                let answers = answers.clone();
+                let mut header = header;
+                if let Some(header) = header.as_mut() {
+                    header.revision = instance.revision();
+                }
+                tokio::spawn(async move {
+                    let answer = active
+                        .keep_alive(request.id)
+                        .await
+                        .map(|ttl| LeaseKeepAliveResponse {
+                            header,
+                            id: request.id,
+                            ttl,
+                        })
+                        .map_err(Status::from);
+                    let _ = answers.send(answer).await;
+                });
+            }
+        });
+        ReceiverStream::new(answered)
+    }
+}

@@ -1,0 +1,97 @@
+//! cairn-lease: etcd's Lease API, with deadlines that survive a takeover.
+//!
+//! Grants, revokes, expiries and checkpoints are commands in the log, applied
+//! by every mvcc replica; deadlines live in the memory of the one active
+//! instance, whose claim fences everything it proposes. A standby forwards
+//! calls to the active instance and takes over when its checkpoints stop.
+//!
+//! # Layout
+//! - `table`: deadlines; `active`: keep-alives, checkpoints, expiry.
+//! - `instance`: standing by and claiming; `api`: etcd's Lease service.
+//! - `replicas`: the mvcc replicas every command goes through.
+
+pub mod active;
+pub mod api;
+pub mod error;
+pub mod instance;
+pub mod metrics;
+pub mod replicas;
+pub mod settings;
+pub mod table;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_kit::telemetry::GrpcServerTraceLayer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
+use tokio::net::TcpListener;
+
+pub use error::LeaseError;
+pub use settings::LeaseSettings;
+
+use crate::api::LeaseApi;
+use crate::instance::Instance;
+use crate::replicas::Replicas;
+
+/// Binds `node.listen` and serves until `shutdown` resolves.
+pub async fn serve(
+    settings: LeaseSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LeaseError> {
+    let listener = TcpListener::bind(&settings.node.listen)
+        .await
+        .map_err(|source| LeaseError::Bind {
+            addr: settings.node.listen.clone(),
+            source,
+        })?;
+    serve_on(listener, settings, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 first).
+pub async fn serve_on(
+    listener: TcpListener,
+    settings: LeaseSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LeaseError> {
+    settings.validate()?;
+    let shutdown = cairn_kit::shutdown::from_future(shutdown);
+    let replicas = Arc::new(Replicas::new(
+        &settings.mvcc.endpoints,
+        Duration::from_millis(settings.mvcc.request_timeout_ms),
+    )?);
+    let instance = Instance::new(
+        settings.node.advertised().to_owned(),
+        replicas,
+        settings.lease.clone(),
+    );
+    tokio::spawn(instance.clone().run(shutdown.clone()));
+
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
+        .await
+        .map_err(|error| LeaseError::Settings(format!("setting `metrics.listen`: {error}")))?;
+    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    health_reporter.set_serving::<LeaseServer<LeaseApi>>().await;
+    let local = listener.local_addr().map_err(|source| LeaseError::Bind {
+        addr: settings.node.listen.clone(),
+        source,
+    })?;
+    tracing::info!(listen = %local, advertise = instance.me, metrics = ?metrics_addr, "cairn-lease ready");
+    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| LeaseError::Bind {
+        addr: local.to_string(),
+        source: std::io::Error::other(error.to_string()),
+    })?;
+    let mut stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(GrpcServerTraceLayer)
+        .add_service(health_service)
+        .add_service(LeaseServer::new(LeaseApi::new(
+            instance,
+            settings.node.cluster_id,
+        )))
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await?;
+    tracing::info!("cairn-lease stopping");
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The mvcc replicas, through which every lease command reaches the log and
+//! from which the lease facts are read.
+
+use std::time::Duration;
+
+use cairn_kit::failover::{self, Failover};
+use cairn_kit::telemetry::TraceInterceptor;
+use cairn_proto::cairn::mvcc::v1::command::Op;
+use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
+use cairn_proto::cairn::mvcc::v1::{
+    ApplyResponse, Command, LeaseRequest, LeaseResponse, LeasesRequest, LeasesResponse,
+};
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::error::LeaseError;
+
+type Client = MvccClient<InterceptedService<Channel, TraceInterceptor>>;
+
+/// Clients of every configured replica.
+pub struct Replicas {
+    nodes: Failover<Client>,
+}
+
+impl Replicas {
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, LeaseError> {
+        let mut nodes = Vec::with_capacity(endpoints.len());
+        for address in endpoints {
+            let channel = failover::lazy_channel(address, "mvcc.endpoints")
+                .map_err(|error| LeaseError::Settings(error.to_string()))?;
+            nodes.push((
+                address.clone(),
+                MvccClient::with_interceptor(channel, TraceInterceptor)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            ));
+        }
+        Ok(Self {
+            nodes: Failover::new(nodes, timeout),
+        })
+    }
+
+    /// Proposes `op` through a replica and answers with its apply. Sent to
+    /// another replica only if it never reached one: a failed one may commit.
+    pub async fn apply(&self, op: Op) -> Result<ApplyResponse, LeaseError> {
+        let command = Command {
+            op: Some(op),
+            ..Default::default()
+        };
+        Ok(self
+            .nodes
+            .call("apply", failover::never_sent, |mut client| {
+                let command = command.clone();
+                async move { client.apply(command).await }
+            })
+            .await?)
+    }
+
+    /// Every lease and the claim in force.
+    pub async fn leases(&self) -> Result<LeasesResponse, LeaseError> {
+        Ok(self
+            .nodes
+            .call("leases", failover::unavailable, |mut client| async move {
+                client.leases(LeasesRequest {}).await
+            })
+            .await?)
+    }
+
+    /// One lease and, if asked, its keys.
+    pub async fn lease(&self, id: i64, keys: bool) -> Result<LeaseResponse, LeaseError> {
+        Ok(self
+            .nodes
+            .call("lease", failover::unavailable, |mut client| async move {
+                client.lease(LeaseRequest { id, keys }).await
+            })
+            .await?)
+    }
+}
