@@ -18,6 +18,8 @@ mvcc_metrics_ports=(9111 9112)
 nats_port=4222
 edge_port=2379
 edge_metrics_port=9121
+lease_ports=(7201 7202)
+lease_metrics_ports=(9131 9132)
 
 leader_elected() {
     local port
@@ -98,12 +100,42 @@ TOML
             && curl -fsS "http://127.0.0.1:9112/metrics" 2>/dev/null | grep -q '^cairn_mvcc_applied_index [1-9]'; then
             echo "cairn-mvcc replicas: 127.0.0.1:7101 127.0.0.1:7102 (metrics on 9111-9112)"
             echo "nats-server (JetStream): 127.0.0.1:$nats_port"
+            start_leases "$bin_dir"
             start_edge "$bin_dir"
             return 0
         fi
         sleep 0.1
     done
     echo "mvcc replicas not applying after 20 s; see $dir/mvcc-*.out" >&2
+    down
+    exit 1
+}
+
+start_leases() {
+    local bin_dir="$1" i
+    for i in 1 2; do
+        cat > "$dir/lease-$i.toml" <<TOML
+[node]
+listen = "127.0.0.1:${lease_ports[$((i - 1))]}"
+
+[mvcc]
+endpoints = ["127.0.0.1:${mvcc_ports[0]}", "127.0.0.1:${mvcc_ports[1]}"]
+
+[metrics]
+listen = "127.0.0.1:${lease_metrics_ports[$((i - 1))]}"
+TOML
+        nohup "$bin_dir/cairn-lease" --config "$dir/lease-$i.toml" >> "$dir/lease-$i.out" 2>&1 &
+        echo $! >> "$dir/pids"
+    done
+    for _ in $(seq 1 100); do
+        if curl -fsS "http://127.0.0.1:${lease_metrics_ports[0]}/metrics" 2>/dev/null | grep -q '^cairn_lease_active 1' \
+            || curl -fsS "http://127.0.0.1:${lease_metrics_ports[1]}/metrics" 2>/dev/null | grep -q '^cairn_lease_active 1'; then
+            echo "cairn-lease instances (one active): 127.0.0.1:${lease_ports[0]} 127.0.0.1:${lease_ports[1]} (metrics on ${lease_metrics_ports[0]}-${lease_metrics_ports[1]})"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "no lease instance became active in 10 s; see $dir/lease-*.out" >&2
     down
     exit 1
 }
@@ -118,6 +150,7 @@ advertise_client_urls = ["http://127.0.0.1:$edge_port"]
 [backends]
 mvcc = ["127.0.0.1:${mvcc_ports[0]}", "127.0.0.1:${mvcc_ports[1]}"]
 log = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+lease = ["127.0.0.1:${lease_ports[0]}", "127.0.0.1:${lease_ports[1]}"]
 
 [metrics]
 listen = "127.0.0.1:$edge_metrics_port"

@@ -18,7 +18,8 @@ pub struct Edge {
     child: Option<Child>,
 }
 
-fn quoted(addrs: &[String]) -> String {
+/// TOML's list of strings.
+pub fn quoted(addrs: &[String]) -> String {
     addrs
         .iter()
         .map(|addr| format!("\"{addr}\""))
@@ -27,17 +28,25 @@ fn quoted(addrs: &[String]) -> String {
 }
 
 impl Edge {
-    /// Writes the edge's settings under `dir`: the given replicas and log
-    /// nodes behind it, and `extra` TOML appended (e.g. a `[limits]` table).
-    pub fn configure(dir: &Path, mvcc: &[String], log: &[String], extra: &str) -> Result<Self> {
+    /// Writes the edge's settings under `dir`: the given replicas, log nodes
+    /// and lease instances behind it, and `extra` TOML appended (e.g. a
+    /// `[limits]` table).
+    pub fn configure(
+        dir: &Path,
+        mvcc: &[String],
+        log: &[String],
+        lease: &[String],
+        extra: &str,
+    ) -> Result<Self> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let config = dir.join("edge.toml");
         let text = format!(
             "[edge]\nlisten = \"{addr}\"\nadvertise_client_urls = [\"http://{addr}\"]\n\n\
-             [backends]\nmvcc = [{mvcc}]\nlog = [{log}]\ndiscovery_interval_ms = 200\n\n\
+             [backends]\nmvcc = [{mvcc}]\nlog = [{log}]\nlease = [{lease}]\ndiscovery_interval_ms = 200\n\n\
              [telemetry]\nlog_filter = \"info\"\n\n{extra}",
             mvcc = quoted(mvcc),
             log = quoted(log),
+            lease = quoted(lease),
         );
         std::fs::write(&config, text)?;
         Ok(Self {

@@ -80,7 +80,7 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
         .iter()
         .map(|replica| replica.addr.clone())
         .collect();
-    let mut edge = Edge::configure(cluster.dir(), &replica_addrs, &log_endpoints, "")?;
+    let mut edge = Edge::configure(cluster.dir(), &replica_addrs, &log_endpoints, &[], "")?;
     edge.start().await?;
     let edge_url = format!("http://{}", edge.addr);
 

@@ -1,0 +1,413 @@
+//! cairn-lease as real processes, two instances behind a real edge, on real
+//! replicas, log and NATS: etcd's Lease API, expiry in one revision, and
+//! leases that neither expire early nor live on when their instance dies.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use cairn_integration::edge::Edge;
+use cairn_integration::lease::LeaseInstance;
+use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
+use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
+use cairn_proto::cairn::mvcc::v1::{EventsRequest, LeasesRequest};
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+    LeaseTimeToLiveRequest, PutRequest, RangeRequest,
+};
+use tonic::transport::Channel;
+use tonic::Code;
+
+const CHECKPOINT_MS: u64 = 500;
+const TAKEOVER_MS: u64 = 1500;
+
+/// Everything the tests run on.
+struct Stack {
+    cluster: LogCluster,
+    _nats: NatsServer,
+    replicas: Vec<MvccReplica>,
+    leases: Vec<LeaseInstance>,
+    edge: Edge,
+}
+
+impl Stack {
+    async fn start() -> Result<Self> {
+        let cluster = LogCluster::start(LogClusterOptions::default()).await?;
+        let log: Vec<String> = cluster
+            .ids()
+            .iter()
+            .map(|id| cluster.addr(*id).map(str::to_owned))
+            .collect::<Result<_>>()?;
+        let nats = NatsServer::start(cluster.dir()).await?;
+        let mut replicas = Vec::new();
+        for name in ["mvcc-1", "mvcc-2"] {
+            let mut replica = MvccReplica::configure(cluster.dir(), name, &log, &nats.url)?;
+            replica.start()?;
+            replicas.push(replica);
+        }
+        for replica in &replicas {
+            replica.wait_applied(0, Duration::from_secs(20)).await?;
+        }
+        let mvcc: Vec<String> = replicas
+            .iter()
+            .map(|replica| replica.addr.clone())
+            .collect();
+        let rules = format!(
+            "checkpoint_interval_ms = {CHECKPOINT_MS}\ntakeover_after_ms = {TAKEOVER_MS}\nmin_ttl_secs = 1"
+        );
+        let mut leases = Vec::new();
+        for name in ["lease-1", "lease-2"] {
+            let mut instance = LeaseInstance::configure(cluster.dir(), name, &mvcc, &rules)?;
+            instance.start()?;
+            leases.push(instance);
+        }
+        let lease_addrs: Vec<String> = leases.iter().map(|lease| lease.addr.clone()).collect();
+        let mut edge = Edge::configure(cluster.dir(), &mvcc, &log, &lease_addrs, "")?;
+        edge.start().await?;
+        let stack = Self {
+            cluster,
+            _nats: nats,
+            replicas,
+            leases,
+            edge,
+        };
+        stack.holder(Duration::from_secs(20)).await?;
+        Ok(stack)
+    }
+
+    fn lease(&self) -> Result<LeaseClient<Channel>> {
+        Ok(LeaseClient::new(self.edge.channel()?))
+    }
+
+    /// The address of the instance holding the claim, once one does and runs.
+    async fn holder(&self, patience: Duration) -> Result<String> {
+        cairn_integration::eventually(patience, "an active lease instance", || async {
+            let state = self.replicas[0]
+                .mvcc()
+                .ok()?
+                .leases(LeasesRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let holder = state.holder?.holder;
+            self.leases
+                .iter()
+                .any(|lease| lease.addr == holder && lease.is_running())
+                .then_some(holder)
+        })
+        .await
+    }
+
+    async fn kill_holder(&mut self) -> Result<usize> {
+        let holder = self.holder(Duration::from_secs(20)).await?;
+        let index = self
+            .leases
+            .iter()
+            .position(|lease| lease.addr == holder)
+            .context("the holder is one of ours")?;
+        self.leases[index].kill().await?;
+        Ok(index)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let found = self
+            .edge
+            .kv()?
+            .range(RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(!found.kvs.is_empty())
+    }
+
+    async fn put(&self, key: &str, lease: i64) -> Result<i64> {
+        let put = self
+            .edge
+            .kv()?
+            .put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                lease,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(put.header.map_or(0, |header| header.revision))
+    }
+
+    async fn grant(&self, ttl: i64) -> Result<i64> {
+        Ok(self
+            .lease()?
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await?
+            .into_inner()
+            .id)
+    }
+
+    /// One keep-alive on a fresh stream; the TTL it answered.
+    async fn keep_alive(&self, id: i64) -> Result<i64> {
+        let requests = tokio_stream::iter([LeaseKeepAliveRequest { id }]);
+        let mut answers = self.lease()?.lease_keep_alive(requests).await?.into_inner();
+        let answer = answers.message().await?.context("no keep-alive answer")?;
+        Ok(answer.ttl)
+    }
+
+    /// Waits for `key` to vanish; the time it was first seen gone.
+    async fn gone_at(&self, key: &str, patience: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if !self.exists(key).await? {
+                return Ok(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{key} still there after {patience:?}")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t140_leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revision() -> Result<()> {
+    let stack = Stack::start().await?;
+    let mut lease = stack.lease()?;
+
+    // Grant, attach, time-to-live with keys, list.
+    let short = stack.grant(3).await?;
+    let long = stack.grant(30).await?;
+    let first_revision = stack.put("expiring/a", short).await?;
+    stack.put("expiring/b", short).await?;
+    stack.put("revoked/c", long).await?;
+    let ttl = lease
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: long,
+            keys: true,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        (28..=30).contains(&ttl.ttl)
+            && ttl.granted_ttl == 30
+            && ttl.keys == vec![b"revoked/c".to_vec()],
+        "{ttl:?}"
+    );
+    let listed = lease
+        .lease_leases(LeaseLeasesRequest {})
+        .await?
+        .into_inner();
+    let ids: Vec<i64> = listed.leases.iter().map(|status| status.id).collect();
+    ensure!(ids.contains(&short) && ids.contains(&long), "{ids:?}");
+
+    // etcd's errors.
+    let too_long = lease
+        .lease_grant(LeaseGrantRequest {
+            ttl: 9_000_000_001,
+            id: 0,
+        })
+        .await
+        .err()
+        .context("a TTL above etcd's maximum was granted")?;
+    ensure!(
+        too_long.code() == Code::OutOfRange
+            && too_long.message() == "etcdserver: too large lease TTL"
+    );
+    let twice = lease
+        .lease_grant(LeaseGrantRequest { ttl: 10, id: long })
+        .await
+        .err()
+        .context("an existing lease ID was granted again")?;
+    ensure!(
+        twice.code() == Code::FailedPrecondition
+            && twice.message() == "etcdserver: lease already exists",
+        "{twice:?}"
+    );
+    let unknown = stack
+        .edge
+        .kv()?
+        .put(PutRequest {
+            key: b"orphan".to_vec(),
+            value: b"v".to_vec(),
+            lease: 12345,
+            ..Default::default()
+        })
+        .await
+        .err()
+        .context("a put with an unknown lease succeeded")?;
+    ensure!(
+        unknown.code() == Code::NotFound
+            && unknown.message() == "etcdserver: requested lease not found"
+    );
+    ensure!(
+        stack.keep_alive(12345).await? == 0,
+        "an unknown lease was kept alive"
+    );
+
+    // Revoke: the keys go at once; the lease is gone for TimeToLive.
+    lease.lease_revoke(LeaseRevokeRequest { id: long }).await?;
+    ensure!(!stack.exists("revoked/c").await?);
+    let after = lease
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: long,
+            keys: false,
+        })
+        .await?
+        .into_inner();
+    ensure!(after.ttl == -1, "{after:?}");
+
+    // Kept alive past its TTL, then left to expire.
+    let mut last_sent = Instant::now();
+    for _ in 0..4 {
+        last_sent = Instant::now();
+        ensure!(stack.keep_alive(short).await? == 3);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    ensure!(
+        stack.exists("expiring/a").await?,
+        "expired while kept alive"
+    );
+    let gone = stack.gone_at("expiring/a", Duration::from_secs(10)).await?;
+    let lived = gone.duration_since(last_sent);
+    ensure!(
+        lived >= Duration::from_secs(3),
+        "expired {lived:?} after the last keep-alive"
+    );
+    ensure!(
+        lived <= Duration::from_secs(4),
+        "lived {lived:?} after the last keep-alive"
+    );
+    println!("a 3 s lease expired {lived:?} after its last keep-alive");
+
+    // Both keys went in one revision.
+    let mut history = stack.replicas[0]
+        .mvcc()?
+        .events(EventsRequest {
+            key: b"expiring/".to_vec(),
+            range_end: b"expiring0".to_vec(),
+            start_revision: first_revision,
+            prev_kv: false,
+        })
+        .await?
+        .into_inner();
+    let mut deletes = Vec::new();
+    while let Some(chunk) = history.message().await? {
+        for revision in chunk.revisions {
+            for event in revision.events {
+                if event.r#type == 1 {
+                    deletes.push(revision.revision);
+                }
+            }
+        }
+    }
+    ensure!(
+        deletes.len() == 2 && deletes[0] == deletes[1],
+        "deletes at {deletes:?}"
+    );
+    drop(stack.cluster);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t150_a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    let kept = stack.grant(4).await?;
+    stack.put("kept", kept).await?;
+    let abandoned = stack.grant(4).await?;
+    stack.put("abandoned", abandoned).await?;
+    ensure!(stack.keep_alive(abandoned).await? == 4);
+    let abandoned_at = Instant::now();
+
+    // Keep `kept` alive every TTL/3 through the edge, as clients do, while
+    // the active instance is killed twice.
+    let stop_at = Instant::now() + Duration::from_secs(20);
+    let edge = stack.edge.channel()?;
+    let keeper = tokio::spawn(async move {
+        let mut failures = 0;
+        while Instant::now() < stop_at {
+            let requests = tokio_stream::iter([LeaseKeepAliveRequest { id: kept }]);
+            let answered = async {
+                let mut answers = LeaseClient::new(edge.clone())
+                    .lease_keep_alive(requests)
+                    .await?
+                    .into_inner();
+                answers.message().await
+            };
+            match tokio::time::timeout(Duration::from_secs(1), answered).await {
+                Ok(Ok(Some(answer))) if answer.ttl == 4 => {
+                    tokio::time::sleep(Duration::from_millis(1300)).await
+                }
+                _ => {
+                    // An etcd client retries at once on another stream.
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        failures
+    });
+
+    let mut abandoned_gone = None;
+    for round in 0..2 {
+        let killed = stack.kill_holder().await?;
+        let started = Instant::now();
+        // Long enough for the abandoned lease to expire under the first
+        // successor: its bound covers one takeover, not two.
+        while started.elapsed() < Duration::from_secs(7) {
+            ensure!(
+                stack.exists("kept").await?,
+                "the kept lease expired (round {round})"
+            );
+            if abandoned_gone.is_none() && !stack.exists("abandoned").await? {
+                abandoned_gone = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stack.leases[killed].start()?;
+    }
+    let failures = keeper.await?;
+    ensure!(stack.exists("kept").await?, "the kept lease expired");
+    let abandoned_gone = match abandoned_gone {
+        Some(at) => at,
+        None => stack.gone_at("abandoned", Duration::from_secs(10)).await?,
+    };
+    let lived = abandoned_gone.duration_since(abandoned_at);
+    let bound = Duration::from_millis(4000 + CHECKPOINT_MS + TAKEOVER_MS + 1500);
+    ensure!(
+        lived >= Duration::from_secs(4),
+        "the abandoned lease expired early: {lived:?}"
+    );
+    ensure!(
+        lived <= bound,
+        "the abandoned lease lived {lived:?}, over {bound:?}\n{}\n{}",
+        stack.leases[0].output_tail(15),
+        stack.leases[1].output_tail(15)
+    );
+    println!("kept alive across two takeovers ({failures} keep-alives retried); abandoned lease lived {lived:?}");
+
+    // Both instances down, one back: nothing expires early.
+    let last = stack.grant(6).await?;
+    stack.put("survivor", last).await?;
+    ensure!(stack.keep_alive(last).await? == 6);
+    let renewed = Instant::now();
+    for instance in &mut stack.leases {
+        if instance.is_running() {
+            instance.kill().await?;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.leases[0].start()?;
+    stack.holder(Duration::from_secs(20)).await?;
+    while renewed.elapsed() < Duration::from_millis(5800) {
+        ensure!(
+            stack.exists("survivor").await?,
+            "expired {:?} after its keep-alive, TTL 6 s",
+            renewed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = stack.gone_at("survivor", Duration::from_secs(15)).await?;
+    println!(
+        "after both instances died, a 6 s lease expired {:?} after its keep-alive",
+        gone.duration_since(renewed)
+    );
+    Ok(())
+}
