@@ -10,6 +10,7 @@ pub mod lease;
 pub mod log_cluster;
 pub mod mvcc_cluster;
 pub mod raw_grpc;
+pub mod walkthrough;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
