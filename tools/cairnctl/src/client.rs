@@ -23,6 +23,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// From the global flags; blank entries in `--endpoints` are dropped.
     pub fn new(global: &GlobalArgs) -> Self {
         let endpoints = global
             .endpoints

@@ -39,6 +39,7 @@ impl fmt::Display for CtlError {
 }
 
 impl CtlError {
+    /// A failure with an explicit exit code.
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
         Self {
             exit,

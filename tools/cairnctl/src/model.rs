@@ -434,6 +434,7 @@ pub struct MembersResult {
 }
 
 impl MembersResult {
+    /// From the parts every Cluster response but MemberAdd shares.
     pub fn new(
         header: Option<&etcd_client::ResponseHeader>,
         members: &[etcd_client::Member],

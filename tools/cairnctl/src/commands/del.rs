@@ -40,6 +40,7 @@ pub fn request(args: &DelArgs) -> Result<(Vec<u8>, DeleteOptions), CtlError> {
     Ok((bytes(&args.args[0]), options))
 }
 
+/// Deletes the key or range, then prints the answer.
 pub async fn run(ctx: &Ctx, args: &DelArgs) -> Result<(), CtlError> {
     let (key, options) = request(args)?;
     let client = ctx.session.client().await?;

@@ -9,6 +9,7 @@ use crate::error::{CtlError, Exit};
 use crate::go_fmt;
 use crate::model::{EndpointHealth, EndpointStatus, Status};
 
+/// Runs the endpoint subcommand on `--endpoints` or, with `--cluster`, on every member.
 pub async fn run(ctx: &Ctx, args: &EndpointArgs) -> Result<(), CtlError> {
     let endpoints = if args.cluster {
         cluster_endpoints(ctx).await?

@@ -83,6 +83,7 @@ pub fn request(args: &GetArgs) -> Result<(Vec<u8>, GetOptions), CtlError> {
     Ok((bytes(key), options))
 }
 
+/// Reads the key or range, then prints the answer.
 pub async fn run(ctx: &Ctx, args: &GetArgs) -> Result<(), CtlError> {
     let (key, options) = request(args)?;
     if args.print_value_only && !ctx.printer.is_simple() {

@@ -17,6 +17,7 @@ use crate::output::simple;
 /// The shortest pause between two renewals.
 const MIN_RENEW_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Runs the lease subcommand.
 pub async fn run(ctx: &Ctx, command: LeaseCommand) -> Result<(), CtlError> {
     match command {
         LeaseCommand::Grant { args } => grant(ctx, &args).await,

@@ -8,6 +8,7 @@ use crate::error::CtlError;
 use crate::go_fmt;
 use crate::model::{MemberAddResult, MembersResult};
 
+/// Runs the member subcommand.
 pub async fn run(ctx: &Ctx, command: MemberCommand) -> Result<(), CtlError> {
     match command {
         MemberCommand::List => list(ctx).await,

@@ -68,6 +68,7 @@ pub fn request(args: &PutArgs, read_stdin: bool) -> Result<PutRequest, CtlError>
     })
 }
 
+/// Writes the key, then prints the answer.
 pub async fn run(ctx: &Ctx, args: &PutArgs) -> Result<(), CtlError> {
     let request = request(args, true)?;
     let client = ctx.session.client().await?;

@@ -40,6 +40,7 @@ fn request(args: &WatchArgs) -> Result<(Vec<u8>, WatchOptions), CtlError> {
     Ok((bytes(key), options))
 }
 
+/// Watches until the server ends the watch (or reads watch lines with `-i`).
 pub async fn run(ctx: &Ctx, args: &WatchArgs) -> Result<(), CtlError> {
     if args.interactive {
         return interactive(ctx).await;

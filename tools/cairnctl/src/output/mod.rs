@@ -1,9 +1,13 @@
 //! Printing answers in the format `-w` asks for. Each command hands its
 //! answer to the [`Printer`]; the per-format modules turn it into bytes.
 
+/// `-w json`.
 pub mod json;
+/// Cells shared by the simple and table forms.
 pub mod rows;
+/// `-w simple`.
 pub mod simple;
+/// `-w table`.
 pub mod table;
 
 use std::io::Write;
@@ -95,10 +99,12 @@ impl Printer {
         self.format == Format::Simple
     }
 
+    /// `put`: OK and the previous pair, or JSON.
     pub fn put(&self, result: &PutResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::put(result, self.options()))
     }
 
+    /// `get`: pairs (or values, or the count), or JSON.
     pub fn get(
         &self,
         result: &RangeResult,
@@ -115,30 +121,37 @@ impl Printer {
         self.simple_or_json(result, || simple::get(result, options))
     }
 
+    /// `del`: the count and previous pairs, or JSON.
     pub fn delete(&self, result: &DeleteResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::delete(result, self.options()))
     }
 
+    /// `txn`: the verdict and each op's answer, or JSON.
     pub fn txn(&self, result: &TxnResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::txn(result, self.options()))
     }
 
+    /// `watch`: each event of one answer, or the answer as JSON.
     pub fn watch(&self, result: &WatchResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::watch(result, self.options()))
     }
 
+    /// `lease grant`.
     pub fn lease_grant(&self, result: &LeaseGrantResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_grant(result))
     }
 
+    /// `lease revoke`.
     pub fn lease_revoke(&self, id: i64, result: &LeaseRevokeResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_revoke(id))
     }
 
+    /// `lease keep-alive`, once per renewal.
     pub fn lease_keep_alive(&self, result: &LeaseKeepAliveResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_keep_alive(result))
     }
 
+    /// `lease timetolive`.
     pub fn lease_time_to_live(
         &self,
         result: &LeaseTimeToLiveResult,
@@ -147,10 +160,12 @@ impl Printer {
         self.simple_or_json(result, || simple::lease_time_to_live(result, with_keys))
     }
 
+    /// `lease list`.
     pub fn lease_list(&self, result: &LeaseListResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_list(result))
     }
 
+    /// `member list`, the one member command with a table form.
     pub fn member_list(&self, result: &MembersResult) -> Result<(), CtlError> {
         match self.format {
             Format::Table => {
@@ -161,6 +176,7 @@ impl Printer {
         }
     }
 
+    /// `member add`, with the settings the new member needs in simple form.
     pub fn member_added(
         &self,
         result: &MemberAddResult,
@@ -170,6 +186,7 @@ impl Printer {
         self.simple_or_json(result, || simple::member_added(result, name, peer_urls))
     }
 
+    /// `member remove`, `update` and `promote`.
     pub fn member_changed(
         &self,
         id: u64,
@@ -179,6 +196,7 @@ impl Printer {
         self.simple_or_json(result, || simple::member_changed(id, verb, result))
     }
 
+    /// `endpoint status`, one row per endpoint that answered.
     pub fn endpoint_status(&self, statuses: &[EndpointStatus]) -> Result<(), CtlError> {
         match self.format {
             Format::Simple => self.emit(&simple::endpoint_status(statuses)),
