@@ -56,6 +56,13 @@ pub async fn run_walkthrough(ctl: &Path, endpoint: &str) -> Result<String> {
     String::from_utf8(output.stdout).context("the transcript is not UTF-8")
 }
 
+/// The reference transcript: Debian's etcdctl against a fresh real etcd.
+pub async fn etcd_transcript() -> Result<String> {
+    let etcdctl = etcdctl_path()?;
+    let etcd = Etcd::start().await?;
+    run_walkthrough(&etcdctl, &etcd.endpoint).await
+}
+
 /// Debian's etcdctl (package etcd-client), the reference client.
 pub fn etcdctl_path() -> Result<PathBuf> {
     find_on_path("etcdctl").context("etcdctl not found; install Debian's etcd-client")

@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Result};
 use cairn_integration::bin_path;
-use cairn_integration::walkthrough::{diff, etcdctl_path, run_walkthrough, Etcd};
+use cairn_integration::walkthrough::{diff, etcd_transcript, run_walkthrough, Etcd};
 
 /// Lines the reference transcript must contain, so that two runs that both
 /// went wrong the same way cannot pass as equal.
@@ -18,13 +18,9 @@ const EXPECTED_IN_REFERENCE: [&str; 5] = [
 
 #[tokio::test]
 async fn cairnctl_transcript_matches_etcdctl() -> Result<()> {
-    let etcdctl = etcdctl_path()?;
     let cairnctl = bin_path("cairnctl")?;
 
-    let reference = {
-        let etcd = Etcd::start().await?;
-        run_walkthrough(&etcdctl, &etcd.endpoint).await?
-    };
+    let reference = etcd_transcript().await?;
     for expected in EXPECTED_IN_REFERENCE {
         ensure!(
             reference.contains(expected),
