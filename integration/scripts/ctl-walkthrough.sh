@@ -119,8 +119,10 @@ step --stdin "$work/txn-json" txn -w json
 # ---- a watch from an old revision while writes happen ----
 # The watch replays history from revision 12, then sees the new writes; it
 # is stopped once the last write (key-end) has arrived, or after 20 s.
+# `timeout` also bounds its life and, when stopped, stops the whole process
+# group, in case the client is a wrapper script.
 title watch key --prefix --rev=12 --prev-kv
-"$CTL" --endpoints="$ENDPOINT" watch key --prefix --rev=12 --prev-kv \
+timeout 30 "$CTL" --endpoints="$ENDPOINT" watch key --prefix --rev=12 --prev-kv \
     </dev/null >"$work/watch-out" 2>"$work/watch-err" &
 watch_pid=$!
 step put key5 watched-1
