@@ -2,6 +2,7 @@
 //! replicas, log and NATS: etcd's Lease API, expiry in one revision, and
 //! leases that neither expire early nor live on when their instance dies.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -10,6 +11,7 @@ use cairn_integration::lease::LeaseInstance;
 use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
 use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
 use cairn_proto::cairn::mvcc::v1::{EventsRequest, LeasesRequest};
+use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
@@ -316,9 +318,9 @@ async fn t150_a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires(
     ensure!(stack.keep_alive(abandoned).await? == 4);
     let abandoned_at = Instant::now();
 
-    // Keep `kept` alive every TTL/3 through the edge, as clients do, while
-    // the active instance is killed twice.
-    let stop_at = Instant::now() + Duration::from_secs(20);
+    // Keep `kept` alive every TTL/3 through the edge for 60 s, as clients
+    // do, while the active instance is killed twice.
+    let stop_at = Instant::now() + Duration::from_secs(60);
     let edge = stack.edge.channel()?;
     let keeper = tokio::spawn(async move {
         let mut failures = 0;
@@ -362,6 +364,19 @@ async fn t150_a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         stack.leases[killed].start()?;
+        // The next kill comes well inside the 60 s.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        ensure!(
+            stack.exists("kept").await?,
+            "the kept lease expired (round {round})"
+        );
+    }
+    while Instant::now() < stop_at {
+        ensure!(
+            stack.exists("kept").await?,
+            "the kept lease expired after the takeovers"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let failures = keeper.await?;
     ensure!(stack.exists("kept").await?, "the kept lease expired");
@@ -408,6 +423,163 @@ async fn t150_a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires(
     println!(
         "after both instances died, a 6 s lease expired {:?} after its keep-alive",
         gone.duration_since(renewed)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t160_ten_thousand_leases_kept_alive_by_ten_streams_then_all_expire() -> Result<()> {
+    const LEASES: usize = 10_000;
+    const STREAMS: usize = 10;
+    const GRANTERS_PER_STREAM: usize = 5;
+    const TTL: i64 = 10;
+    let stack = Stack::start().await?;
+    let started = Instant::now();
+    // Keep-alives run from the start; this is when the two minutes begin.
+    let all_granted = Arc::new(tokio::sync::Barrier::new(STREAMS + 1));
+    let stop_at = Arc::new(Mutex::new(None::<Instant>));
+
+    let mut streams = Vec::new();
+    for stream in 0..STREAMS {
+        let channel = stack.edge.channel()?;
+        let all_granted = all_granted.clone();
+        let stop_at = stop_at.clone();
+        streams.push(tokio::spawn(async move {
+            // Grant this stream's share, each lease with a key, a few at a time.
+            let granted = Arc::new(Mutex::new(Vec::new()));
+            let mut granters = Vec::new();
+            for granter in 0..GRANTERS_PER_STREAM {
+                let channel = channel.clone();
+                let granted = granted.clone();
+                granters.push(tokio::spawn(async move {
+                    let mut lease = LeaseClient::new(channel.clone());
+                    let mut kv = KvClient::new(channel);
+                    let per_granter = LEASES / STREAMS / GRANTERS_PER_STREAM;
+                    for number in 0..per_granter {
+                        let id = lease
+                            .lease_grant(LeaseGrantRequest { ttl: TTL, id: 0 })
+                            .await?
+                            .into_inner()
+                            .id;
+                        kv.put(PutRequest {
+                            key: format!("many/{stream:02}/{granter}/{number:04}").into_bytes(),
+                            value: b"v".to_vec(),
+                            lease: id,
+                            ..Default::default()
+                        })
+                        .await?;
+                        granted
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("poisoned"))?
+                            .push(id);
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            let (requests, queued) = tokio::sync::mpsc::channel(LEASES);
+            let mut answers = LeaseClient::new(channel)
+                .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(queued))
+                .await?
+                .into_inner();
+            let reader = tokio::spawn(async move {
+                let (mut answered, mut lost) = (0_u64, 0_u64);
+                while let Ok(Some(answer)) = answers.message().await {
+                    if answer.ttl > 0 {
+                        answered += 1;
+                    } else {
+                        lost += 1;
+                    }
+                }
+                (answered, lost)
+            });
+            let mut granting = Some(granters);
+            loop {
+                let round = Instant::now();
+                let share: Vec<i64> = granted
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .clone();
+                for id in share {
+                    requests.send(LeaseKeepAliveRequest { id }).await?;
+                }
+                if let Some(granters) = granting.take() {
+                    if granters.iter().all(tokio::task::JoinHandle::is_finished) {
+                        for granter in granters {
+                            granter.await??;
+                        }
+                        all_granted.wait().await;
+                    } else {
+                        granting = Some(granters);
+                    }
+                }
+                let stop = *stop_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                if stop.is_some_and(|stop| Instant::now() >= stop) {
+                    break;
+                }
+                // Every TTL/3, as etcd's clients renew.
+                tokio::time::sleep_until((round + Duration::from_millis(3300)).into()).await;
+            }
+            drop(requests);
+            let (answered, lost) = reader.await?;
+            anyhow::Ok((answered, lost, Instant::now()))
+        }));
+    }
+    all_granted.wait().await;
+    println!(
+        "{LEASES} leases granted with keys in {:?}",
+        started.elapsed()
+    );
+    let until = Instant::now() + Duration::from_secs(120);
+    *stop_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(until);
+
+    let kv = stack.edge.kv()?;
+    let count = |mut kv: KvClient<Channel>| async move {
+        let counted = kv
+            .range(RangeRequest {
+                key: b"many/".to_vec(),
+                range_end: b"many0".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        anyhow::Ok(counted.count)
+    };
+    while Instant::now() < until {
+        let alive = count(kv.clone()).await?;
+        ensure!(
+            alive == LEASES as i64,
+            "only {alive} of {LEASES} keys left while kept alive"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let mut answered = 0;
+    let mut last_sent = started;
+    for stream in streams {
+        let (stream_answered, lost, ended) = stream.await??;
+        ensure!(lost == 0, "{lost} keep-alives found their lease gone");
+        answered += stream_answered;
+        last_sent = last_sent.max(ended);
+    }
+    println!("{answered} keep-alives answered");
+
+    // Left alone, every lease expires within TTL + 2 s of its last keep-alive.
+    let bound = Duration::from_secs(TTL as u64 + 2);
+    loop {
+        let alive = count(kv.clone()).await?;
+        if alive == 0 {
+            break;
+        }
+        ensure!(
+            last_sent.elapsed() <= bound,
+            "{alive} keys still there {:?} after the last keep-alive",
+            last_sent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "all {LEASES} leases expired {:?} after the last keep-alive",
+        last_sent.elapsed()
     );
     Ok(())
 }
