@@ -248,7 +248,7 @@ impl Kv for MvccApi {
                 Applied::Txn(mut response) => {
                     let revision = revision_of(&response.header);
                     response.header = self.header(revision);
-                    fill_headers(&mut response, &self.header(revision));
+                    fill_headers(&mut response, revision);
                     Ok(response)
                 }
                 _ => Err(unexpected("txn")),
@@ -289,9 +289,15 @@ fn revision_of(header: &Option<ResponseHeader>) -> i64 {
     header.as_ref().map_or(0, |header| header.revision)
 }
 
-/// etcd fills the header of every response inside a txn the same way.
-fn fill_headers(response: &mut TxnResponse, header: &Option<ResponseHeader>) {
+/// etcd gives every response inside a txn a header with the revision alone;
+/// only the txn's own header names the cluster, member and term.
+fn fill_headers(response: &mut TxnResponse, revision: i64) {
     use cairn_proto::etcdserverpb::response_op::Response as Inner;
+    let header = Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    });
+    let header = &header;
     for op in &mut response.responses {
         match &mut op.response {
             Some(Inner::ResponseRange(inner)) => inner.header = *header,
@@ -299,7 +305,7 @@ fn fill_headers(response: &mut TxnResponse, header: &Option<ResponseHeader>) {
             Some(Inner::ResponseDeleteRange(inner)) => inner.header = *header,
             Some(Inner::ResponseTxn(inner)) => {
                 inner.header = *header;
-                fill_headers(inner, header);
+                fill_headers(inner, revision);
             }
             None => {}
         }
