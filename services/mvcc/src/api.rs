@@ -78,6 +78,12 @@ impl MvccApi {
 
     /// Proposes `op` and waits for this replica's apply of it.
     async fn write(&self, op: Op) -> Result<Applied, MvccError> {
+        self.write_fenced(op, 0).await
+    }
+
+    /// Proposes `op`, void unless `fence_epoch` (when not 0) is the lease
+    /// claim in force, and waits for this replica's apply of it.
+    async fn write_fenced(&self, op: Op, fence_epoch: u64) -> Result<Applied, MvccError> {
         let (sequence, result) = self.replica.register();
         let mut trace_context = std::collections::HashMap::new();
         cairn_kit::telemetry::inject_into(&mut trace_context);
@@ -86,6 +92,7 @@ impl MvccApi {
             sequence,
             op: Some(op),
             trace_context,
+            fence_epoch,
         }
         .encode_to_vec();
         if let Err(error) = self.replica.log.propose(command).await {
@@ -415,8 +422,9 @@ impl Mvcc for MvccApi {
         let command = request.into_inner();
         let result = async {
             validate::check_size(command.encoded_len(), &self.limits)?;
+            let fence_epoch = command.fence_epoch;
             let op = lease_op(command)?;
-            let applied = self.write(op).await?;
+            let applied = self.write_fenced(op, fence_epoch).await?;
             self.apply_response(applied)
         }
         .await;

@@ -1735,3 +1735,47 @@ fn prev_kv_of_a_delete_is_the_key_before_the_txn() {
         .expect("a delete event");
     assert_eq!(delete.prev_kv, None);
 }
+
+#[test]
+fn a_grant_or_revoke_fenced_by_a_superseded_claim_is_void() {
+    let mut kv = Kv::new();
+    kv.claim("lease-1:2380", 1);
+    kv.claim("lease-2:2380", 2);
+    let fenced = |op: Op, fence_epoch: u64| LogEntry {
+        index: 100 + fence_epoch,
+        term: 1,
+        commands: vec![Command {
+            origin: 1,
+            sequence: 1,
+            op: Some(op),
+            fence_epoch,
+            ..Default::default()
+        }
+        .encode_to_vec()],
+    };
+    let stale = kv
+        .store
+        .apply(&[fenced(
+            Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }),
+            1,
+        )])
+        .expect("the entry applies");
+    let outcome = stale.outcomes.into_iter().next().expect("one outcome");
+    assert!(
+        matches!(outcome.result, Err(ref error) if error.etcd() == Some(EtcdError::LeaderChanged)),
+        "a grant under epoch 1 after the claim of epoch 2: {:?}",
+        outcome.result
+    );
+    assert!(kv.store.lease(7).is_none(), "the void grant left no lease");
+
+    let current = kv
+        .store
+        .apply(&[fenced(
+            Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }),
+            2,
+        )])
+        .expect("the entry applies");
+    let outcome = current.outcomes.into_iter().next().expect("one outcome");
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    assert!(kv.store.lease(7).is_some());
+}

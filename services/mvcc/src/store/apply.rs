@@ -133,7 +133,12 @@ pub(super) fn apply(
                 events: Vec::new(),
             };
             change.main = change.state.current + 1;
-            let result = change.run(command.op);
+            let result = if command.fence_epoch != 0 && !change.in_force(command.fence_epoch) {
+                // Proposed under a lease claim that has since been superseded.
+                Err(EtcdError::LeaderChanged.into())
+            } else {
+                change.run(command.op)
+            };
             let events = change.finish();
             let result = match result {
                 Ok(mut response) => {
