@@ -140,7 +140,7 @@ impl Lease for LeaseApi {
         let applied = self
             .instance
             .replicas
-            .apply(Op::LeaseGrant(LeaseGrantRequest { ttl, id }))
+            .apply_fenced(Op::LeaseGrant(LeaseGrantRequest { ttl, id }), active.epoch)
             .await?;
         self.instance.saw_revision(applied.revision);
         active.granted(id, ttl);
@@ -166,7 +166,7 @@ impl Lease for LeaseApi {
         let applied = self
             .instance
             .replicas
-            .apply(Op::LeaseRevoke(LeaseRevokeRequest { id }))
+            .apply_fenced(Op::LeaseRevoke(LeaseRevokeRequest { id }), active.epoch)
             .await?;
         self.instance.saw_revision(applied.revision);
         if let Some(Applied::LeaseRevoke(_)) = applied.result {

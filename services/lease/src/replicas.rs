@@ -43,8 +43,19 @@ impl Replicas {
     /// Proposes `op` through a replica and answers with its apply. Sent to
     /// another replica only if it never reached one: a failed one may commit.
     pub async fn apply(&self, op: Op) -> Result<ApplyResponse, LeaseError> {
+        self.apply_fenced(op, 0).await
+    }
+
+    /// As `apply`, void (etcd's "leader changed") unless `fence_epoch` is
+    /// the lease claim in force when it is applied.
+    pub async fn apply_fenced(
+        &self,
+        op: Op,
+        fence_epoch: u64,
+    ) -> Result<ApplyResponse, LeaseError> {
         let command = Command {
             op: Some(op),
+            fence_epoch,
             ..Default::default()
         };
         Ok(self
