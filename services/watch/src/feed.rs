@@ -1,0 +1,152 @@
+//! The live feed: one ordered JetStream consumer on the revision stream,
+//! whose sequence is the revision, into the hub. A revision the stream does
+//! not have in order (a gap, a restart further on) is filled from history,
+//! never skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::push::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use cairn_kit::shutdown::ShutdownWatch;
+use cairn_proto::cairn::mvcc::v1::RevisionEvents;
+use futures::StreamExt;
+use prost::Message;
+
+use crate::error::WatchError;
+use crate::history::{stream_error, History};
+use crate::hub::Hub;
+use crate::settings::NatsSettings;
+
+/// Marks a placeholder for a revision compacted before it was published.
+const COMPACTED_HEADER: &str = "Cairn-Compacted";
+/// How long to wait before connecting or subscribing again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Feeds the hub until shutdown, reconnecting as often as it takes.
+pub async fn run(
+    hub: Arc<Hub>,
+    history: Arc<History>,
+    nats: NatsSettings,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let fed = tokio::select! {
+            fed = feed(&hub, &history, &nats) => fed,
+            () = shutdown.cancelled() => return,
+        };
+        if let Err(error) = fed {
+            tracing::warn!(%error, "revision feed interrupted; resubscribing");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn nats_error(error: impl std::fmt::Display) -> WatchError {
+    WatchError::Nats(error.to_string())
+}
+
+/// One subscription, from the revision after the hub's newest.
+async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), WatchError> {
+    let client = async_nats::connect(nats.url.as_str())
+        .await
+        .map_err(nats_error)?;
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let stream = jetstream
+        .get_stream(&nats.stream)
+        .await
+        .map_err(nats_error)?;
+    let start = if hub.latest() > 0 {
+        hub.latest() + 1
+    } else {
+        // A new gateway starts at the present; older revisions are history.
+        history.current().await?.0 + 1
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: nats.subject.clone(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: u64::try_from(start.max(1)).unwrap_or(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(nats_error)?;
+    let mut messages = consumer.messages().await.map_err(nats_error)?;
+    tracing::info!(from = start, "following the revision stream");
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(nats_error)?;
+        let sequence = message.info().map_err(nats_error)?.stream_sequence;
+        let revision = i64::try_from(sequence).map_err(nats_error)?;
+        if revision <= hub.latest() {
+            continue;
+        }
+        if hub.latest() > 0 && revision > hub.latest() + 1 {
+            fill_gap(hub, history, revision).await?;
+        }
+        let compacted = message
+            .headers
+            .as_ref()
+            .is_some_and(|headers| headers.get(COMPACTED_HEADER).is_some());
+        let events = if compacted || message.payload.is_empty() {
+            RevisionEvents {
+                revision,
+                events: Vec::new(),
+            }
+        } else {
+            let decoded = RevisionEvents::decode(message.payload.as_ref())
+                .map_err(|error| WatchError::Corrupt(format!("revision {revision}: {error}")))?;
+            if decoded.revision != revision {
+                return Err(WatchError::Corrupt(format!(
+                    "sequence {revision} holds revision {}",
+                    decoded.revision
+                )));
+            }
+            decoded
+        };
+        hub.push(events);
+    }
+    Err(WatchError::Nats("the revision stream ended".into()))
+}
+
+/// Brings the hub from its newest revision up to just before `until` out of
+/// history, so watchers see every revision in order.
+async fn fill_gap(hub: &Hub, history: &History, until: i64) -> Result<(), WatchError> {
+    let from = hub.latest() + 1;
+    tracing::info!(
+        from,
+        until,
+        "filling a gap in the revision stream from history"
+    );
+    let mut chunks = match history.events(&[0], &[0], from, true).await {
+        Ok(chunks) => chunks,
+        // Compacted meanwhile: the window starts again at `until`, and
+        // readers further back catch up from history (or learn of the compaction).
+        Err(WatchError::Compacted { .. }) => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let mut next = from;
+    while let Some(chunk) = chunks.message().await.map_err(stream_error)? {
+        for revision in chunk.revisions {
+            if revision.revision >= until {
+                return Ok(());
+            }
+            // Revisions with no event in history (compacted placeholders)
+            // still count, so the window stays contiguous.
+            while next < revision.revision {
+                hub.push(RevisionEvents {
+                    revision: next,
+                    events: Vec::new(),
+                });
+                next += 1;
+            }
+            next = revision.revision + 1;
+            hub.push(revision);
+        }
+    }
+    Ok(())
+}

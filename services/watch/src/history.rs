@@ -1,0 +1,97 @@
+//! The replicas, for what the live feed cannot give: the current revision,
+//! and the history of watchers that start behind or fall behind.
+
+use std::time::Duration;
+
+use cairn_kit::failover::{self, Failover};
+use cairn_kit::telemetry::TraceInterceptor;
+use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
+use cairn_proto::cairn::mvcc::v1::{EventsRequest, EventsResponse, StatusRequest};
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+use crate::error::WatchError;
+
+type Client = MvccClient<InterceptedService<Channel, TraceInterceptor>>;
+
+/// Metadata the replicas put the compact revision in, on a compacted error.
+const COMPACT_REVISION_METADATA: &str = "cairn-compact-revision";
+
+/// Clients of every configured replica.
+pub struct History {
+    nodes: Failover<Client>,
+}
+
+fn replica_error(status: Status) -> WatchError {
+    if status.code() == Code::OutOfRange {
+        if let Some(compact_revision) = status
+            .metadata()
+            .get(COMPACT_REVISION_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+        {
+            return WatchError::Compacted { compact_revision };
+        }
+    }
+    WatchError::Replica(status)
+}
+
+impl History {
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, WatchError> {
+        let mut nodes = Vec::with_capacity(endpoints.len());
+        for address in endpoints {
+            let channel = failover::lazy_channel(address, "mvcc.endpoints")
+                .map_err(|error| WatchError::Settings(error.to_string()))?;
+            nodes.push((
+                address.clone(),
+                MvccClient::with_interceptor(channel, TraceInterceptor)
+                    .max_decoding_message_size(usize::MAX),
+            ));
+        }
+        Ok(Self {
+            nodes: Failover::new(nodes, timeout),
+        })
+    }
+
+    /// The store's current and compact revisions.
+    pub async fn current(&self) -> Result<(i64, i64), WatchError> {
+        let status = self
+            .nodes
+            .call("status", failover::unavailable, |mut client| async move {
+                client.status(StatusRequest {}).await
+            })
+            .await
+            .map_err(replica_error)?;
+        Ok((status.current_revision, status.compact_revision))
+    }
+
+    /// Every event in the range from `from` on, up to the revision current
+    /// when the call began, in chunks.
+    pub async fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        prev_kv: bool,
+    ) -> Result<Streaming<EventsResponse>, WatchError> {
+        let request = EventsRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            start_revision: from,
+            prev_kv,
+        };
+        self.nodes
+            .call("events", failover::unavailable, |mut client| {
+                let request = request.clone();
+                async move { client.events(request).await }
+            })
+            .await
+            .map_err(replica_error)
+    }
+}
+
+/// A failure in the middle of a history stream, as the gateway's error.
+pub fn stream_error(status: Status) -> WatchError {
+    replica_error(status)
+}

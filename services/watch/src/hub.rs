@@ -1,0 +1,127 @@
+//! The gateway's window of recent revisions, fed in order from the revision
+//! stream and read by every client stream; a reader that finds its next
+//! revision gone from the window catches up from a replica's history.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use cairn_proto::cairn::mvcc::v1::RevisionEvents;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::metrics::WATCH_METRICS;
+
+/// Recent revisions, contiguous, oldest first.
+pub struct Hub {
+    window: RwLock<VecDeque<Arc<RevisionEvents>>>,
+    latest: watch::Sender<i64>,
+    capacity: usize,
+}
+
+/// What a reader finds in the window.
+pub enum Window {
+    /// The revisions from the one asked for through the newest.
+    Here(Vec<Arc<RevisionEvents>>),
+    /// The revision asked for has left the window (or never entered it).
+    Gone,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            window: RwLock::new(VecDeque::with_capacity(capacity.min(65_536))),
+            latest: watch::channel(0).0,
+            capacity,
+        })
+    }
+
+    /// The newest revision in the window, 0 before the first.
+    pub fn latest(&self) -> i64 {
+        *self.latest.borrow()
+    }
+
+    /// Changes whenever a revision arrives.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.latest.subscribe()
+    }
+
+    /// Appends the next revision. One that does not follow the newest starts
+    /// the window again from it (the feed restarted further on); older
+    /// readers then catch up from history.
+    pub fn push(&self, revision: RevisionEvents) {
+        let number = revision.revision;
+        {
+            let mut window = self.window.write();
+            match window.back() {
+                Some(newest) if newest.revision >= number => return,
+                Some(newest) if newest.revision + 1 != number => window.clear(),
+                _ => {}
+            }
+            window.push_back(Arc::new(revision));
+            while window.len() > self.capacity {
+                window.pop_front();
+            }
+            WATCH_METRICS.window.set(window.len() as i64);
+        }
+        WATCH_METRICS.latest.set(number);
+        self.latest.send_replace(number);
+    }
+
+    /// Revisions `from` through the newest, or `Gone` if `from` is older
+    /// than the window. Empty when `from` is beyond the newest.
+    pub fn read(&self, from: i64, max: usize) -> Window {
+        let window = self.window.read();
+        let Some(oldest) = window.front().map(|first| first.revision) else {
+            return Window::Gone;
+        };
+        if from < oldest {
+            return Window::Gone;
+        }
+        let skip = usize::try_from(from - oldest).unwrap_or(usize::MAX);
+        Window::Here(window.iter().skip(skip).take(max).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revision(number: i64) -> RevisionEvents {
+        RevisionEvents {
+            revision: number,
+            events: Vec::new(),
+        }
+    }
+
+    fn numbers(window: Window) -> Option<Vec<i64>> {
+        match window {
+            Window::Here(revisions) => Some(revisions.iter().map(|r| r.revision).collect()),
+            Window::Gone => None,
+        }
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_contiguous_revisions() {
+        let hub = Hub::new(3);
+        assert!(numbers(hub.read(1, 10)).is_none());
+        for number in 5..=9 {
+            hub.push(revision(number));
+        }
+        hub.push(revision(8));
+        assert_eq!(hub.latest(), 9);
+        assert_eq!(numbers(hub.read(7, 10)), Some(vec![7, 8, 9]));
+        assert_eq!(numbers(hub.read(8, 1)), Some(vec![8]));
+        assert_eq!(numbers(hub.read(10, 10)), Some(vec![]));
+        assert!(numbers(hub.read(6, 10)).is_none(), "6 left the window");
+    }
+
+    #[test]
+    fn a_jump_restarts_the_window() {
+        let hub = Hub::new(10);
+        hub.push(revision(2));
+        hub.push(revision(3));
+        hub.push(revision(7));
+        assert!(numbers(hub.read(3, 10)).is_none());
+        assert_eq!(numbers(hub.read(7, 10)), Some(vec![7]));
+    }
+}

@@ -1,0 +1,108 @@
+//! cairn-watch: etcd's Watch API, fanned out from the revision stream.
+//!
+//! A gateway keeps one live subscription to the JetStream stream the mvcc
+//! replicas publish (one message per revision, sequence = revision) and a
+//! window of recent revisions; any number of client streams read it. A
+//! watcher that starts behind the window, or falls behind it, is caught up
+//! from a replica's history. Gateways hold no durable state: add more to
+//! carry more watchers.
+//!
+//! # Layout
+//! - `feed`: the live subscription; `hub`: the window.
+//! - `stream`: one client stream and its watchers; `history`: the replicas.
+//! - `api`: etcd's Watch service.
+
+pub mod api;
+pub mod error;
+pub mod feed;
+pub mod history;
+pub mod hub;
+pub mod metrics;
+pub mod settings;
+pub mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_kit::telemetry::GrpcServerTraceLayer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use tokio::net::TcpListener;
+
+pub use error::WatchError;
+pub use settings::WatchSettings;
+
+use crate::api::WatchApi;
+use crate::history::History;
+use crate::hub::Hub;
+use crate::stream::Shared;
+
+/// Binds `node.listen` and serves until `shutdown` resolves.
+pub async fn serve(
+    settings: WatchSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WatchError> {
+    let listener = TcpListener::bind(&settings.node.listen)
+        .await
+        .map_err(|source| WatchError::Bind {
+            addr: settings.node.listen.clone(),
+            source,
+        })?;
+    serve_on(listener, settings, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 first).
+pub async fn serve_on(
+    listener: TcpListener,
+    settings: WatchSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WatchError> {
+    settings.validate()?;
+    let shutdown = cairn_kit::shutdown::from_future(shutdown);
+    let history = Arc::new(History::new(
+        &settings.mvcc.endpoints,
+        Duration::from_millis(settings.mvcc.request_timeout_ms),
+    )?);
+    let hub = Hub::new(settings.window.revisions);
+    tokio::spawn(feed::run(
+        hub.clone(),
+        history.clone(),
+        settings.nats.clone(),
+        shutdown.clone(),
+    ));
+
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
+        .await
+        .map_err(|error| WatchError::Settings(format!("setting `metrics.listen`: {error}")))?;
+    let local = listener.local_addr().map_err(|source| WatchError::Bind {
+        addr: settings.node.listen.clone(),
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        hub,
+        history,
+        cluster_id: settings.node.cluster_id,
+        member_id: u64::from(local.port()),
+        progress_interval: Duration::from_millis(settings.node.progress_interval_ms),
+    });
+    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    health_reporter.set_serving::<WatchServer<WatchApi>>().await;
+    tracing::info!(listen = %local, metrics = ?metrics_addr, "cairn-watch ready");
+    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| WatchError::Bind {
+        addr: local.to_string(),
+        source: std::io::Error::other(error.to_string()),
+    })?;
+    let mut stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(GrpcServerTraceLayer)
+        .add_service(health_service)
+        .add_service(
+            WatchServer::new(WatchApi::new(shared, settings.window.stream_queue))
+                .max_encoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await?;
+    tracing::info!("cairn-watch stopping");
+    Ok(())
+}

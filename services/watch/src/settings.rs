@@ -1,0 +1,144 @@
+//! cairn-watch's settings: `configs/watch.toml`, `--config FILE`, `CAIRN_<SECTION>__<KEY>`.
+
+use cairn_kit::metrics::MetricsSettings;
+use cairn_kit::telemetry::TelemetrySettings;
+use serde::{Deserialize, Serialize};
+
+use crate::error::WatchError;
+
+/// Everything a gateway needs to start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchSettings {
+    pub node: NodeSettings,
+    pub mvcc: MvccClientSettings,
+    pub nats: NatsSettings,
+    pub window: WindowSettings,
+    pub metrics: MetricsSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// Where the gateway listens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// etcd's Watch service and gRPC health.
+    pub listen: String,
+    /// etcd's cluster_id in response headers.
+    pub cluster_id: u64,
+    /// How often a watcher created with progress_notify hears the revision
+    /// it has caught up to, when it had no events (etcd: 10 minutes).
+    pub progress_interval_ms: u64,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7301".to_owned(),
+            cluster_id: 0x6361_6972_6e00_0001,
+            progress_interval_ms: 600_000,
+        }
+    }
+}
+
+/// The replicas that serve history (catch-up, gaps) and the current revision.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MvccClientSettings {
+    pub endpoints: Vec<String>,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for MvccClientSettings {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:7101".to_owned(), "127.0.0.1:7102".to_owned()],
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// The JetStream revision stream the replicas publish.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    pub url: String,
+    pub stream: String,
+    pub subject: String,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "CAIRN_REVISIONS".to_owned(),
+            subject: "cairn.revisions".to_owned(),
+        }
+    }
+}
+
+/// What the gateway keeps in memory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowSettings {
+    /// Recent revisions kept for watchers to read; one further behind is
+    /// caught up from a replica's history instead.
+    pub revisions: usize,
+    /// Responses queued for one client stream; a stream whose client reads
+    /// slower than this waits, and its watchers catch up later.
+    pub stream_queue: usize,
+}
+
+impl Default for WindowSettings {
+    fn default() -> Self {
+        Self {
+            revisions: 10_000,
+            stream_queue: 256,
+        }
+    }
+}
+
+impl WatchSettings {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), WatchError> {
+        let fail = |message: &str| Err(WatchError::Settings(message.to_owned()));
+        if self.mvcc.endpoints.is_empty() {
+            return fail("setting `mvcc.endpoints`: at least one replica is needed");
+        }
+        if self.nats.url.is_empty() || self.nats.stream.is_empty() || self.nats.subject.is_empty() {
+            return fail("setting `nats.url`, `nats.stream`, `nats.subject`: must not be empty");
+        }
+        if self.window.revisions == 0 || self.window.stream_queue == 0 {
+            return fail("setting `window.revisions` and `window.stream_queue`: must be above 0");
+        }
+        if self.node.progress_interval_ms == 0 || self.mvcc.request_timeout_ms == 0 {
+            return fail("setting `node.progress_interval_ms` and `mvcc.request_timeout_ms`: must be above 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_lists_every_key_and_the_defaults_are_valid() {
+        let text = include_str!("../../../configs/watch.toml");
+        let keys = cairn_kit::settings::known_keys::<WatchSettings>().expect("settings serialise");
+        for key in keys {
+            let Some((section, name)) = key.split_once('.') else {
+                continue;
+            };
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "configs/watch.toml lacks [{section}]"
+            );
+            assert!(
+                text.contains(&format!("# {name} =")),
+                "configs/watch.toml lacks {key}"
+            );
+        }
+        assert!(WatchSettings::default().validate().is_ok());
+    }
+}
