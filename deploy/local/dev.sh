@@ -20,6 +20,8 @@ edge_port=2379
 edge_metrics_port=9121
 lease_ports=(7201 7202)
 lease_metrics_ports=(9131 9132)
+watch_ports=(7301 7302)
+watch_metrics_ports=(9141 9142)
 
 leader_elected() {
     local port
@@ -101,6 +103,7 @@ TOML
             echo "cairn-mvcc replicas: 127.0.0.1:7101 127.0.0.1:7102 (metrics on 9111-9112)"
             echo "nats-server (JetStream): 127.0.0.1:$nats_port"
             start_leases "$bin_dir"
+            start_watches "$bin_dir"
             start_edge "$bin_dir"
             return 0
         fi
@@ -140,6 +143,28 @@ TOML
     exit 1
 }
 
+start_watches() {
+    local bin_dir="$1" i
+    for i in 1 2; do
+        cat > "$dir/watch-$i.toml" <<TOML
+[node]
+listen = "127.0.0.1:${watch_ports[$((i - 1))]}"
+
+[mvcc]
+endpoints = ["127.0.0.1:${mvcc_ports[0]}", "127.0.0.1:${mvcc_ports[1]}"]
+
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+
+[metrics]
+listen = "127.0.0.1:${watch_metrics_ports[$((i - 1))]}"
+TOML
+        nohup "$bin_dir/cairn-watch" --config "$dir/watch-$i.toml" >> "$dir/watch-$i.out" 2>&1 &
+        echo $! >> "$dir/pids"
+    done
+    echo "cairn-watch gateways: 127.0.0.1:${watch_ports[0]} 127.0.0.1:${watch_ports[1]} (metrics on ${watch_metrics_ports[0]}-${watch_metrics_ports[1]})"
+}
+
 start_edge() {
     local bin_dir="$1"
     cat > "$dir/edge.toml" <<TOML
@@ -151,6 +176,7 @@ advertise_client_urls = ["http://127.0.0.1:$edge_port"]
 mvcc = ["127.0.0.1:${mvcc_ports[0]}", "127.0.0.1:${mvcc_ports[1]}"]
 log = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
 lease = ["127.0.0.1:${lease_ports[0]}", "127.0.0.1:${lease_ports[1]}"]
+watch = ["127.0.0.1:${watch_ports[0]}", "127.0.0.1:${watch_ports[1]}"]
 
 [metrics]
 listen = "127.0.0.1:$edge_metrics_port"

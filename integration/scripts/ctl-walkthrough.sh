@@ -11,7 +11,8 @@
 # Each step prints `### ctl <arguments>`, then its stdout, its stderr (each
 # line prefixed `stderr: `) and `[exit N]`. What legitimately differs between
 # servers and runs (lease, member and cluster IDs, member names, versions,
-# database sizes, raft terms and indexes, timings, URLs, the endpoint itself)
+# database sizes, raft terms and indexes, whether the endpoint asked leads a
+# cluster of several, timings, URLs, the endpoint itself)
 # is replaced by placeholders such as <LEASE_ID>; revisions, keys and values
 # are kept exactly. etcdctl's own log lines on stderr (JSON from zap) are
 # dropped.
@@ -52,13 +53,13 @@ normalize() {
         -e 's/"(cluster_id|member_id|raft_term)":[0-9]+/"\1":<\1>/g'
         -e 's/took = [0-9.]+[a-zµ]+$/took = <TOOK>/'
         -e 's/^[0-9a-f]+, (started|unstarted), [^,]*, /<MEMBER_ID>, \1, <NAME>, /'
-        -e 's/^<ENDPOINT>, [0-9a-f]+, [^,]*, [^,]*, (true|false), (true|false), [0-9]+, [0-9]+, [0-9]+, /<ENDPOINT>, <MEMBER_ID>, <VERSION>, <DB_SIZE>, \1, \2, <RAFT_TERM>, <RAFT_INDEX>, <RAFT_APPLIED_INDEX>, /'
+        -e 's/^<ENDPOINT>, [0-9a-f]+, [^,]*, [^,]*, (true|false), (true|false), [0-9]+, [0-9]+, [0-9]+, /<ENDPOINT>, <MEMBER_ID>, <VERSION>, <DB_SIZE>, <IS_LEADER>, \2, <RAFT_TERM>, <RAFT_INDEX>, <RAFT_APPLIED_INDEX>, /'
         # Tables: column widths follow the replaced values, so runs of
         # spaces and dashes are squeezed before cells are matched.
         -e '/^\+[-+]+\+$/s/-+/-/g'
         -e '/^\|/s/ +/ /g'
         -e 's/^\| [0-9a-f]+ \| (started|unstarted) \| [^|]* \| /| <MEMBER_ID> | \1 | <NAME> | /'
-        -e 's/^\| <ENDPOINT> \| [0-9a-f]+ \| [^|]+ \| [^|]+ \| (true|false) \| (true|false) \| [0-9]+ \| [0-9]+ \| [0-9]+ \|/| <ENDPOINT> | <MEMBER_ID> | <VERSION> | <DB_SIZE> | \1 | \2 | <RAFT_TERM> | <RAFT_INDEX> | <RAFT_APPLIED_INDEX> |/'
+        -e 's/^\| <ENDPOINT> \| [0-9a-f]+ \| [^|]+ \| [^|]+ \| (true|false) \| (true|false) \| [0-9]+ \| [0-9]+ \| [0-9]+ \|/| <ENDPOINT> | <MEMBER_ID> | <VERSION> | <DB_SIZE> | <IS_LEADER> | \2 | <RAFT_TERM> | <RAFT_INDEX> | <RAFT_APPLIED_INDEX> |/'
         -e 's/^\| <ENDPOINT> \| (true|false) \| [^|]+ \|/| <ENDPOINT> | \1 | <TOOK> |/'
     )
     sed -E "${rules[@]}"

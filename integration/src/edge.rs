@@ -10,6 +10,15 @@ use tonic::transport::Channel;
 
 use crate::{bin_path, eventually, free_port};
 
+/// The addresses of the services behind an edge.
+#[derive(Clone, Debug, Default)]
+pub struct Backends {
+    pub mvcc: Vec<String>,
+    pub log: Vec<String>,
+    pub lease: Vec<String>,
+    pub watch: Vec<String>,
+}
+
 /// One edge: its address, files and (while running) its process.
 pub struct Edge {
     pub addr: String,
@@ -28,25 +37,20 @@ pub fn quoted(addrs: &[String]) -> String {
 }
 
 impl Edge {
-    /// Writes the edge's settings under `dir`: the given replicas, log nodes
-    /// and lease instances behind it, and `extra` TOML appended (e.g. a
-    /// `[limits]` table).
-    pub fn configure(
-        dir: &Path,
-        mvcc: &[String],
-        log: &[String],
-        lease: &[String],
-        extra: &str,
-    ) -> Result<Self> {
+    /// Writes the edge's settings under `dir`: the given backends behind it,
+    /// and `extra` TOML appended (e.g. a `[limits]` table).
+    pub fn configure(dir: &Path, backends: &Backends, extra: &str) -> Result<Self> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let config = dir.join("edge.toml");
         let text = format!(
             "[edge]\nlisten = \"{addr}\"\nadvertise_client_urls = [\"http://{addr}\"]\n\n\
-             [backends]\nmvcc = [{mvcc}]\nlog = [{log}]\nlease = [{lease}]\ndiscovery_interval_ms = 200\n\n\
+             [backends]\nmvcc = [{mvcc}]\nlog = [{log}]\nlease = [{lease}]\nwatch = [{watch}]\n\
+             discovery_interval_ms = 200\n\n\
              [telemetry]\nlog_filter = \"info\"\n\n{extra}",
-            mvcc = quoted(mvcc),
-            log = quoted(log),
-            lease = quoted(lease),
+            mvcc = quoted(&backends.mvcc),
+            log = quoted(&backends.log),
+            lease = quoted(&backends.lease),
+            watch = quoted(&backends.watch),
         );
         std::fs::write(&config, text)?;
         Ok(Self {

@@ -10,7 +10,10 @@ pub mod lease;
 pub mod log_cluster;
 pub mod mvcc_cluster;
 pub mod raw_grpc;
+pub mod service;
+pub mod stack;
 pub mod walkthrough;
+pub mod watch;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};

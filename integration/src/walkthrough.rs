@@ -75,52 +75,78 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A real single-member etcd on loopback, with free ports and its data in a
+/// A real etcd cluster on loopback, with free ports and its data in a
 /// temporary directory; killed when dropped.
 pub struct Etcd {
-    /// Where clients connect, `127.0.0.1:<port>`.
+    /// Where clients connect (the first member), `127.0.0.1:<port>`.
     pub endpoint: String,
     output: PathBuf,
-    _child: Child,
+    _children: Vec<Child>,
     _dir: TempDir,
 }
 
 impl Etcd {
-    /// Starts etcd and waits until it answers a linearizable read, which
-    /// needs it to have elected itself.
+    /// One member, as the walkthrough's reference for clients.
     pub async fn start() -> Result<Self> {
+        Self::start_cluster(1).await
+    }
+
+    /// `members` members, e.g. three to compare with a cairn cluster whose
+    /// log has three nodes. Returns once a linearizable read succeeds, which
+    /// needs a leader.
+    pub async fn start_cluster(members: usize) -> Result<Self> {
         let binary =
             find_on_path("etcd").context("etcd not found; install Debian's etcd-server")?;
         let dir = tempfile::tempdir()?;
-        let client_url = format!("http://127.0.0.1:{}", free_port()?);
-        let peer_url = format!("http://127.0.0.1:{}", free_port()?);
-        let output = dir.path().join("etcd.log");
-        let log = std::fs::File::create(&output)?;
-        let mut command = Command::new(binary);
-        command
-            .arg("--name=walkthrough")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=walkthrough={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        // etcd reads ETCD_* as flags; the test's own must not leak in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD_") {
-                command.env_remove(key);
-            }
+        let mut urls = Vec::with_capacity(members);
+        for _ in 0..members {
+            urls.push((
+                format!("http://127.0.0.1:{}", free_port()?),
+                format!("http://127.0.0.1:{}", free_port()?),
+            ));
         }
-        let child = command.spawn().context("starting etcd")?;
-        let endpoint = client_url.trim_start_matches("http://").to_owned();
+        let initial_cluster = urls
+            .iter()
+            .enumerate()
+            .map(|(number, (_, peer_url))| format!("walkthrough-{number}={peer_url}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let output = dir.path().join("etcd-0.log");
+        let mut children = Vec::with_capacity(members);
+        for (number, (client_url, peer_url)) in urls.iter().enumerate() {
+            let log = std::fs::File::create(dir.path().join(format!("etcd-{number}.log")))?;
+            let mut command = Command::new(&binary);
+            command
+                .arg(format!("--name=walkthrough-{number}"))
+                .arg(format!(
+                    "--data-dir={}",
+                    dir.path().join(format!("data-{number}")).display()
+                ))
+                .arg(format!("--listen-client-urls={client_url}"))
+                .arg(format!("--advertise-client-urls={client_url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster={initial_cluster}"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true);
+            // etcd reads ETCD_* as flags; the test's own must not leak in.
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("ETCD_") {
+                    command.env_remove(key);
+                }
+            }
+            children.push(command.spawn().context("starting etcd")?);
+        }
+        let Some((first_client_url, _)) = urls.first() else {
+            bail!("an etcd cluster needs at least one member");
+        };
+        let endpoint = first_client_url.trim_start_matches("http://").to_owned();
         let etcd = Self {
             endpoint,
             output,
-            _child: child,
+            _children: children,
             _dir: dir,
         };
         let kv = KvClient::new(channel(&etcd.endpoint)?);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use cairn_integration::edge::Edge;
+use cairn_integration::edge::{Backends, Edge};
 use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
 use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -80,7 +80,15 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
         .iter()
         .map(|replica| replica.addr.clone())
         .collect();
-    let mut edge = Edge::configure(cluster.dir(), &replica_addrs, &log_endpoints, &[], "")?;
+    let mut edge = Edge::configure(
+        cluster.dir(),
+        &Backends {
+            mvcc: replica_addrs.clone(),
+            log: log_endpoints.clone(),
+            ..Default::default()
+        },
+        "",
+    )?;
     edge.start().await?;
     let edge_url = format!("http://{}", edge.addr);
 

@@ -5,12 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use cairn_integration::edge::Edge;
-use cairn_integration::lease::LeaseInstance;
-use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
-use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
-use cairn_proto::cairn::mvcc::v1::{EventsRequest, LeasesRequest};
+use anyhow::{ensure, Context, Result};
+use cairn_integration::stack::{Stack, StackOptions, CHECKPOINT_MS, TAKEOVER_MS};
+use cairn_proto::cairn::mvcc::v1::EventsRequest;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
@@ -20,158 +17,9 @@ use cairn_proto::etcdserverpb::{
 use tonic::transport::Channel;
 use tonic::Code;
 
-const CHECKPOINT_MS: u64 = 500;
-const TAKEOVER_MS: u64 = 1500;
-
-/// Everything the tests run on.
-struct Stack {
-    cluster: LogCluster,
-    _nats: NatsServer,
-    replicas: Vec<MvccReplica>,
-    leases: Vec<LeaseInstance>,
-    edge: Edge,
-}
-
-impl Stack {
-    async fn start() -> Result<Self> {
-        let cluster = LogCluster::start(LogClusterOptions::default()).await?;
-        let log: Vec<String> = cluster
-            .ids()
-            .iter()
-            .map(|id| cluster.addr(*id).map(str::to_owned))
-            .collect::<Result<_>>()?;
-        let nats = NatsServer::start(cluster.dir()).await?;
-        let mut replicas = Vec::new();
-        for name in ["mvcc-1", "mvcc-2"] {
-            let mut replica = MvccReplica::configure(cluster.dir(), name, &log, &nats.url)?;
-            replica.start()?;
-            replicas.push(replica);
-        }
-        for replica in &replicas {
-            replica.wait_applied(0, Duration::from_secs(20)).await?;
-        }
-        let mvcc: Vec<String> = replicas
-            .iter()
-            .map(|replica| replica.addr.clone())
-            .collect();
-        let rules = format!(
-            "checkpoint_interval_ms = {CHECKPOINT_MS}\ntakeover_after_ms = {TAKEOVER_MS}\nmin_ttl_secs = 1"
-        );
-        let mut leases = Vec::new();
-        for name in ["lease-1", "lease-2"] {
-            let mut instance = LeaseInstance::configure(cluster.dir(), name, &mvcc, &rules)?;
-            instance.start()?;
-            leases.push(instance);
-        }
-        let lease_addrs: Vec<String> = leases.iter().map(|lease| lease.addr.clone()).collect();
-        let mut edge = Edge::configure(cluster.dir(), &mvcc, &log, &lease_addrs, "")?;
-        edge.start().await?;
-        let stack = Self {
-            cluster,
-            _nats: nats,
-            replicas,
-            leases,
-            edge,
-        };
-        stack.holder(Duration::from_secs(20)).await?;
-        Ok(stack)
-    }
-
-    fn lease(&self) -> Result<LeaseClient<Channel>> {
-        Ok(LeaseClient::new(self.edge.channel()?))
-    }
-
-    /// The address of the instance holding the claim, once one does and runs.
-    async fn holder(&self, patience: Duration) -> Result<String> {
-        cairn_integration::eventually(patience, "an active lease instance", || async {
-            let state = self.replicas[0]
-                .mvcc()
-                .ok()?
-                .leases(LeasesRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            let holder = state.holder?.holder;
-            self.leases
-                .iter()
-                .any(|lease| lease.addr == holder && lease.is_running())
-                .then_some(holder)
-        })
-        .await
-    }
-
-    async fn kill_holder(&mut self) -> Result<usize> {
-        let holder = self.holder(Duration::from_secs(20)).await?;
-        let index = self
-            .leases
-            .iter()
-            .position(|lease| lease.addr == holder)
-            .context("the holder is one of ours")?;
-        self.leases[index].kill().await?;
-        Ok(index)
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        let found = self
-            .edge
-            .kv()?
-            .range(RangeRequest {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        Ok(!found.kvs.is_empty())
-    }
-
-    async fn put(&self, key: &str, lease: i64) -> Result<i64> {
-        let put = self
-            .edge
-            .kv()?
-            .put(PutRequest {
-                key: key.as_bytes().to_vec(),
-                value: b"v".to_vec(),
-                lease,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        Ok(put.header.map_or(0, |header| header.revision))
-    }
-
-    async fn grant(&self, ttl: i64) -> Result<i64> {
-        Ok(self
-            .lease()?
-            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
-            .await?
-            .into_inner()
-            .id)
-    }
-
-    /// One keep-alive on a fresh stream; the TTL it answered.
-    async fn keep_alive(&self, id: i64) -> Result<i64> {
-        let requests = tokio_stream::iter([LeaseKeepAliveRequest { id }]);
-        let mut answers = self.lease()?.lease_keep_alive(requests).await?.into_inner();
-        let answer = answers.message().await?.context("no keep-alive answer")?;
-        Ok(answer.ttl)
-    }
-
-    /// Waits for `key` to vanish; the time it was first seen gone.
-    async fn gone_at(&self, key: &str, patience: Duration) -> Result<Instant> {
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if !self.exists(key).await? {
-                return Ok(Instant::now());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("{key} still there after {patience:?}")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t140_leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revision() -> Result<()> {
-    let stack = Stack::start().await?;
+    let stack = Stack::start(StackOptions::default()).await?;
     let mut lease = stack.lease()?;
 
     // Grant, attach, time-to-live with keys, list.
@@ -310,7 +158,7 @@ async fn t140_leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revisi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t150_a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires() -> Result<()> {
-    let mut stack = Stack::start().await?;
+    let mut stack = Stack::start(StackOptions::default()).await?;
     let kept = stack.grant(4).await?;
     stack.put("kept", kept).await?;
     let abandoned = stack.grant(4).await?;
@@ -433,7 +281,7 @@ async fn t160_ten_thousand_leases_kept_alive_by_ten_streams_then_all_expire() ->
     const STREAMS: usize = 10;
     const GRANTERS_PER_STREAM: usize = 5;
     const TTL: i64 = 10;
-    let stack = Stack::start().await?;
+    let stack = Stack::start(StackOptions::default()).await?;
     let started = Instant::now();
     // Keep-alives run from the start; this is when the two minutes begin.
     let all_granted = Arc::new(tokio::sync::Barrier::new(STREAMS + 1));

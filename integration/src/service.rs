@@ -1,0 +1,68 @@
+//! One cairn service process started from a config file written for it: its
+//! address, files and (while running) its process.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::Child;
+
+use crate::{bin_path, free_port};
+
+/// A configured service; `start` runs it, `kill` SIGKILLs it.
+pub struct Service {
+    pub name: String,
+    pub addr: String,
+    binary: &'static str,
+    config: PathBuf,
+    output: PathBuf,
+    child: Option<Child>,
+}
+
+impl Service {
+    /// Picks a free loopback address and writes `settings(addr)` as the
+    /// service's config under `dir`.
+    pub fn configure(
+        dir: &Path,
+        name: &str,
+        binary: &'static str,
+        settings: impl FnOnce(&str) -> String,
+    ) -> Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, settings(&addr))?;
+        Ok(Self {
+            name: name.to_owned(),
+            addr,
+            binary,
+            config,
+            output: dir.join(format!("{name}.log")),
+            child: None,
+        })
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("{} is running", self.name);
+        }
+        let binary = bin_path(self.binary)?;
+        self.child = Some(
+            crate::spawn_service(&binary, &self.config, &self.output)
+                .with_context(|| format!("starting {}", self.name))?,
+        );
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub async fn kill(&mut self) -> Result<()> {
+        crate::kill_child(self.child.take(), &self.name).await
+    }
+
+    /// The last lines the service printed, for failure messages.
+    pub fn output_tail(&self, lines: usize) -> String {
+        crate::tail_of(&self.output, lines)
+    }
+}

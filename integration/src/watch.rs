@@ -1,0 +1,26 @@
+//! Real `cairn-watch` gateways on real replicas and NATS.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::edge::quoted;
+use crate::service::Service;
+
+/// Configures a watch gateway under `dir`; `node` is extra lines of its
+/// `[node]` table (e.g. `progress_interval_ms = 500`).
+pub fn configure(
+    dir: &Path,
+    name: &str,
+    mvcc: &[String],
+    nats_url: &str,
+    node: &str,
+) -> Result<Service> {
+    Service::configure(dir, name, "cairn-watch", |addr| {
+        format!(
+            "[node]\nlisten = \"{addr}\"\n{node}\n\n[mvcc]\nendpoints = [{mvcc}]\n\n\
+             [nats]\nurl = \"{nats_url}\"\n\n[telemetry]\nlog_filter = \"info\"\n",
+            mvcc = quoted(mvcc),
+        )
+    })
+}
