@@ -13,7 +13,8 @@ use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
-    HashKvRequest, MemberListRequest, PutRequest, RangeRequest, SnapshotRequest, StatusRequest,
+    HashKvRequest, MemberListRequest, MoveLeaderRequest, PutRequest, RangeRequest, SnapshotRequest,
+    StatusRequest,
 };
 use parking_lot_free::Outcomes;
 use sha2::Digest;
@@ -140,6 +141,34 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
         .into_inner();
     let direct = replicas[0].hash_kv(0).await?;
     ensure!(hashed.hash == direct.hash, "{hashed:?} vs {direct:?}");
+
+    // MoveLeader hands the log's leadership to another voter; a stranger is
+    // refused as etcd refuses it.
+    let leader = status.leader;
+    let target = members
+        .iter()
+        .map(|member| member.id)
+        .find(|id| *id != leader)
+        .context("another member")?;
+    maintenance
+        .move_leader(MoveLeaderRequest { target_id: target })
+        .await?;
+    let moved = maintenance.status(StatusRequest {}).await?.into_inner();
+    ensure!(
+        moved.leader == target,
+        "leader {} after moving it to {target}",
+        moved.leader
+    );
+    let stranger = maintenance
+        .move_leader(MoveLeaderRequest { target_id: 999 })
+        .await
+        .err()
+        .context("leadership moved to a stranger")?;
+    ensure!(
+        stranger.code() == Code::FailedPrecondition
+            && stranger.message() == "etcdserver: bad leader transferee",
+        "{stranger:?}"
+    );
 
     // A snapshot streams a replica's store, framed as etcdctl expects: whole
     // 512-byte pages, then their SHA-256.

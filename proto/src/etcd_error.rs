@@ -36,6 +36,7 @@ pub enum EtcdError {
     Timeout,
     NotLeader,
     NotSupportedForLearner,
+    BadLeaderTransferee,
     MemberIdExists,
     PeerUrlExists,
     MemberNotLearner,
@@ -74,6 +75,7 @@ impl EtcdError {
             Self::Timeout => "etcdserver: request timed out",
             Self::NotLeader => "etcdserver: not leader",
             Self::NotSupportedForLearner => "etcdserver: rpc not supported for learner",
+            Self::BadLeaderTransferee => "etcdserver: bad leader transferee",
             Self::MemberIdExists => "etcdserver: member ID already exist",
             Self::PeerUrlExists => "etcdserver: Peer URLs already exists",
             Self::MemberNotLearner => "etcdserver: can only promote a learner member",
@@ -107,6 +109,7 @@ impl EtcdError {
             Self::LeaseExists
             | Self::NotLeader
             | Self::NotSupportedForLearner
+            | Self::BadLeaderTransferee
             | Self::MemberIdExists
             | Self::PeerUrlExists
             | Self::MemberNotLearner

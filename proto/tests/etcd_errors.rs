@@ -127,6 +127,11 @@ fn every_error_has_etcds_code_and_message() {
             "etcdserver: rpc not supported for learner",
         ),
         (
+            EtcdError::BadLeaderTransferee,
+            Code::FailedPrecondition,
+            "etcdserver: bad leader transferee",
+        ),
+        (
             EtcdError::MemberIdExists,
             Code::FailedPrecondition,
             "etcdserver: member ID already exist",

@@ -41,6 +41,11 @@ impl Log {
         })
     }
 
+    /// How long one call may take, retries included.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.nodes.timeout()
+    }
+
     /// The answering node's view: leader, term, indexes, members.
     pub async fn status(&self) -> Result<StatusResponse, Status> {
         self.nodes
@@ -75,6 +80,18 @@ impl Log {
                 client.promote_voter(log::PromoteVoterRequest { id }).await
             })
             .await
+    }
+
+    /// Asks the log node at `addr` to stand for election now.
+    pub async fn campaign(&self, addr: &str) -> Result<log::CampaignResponse, Status> {
+        let channel = failover::lazy_channel(addr, "a log member's address")
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let mut node = LogClient::with_interceptor(channel, TraceInterceptor);
+        let answer =
+            tokio::time::timeout(self.nodes.timeout(), node.campaign(log::CampaignRequest {}))
+                .await
+                .map_err(|_| Status::unavailable(format!("campaign on {addr}: timed out")))??;
+        Ok(answer.into_inner())
     }
 
     pub async fn remove(&self, id: u64) -> Result<log::MembershipResponse, Status> {

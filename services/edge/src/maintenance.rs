@@ -3,8 +3,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_proto::cairn::mvcc::v1 as mvcc;
+use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
@@ -18,6 +20,9 @@ use tonic::{Request, Response, Status};
 
 use crate::backends::{on_any_replica, Log};
 use crate::pool::BackendPool;
+
+/// How long a campaign is given to end in a leader before another.
+const MOVE_LEADER_SETTLE: Duration = Duration::from_secs(1);
 
 /// The etcd API version cairn answers as: what clients check features against.
 pub const ETCD_VERSION: &str = "3.5.0";
@@ -175,11 +180,38 @@ impl Maintenance for MaintenanceApi {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "cairn: the log cannot hand its leadership over yet",
-        ))
+        let target = request.into_inner().target_id;
+        let deadline = tokio::time::Instant::now() + self.log.timeout();
+        let mut status = self.log.status().await?;
+        let Some(member) = status
+            .members
+            .iter()
+            .find(|member| member.id == target && member.voter)
+            .cloned()
+        else {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        };
+        // The target stands for election until it leads: it wins once its
+        // log is as complete as a quorum's, which a heartbeat brings about.
+        while status.leader != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EtcdError::Timeout.into());
+            }
+            self.log.campaign(&member.addr).await?;
+            let settle = tokio::time::Instant::now() + MOVE_LEADER_SETTLE;
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                status = self.log.status().await?;
+                if status.leader == target || tokio::time::Instant::now() >= settle {
+                    break;
+                }
+            }
+        }
+        Ok(Response::new(MoveLeaderResponse {
+            header: self.header(0).await?,
+        }))
     }
 
     async fn downgrade(

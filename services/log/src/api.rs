@@ -657,6 +657,30 @@ impl pb::log_server::Log for LogApi {
         }))
     }
 
+    async fn campaign(
+        &self,
+        _request: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let voter = {
+            let metrics = self.inner.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == metrics.id)
+        };
+        if !voter {
+            return Err(
+                LogError::FailedPrecondition("only a voter can stand for election".into()).into(),
+            );
+        }
+        self.inner.raft.trigger().elect().await.map_err(|fatal| {
+            LogError::Unavailable(format!("this log node has stopped: {fatal}"))
+        })?;
+        let term = self.inner.raft.metrics().borrow().current_term;
+        Ok(Response::new(pb::CampaignResponse { term }))
+    }
+
     async fn add_learner(
         &self,
         request: Request<pb::AddLearnerRequest>,
