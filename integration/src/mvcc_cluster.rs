@@ -105,6 +105,17 @@ impl MvccReplica {
         log_endpoints: &[String],
         nats_url: &str,
     ) -> Result<Self> {
+        Self::configure_with(dir, name, log_endpoints, nats_url, "")
+    }
+
+    /// As `configure`, with `extra` TOML appended (e.g. a `[limits]` table).
+    pub fn configure_with(
+        dir: &Path,
+        name: &str,
+        log_endpoints: &[String],
+        nats_url: &str,
+        extra: &str,
+    ) -> Result<Self> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let config = dir.join(format!("{name}.toml"));
         let endpoints: Vec<String> = log_endpoints
@@ -115,7 +126,7 @@ impl MvccReplica {
             "[node]\nname = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\nack_interval_ms = 200\n\n\
              [log]\nendpoints = [{endpoints}]\nrequest_timeout_ms = 5000\n\n\
              [nats]\nurl = \"{nats_url}\"\n\n\
-             [telemetry]\nlog_filter = \"info\"\n",
+             [telemetry]\nlog_filter = \"info\"\n\n{extra}",
             data = dir.join(name).display(),
             endpoints = endpoints.join(", "),
         );

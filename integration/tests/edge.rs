@@ -10,9 +10,11 @@ use anyhow::{ensure, Context, Result};
 use cairn_integration::edge::{Backends, Edge};
 use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
 use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
+    AlarmRequest, AlarmType, CompactionRequest, DefragmentRequest, DeleteRangeRequest,
     HashKvRequest, MemberListRequest, MoveLeaderRequest, PutRequest, RangeRequest, SnapshotRequest,
     StatusRequest,
 };
@@ -311,5 +313,118 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
     );
     println!("no replica: {:?} after {waited:?}", refused.message());
     drop(edge);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t135_past_its_quota_a_replica_raises_nospace_until_space_is_freed_and_disarmed(
+) -> Result<()> {
+    const QUOTA: u64 = 512 * 1024;
+    let cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let log_endpoints: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.addr(*id).map(str::to_owned))
+        .collect::<Result<_>>()?;
+    let nats = NatsServer::start(cluster.dir()).await?;
+    let mut replica = MvccReplica::configure_with(
+        cluster.dir(),
+        "mvcc-1",
+        &log_endpoints,
+        &nats.url,
+        &format!("[limits]\nquota_backend_bytes = {QUOTA}\n"),
+    )?;
+    replica.start()?;
+    replica.wait_applied(0, Duration::from_secs(20)).await?;
+    let mut edge = Edge::configure(
+        cluster.dir(),
+        &Backends {
+            mvcc: vec![replica.addr.clone()],
+            log: log_endpoints,
+            ..Default::default()
+        },
+        "",
+    )?;
+    edge.start().await?;
+    let mut kv = edge.kv()?;
+    let mut maintenance = MaintenanceClient::new(edge.channel()?);
+
+    // Fill past the quota until etcd's NOSPACE error comes back.
+    let value = vec![b'x'; 64 * 1024];
+    let mut refused = None;
+    for number in 0..200 {
+        let put = kv
+            .put(PutRequest {
+                key: format!("big/{number:03}").into_bytes(),
+                value: value.clone(),
+                ..Default::default()
+            })
+            .await;
+        if let Err(status) = put {
+            refused = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.context("200 puts of 64 KiB under a 512 KiB quota all succeeded")?;
+    ensure!(
+        refused.code() == Code::ResourceExhausted
+            && refused.message() == "etcdserver: mvcc: database space exceeded",
+        "{refused:?}"
+    );
+    let alarms = maintenance
+        .alarm(AlarmRequest::default())
+        .await?
+        .into_inner()
+        .alarms;
+    ensure!(
+        alarms.len() == 1 && alarms[0].alarm == AlarmType::Nospace as i32,
+        "{alarms:?}"
+    );
+    let status = maintenance.status(StatusRequest {}).await?.into_inner();
+    ensure!(
+        status.errors.len() == 1 && status.errors[0].contains("alarm:NOSPACE"),
+        "{status:?}"
+    );
+
+    // Reads, deletes, compaction and defragmentation still work and free it.
+    let deleted = kv
+        .delete_range(DeleteRangeRequest {
+            key: b"big/".to_vec(),
+            range_end: b"big0".to_vec(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let revision = deleted.header.map_or(0, |header| header.revision);
+    kv.compact(CompactionRequest {
+        revision,
+        physical: true,
+    })
+    .await?;
+    maintenance.defragment(DefragmentRequest {}).await?;
+    let freed = maintenance.status(StatusRequest {}).await?.into_inner();
+    ensure!(
+        u64::try_from(freed.db_size).unwrap_or(u64::MAX) < QUOTA,
+        "{} bytes after deleting, compacting and defragmenting",
+        freed.db_size
+    );
+    maintenance
+        .alarm(AlarmRequest {
+            action: AlarmAction::Deactivate as i32,
+            member_id: alarms[0].member_id,
+            alarm: AlarmType::Nospace as i32,
+        })
+        .await?;
+    kv.put(PutRequest {
+        key: b"small".to_vec(),
+        value: b"fits".to_vec(),
+        ..Default::default()
+    })
+    .await?;
+    println!(
+        "NOSPACE at {} bytes; {} bytes after freeing",
+        status.db_size, freed.db_size
+    );
     Ok(())
 }

@@ -10,10 +10,10 @@ use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -70,16 +70,31 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        // No quota is enforced yet, so no alarm is ever raised: GET and
-        // DEACTIVATE truthfully find none.
-        if request.into_inner().action == AlarmAction::Activate as i32 {
-            return Err(Status::unimplemented(
-                "cairn: alarms cannot be raised by a client",
-            ));
-        }
+        let request = request.into_inner();
+        let alarms = if request.action == AlarmAction::Get as i32 {
+            on_any_replica(&self.mvcc, |mut replica| async move {
+                replica.status(mvcc::StatusRequest {}).await
+            })
+            .await?
+            .alarms
+        } else {
+            // Raised and disarmed through the log, so every replica agrees.
+            let applied = on_any_replica(&self.mvcc, |mut replica| {
+                let command = mvcc::Command {
+                    op: Some(mvcc::command::Op::Alarm(request)),
+                    ..Default::default()
+                };
+                async move { replica.apply(command).await }
+            })
+            .await?;
+            match applied.result {
+                Some(mvcc::apply_response::Result::Alarm(answer)) => answer.alarms,
+                _ => return Err(Status::internal("an alarm's apply answered another kind")),
+            }
+        };
         Ok(Response::new(AlarmResponse {
             header: self.header(0).await?,
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -105,7 +120,16 @@ impl Maintenance for MaintenanceApi {
             raft_index: log.commit_index,
             raft_term: log.term,
             raft_applied_index: kv.applied_index,
-            errors: Vec::new(),
+            // As etcd lists them: one entry per alarm raised.
+            errors: kv
+                .alarms
+                .iter()
+                .map(|alarm| {
+                    let name = AlarmType::try_from(alarm.alarm)
+                        .map_or("UNKNOWN", |kind| kind.as_str_name());
+                    format!("memberID:{} alarm:{name} ", alarm.member_id)
+                })
+                .collect(),
             db_size_in_use: kv.db_size_in_use,
             is_learner: log.role == "learner",
         }))

@@ -15,10 +15,12 @@ use cairn_proto::cairn::mvcc::v1::{
     SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
 };
 use cairn_proto::etcd_error::EtcdError;
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::kv_server::Kv;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    AlarmRequest, AlarmType, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use futures::Stream;
 use prost::Message;
@@ -109,6 +111,29 @@ impl MvccApi {
         }
     }
 
+    /// Raises NOSPACE for this replica once its store is past `quota` bytes,
+    /// as etcd does when a member exceeds --quota-backend-bytes.
+    pub async fn enforce_quota(&self, quota: u64) -> Result<(), MvccError> {
+        let (size, _) = self.replica.store.db_size();
+        if quota == 0 || u64::try_from(size).unwrap_or(0) <= quota {
+            return Ok(());
+        }
+        let raised = self.replica.store.alarms().iter().any(|alarm| {
+            alarm.member_id == self.member_id && alarm.alarm == AlarmType::Nospace as i32
+        });
+        if raised {
+            return Ok(());
+        }
+        tracing::warn!(size, quota, "the store is past its quota; raising NOSPACE");
+        self.write(Op::Alarm(AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.member_id,
+            alarm: AlarmType::Nospace as i32,
+        }))
+        .await
+        .map(|_| ())
+    }
+
     /// A lease command's apply as Mvcc/Apply answers it, headers filled as
     /// the KV service fills them.
     fn apply_response(&self, applied: Applied) -> Result<ApplyResponse, MvccError> {
@@ -124,6 +149,11 @@ impl MvccApi {
                 (revision, ApplyResult::LeaseRevoke(response))
             }
             Applied::Fenced(fenced) => (fenced.revision, ApplyResult::Fenced(fenced.result)),
+            Applied::Alarm(mut response) => {
+                let revision = revision_of(&response.header);
+                response.header = self.header(revision);
+                (revision, ApplyResult::Alarm(response))
+            }
             _ => return Err(unexpected("lease command")),
         };
         Ok(ApplyResponse {
@@ -171,10 +201,12 @@ fn lease_op(command: Command) -> Result<Op, MvccError> {
             | Op::LeaseRevoke(_)
             | Op::LeaseClaim(_)
             | Op::LeaseExpire(_)
-            | Op::LeaseCheckpoint(_)),
+            | Op::LeaseCheckpoint(_)
+            | Op::Alarm(_)),
         ) => Ok(op),
         Some(_) => Err(MvccError::InvalidArgument(
-            "Apply takes only lease commands (grant, revoke, claim, expire, checkpoint)".into(),
+            "Apply takes only lease commands (grant, revoke, claim, expire, checkpoint) and alarms"
+                .into(),
         )),
         None => Err(MvccError::InvalidArgument("the command has no op".into())),
     }
@@ -402,6 +434,7 @@ impl Mvcc for MvccApi {
             applied_term: status.applied.term,
             db_size,
             db_size_in_use,
+            alarms: self.replica.store.alarms(),
         }))
     }
 

@@ -105,6 +105,23 @@ pub async fn serve_on(
         settings.limits.limits(),
         settings.node.cluster_id,
     );
+    let quota = settings.limits.quota_backend_bytes;
+    if quota > 0 {
+        let api = api.clone();
+        let interval = Duration::from_millis(settings.node.ack_interval_ms);
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = stop.cancelled() => return,
+                }
+                if let Err(error) = api.enforce_quota(quota).await {
+                    tracing::warn!(%error, "cannot raise NOSPACE; trying again");
+                }
+            }
+        });
+    }
     let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
     health_reporter.set_serving::<KvServer<MvccApi>>().await;
     let local = listener.local_addr().map_err(|source| MvccError::Bind {

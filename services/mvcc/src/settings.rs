@@ -82,6 +82,10 @@ pub struct LimitSettings {
     pub max_request_bytes: usize,
     /// etcd's --max-txn-ops.
     pub max_txn_ops: usize,
+    /// etcd's --quota-backend-bytes: past this size on disk the replica
+    /// raises NOSPACE and writes that add data fail until it is disarmed;
+    /// 0 = no quota.
+    pub quota_backend_bytes: u64,
 }
 
 impl Default for LimitSettings {
@@ -90,6 +94,7 @@ impl Default for LimitSettings {
         Self {
             max_request_bytes: limits.max_request_bytes,
             max_txn_ops: limits.max_txn_ops,
+            quota_backend_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }

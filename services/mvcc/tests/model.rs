@@ -79,6 +79,7 @@ impl Reply {
             Response::LeaseGrant(grant) => Self::LeaseGrant(grant),
             Response::LeaseRevoke(revoke) => Self::LeaseRevoke(revoke),
             Response::Fenced(fenced) => Self::Fenced(fenced),
+            Response::Alarm(_) => unreachable!("the model raises no alarms"),
         }
     }
 
@@ -388,8 +389,10 @@ impl Model {
                     Err(Refusal::Etcd(EtcdError::LeaseNotFound))
                 }
             }
-            Op::LeaseClaim(_) | Op::LeaseExpire(_) | Op::LeaseCheckpoint(_) => {
-                unreachable!("no plan makes fenced lease commands; tests/semantics.rs covers them")
+            Op::LeaseClaim(_) | Op::LeaseExpire(_) | Op::LeaseCheckpoint(_) | Op::Alarm(_) => {
+                unreachable!(
+                    "no plan makes fenced lease commands or alarms; tests/semantics.rs covers them"
+                )
             }
         };
         match outcome {

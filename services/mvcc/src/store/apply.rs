@@ -11,17 +11,19 @@ use std::collections::HashMap;
 
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::{
-    Command, FencedResult, LeaseCheckpoint, LeaseClaim, LeaseExpire, LeaseHolder, LeaseRecord,
-    RevisionEvents,
+    AlarmList, Command, FencedResult, LeaseCheckpoint, LeaseClaim, LeaseExpire, LeaseHolder,
+    LeaseRecord, RevisionEvents,
 };
 use cairn_proto::etcd_error::EtcdError;
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader, ResponseOp,
+    TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
@@ -54,6 +56,7 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// LeaseClaim, LeaseExpire, LeaseCheckpoint: fenced by the claim's epoch.
     Fenced(FencedResponse),
+    Alarm(AlarmResponse),
 }
 
 /// A fenced lease command's result and the revision after it (the result
@@ -78,6 +81,7 @@ impl Response {
             Self::LeaseGrant(response) => response.header = header,
             Self::LeaseRevoke(response) => response.header = header,
             Self::Fenced(response) => response.revision = revision,
+            Self::Alarm(response) => response.header = header,
         }
     }
 }
@@ -208,6 +212,9 @@ impl RangeSource for Change<'_> {
 
 impl Change<'_> {
     fn run(&mut self, op: Option<Op>) -> Result<Response, MvccError> {
+        if self.out_of_space() && op.as_ref().is_some_and(adds_data) {
+            return Err(EtcdError::NoSpace.into());
+        }
         match op {
             None => Err(EtcdError::KeyNotFound.into()),
             Some(Op::Put(put)) => {
@@ -224,7 +231,65 @@ impl Change<'_> {
             Some(Op::LeaseCheckpoint(checkpoint)) => {
                 self.lease_checkpoint(&checkpoint).map(Response::Fenced)
             }
+            Some(Op::Alarm(alarm)) => self.alarm(&alarm).map(Response::Alarm),
         }
+    }
+
+    /// Whether a NOSPACE alarm is raised: etcd then refuses what adds data.
+    fn out_of_space(&self) -> bool {
+        self.state
+            .alarms
+            .iter()
+            .any(|alarm| alarm.alarm == AlarmType::Nospace as i32)
+    }
+
+    /// Raises or disarms an alarm; the answer lists the alarms it changed.
+    fn alarm(&mut self, request: &AlarmRequest) -> Result<AlarmResponse, MvccError> {
+        let member = AlarmMember {
+            member_id: request.member_id,
+            alarm: request.alarm,
+        };
+        let key = |alarm: &AlarmMember| (alarm.member_id, alarm.alarm);
+        let mut changed = Vec::new();
+        if request.action == AlarmAction::Activate as i32 {
+            if request.alarm != AlarmType::None as i32
+                && !self
+                    .state
+                    .alarms
+                    .iter()
+                    .any(|raised| key(raised) == key(&member))
+            {
+                self.state.alarms.push(member);
+                self.state.alarms.sort_by_key(key);
+                changed.push(member);
+            }
+        } else if request.action == AlarmAction::Deactivate as i32 {
+            // etcd's disarm: NONE or member 0 matches every alarm.
+            let matches = |raised: &AlarmMember| {
+                (request.member_id == 0 || raised.member_id == request.member_id)
+                    && (request.alarm == AlarmType::None as i32 || raised.alarm == request.alarm)
+            };
+            changed = self
+                .state
+                .alarms
+                .iter()
+                .copied()
+                .filter(|raised| matches(raised))
+                .collect();
+            self.state.alarms.retain(|raised| !matches(raised));
+        } else {
+            changed = self.state.alarms.clone();
+        }
+        let meta = family(self.db, schema::META)?;
+        let list = AlarmList {
+            alarms: self.state.alarms.clone(),
+        };
+        self.batch
+            .put_cf(meta, schema::META_ALARMS, list.encode_to_vec());
+        Ok(AlarmResponse {
+            header: None,
+            alarms: changed,
+        })
     }
 
     /// Ends the command: the revision moves on if anything was written.
@@ -794,4 +859,26 @@ fn number(union: Option<&TargetUnion>, target: CompareTarget) -> i64 {
         | (Some(TargetUnion::Lease(value)), CompareTarget::Lease) => *value,
         _ => 0,
     }
+}
+
+/// What a NOSPACE alarm refuses, as etcd's capped applier does: puts, txns
+/// that may put, and lease grants. Reads, deletes, compaction and revokes
+/// still work, so space can be freed.
+fn adds_data(op: &Op) -> bool {
+    match op {
+        Op::Put(_) | Op::LeaseGrant(_) => true,
+        Op::Txn(txn) => txn_puts(txn),
+        _ => false,
+    }
+}
+
+fn txn_puts(txn: &TxnRequest) -> bool {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(nested)) => txn_puts(nested),
+            _ => false,
+        })
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, RevisionEvents};
-use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use cairn_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::{event::EventType, Event};
 use parking_lot::RwLock;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
@@ -44,6 +44,8 @@ pub struct State {
     /// The cairn-lease claim in force: only its epoch may expire or
     /// checkpoint leases. Epoch 0 (the default) is no claim at all.
     pub holder: LeaseHolder,
+    /// etcd's alarms raised, sorted by member and type.
+    pub alarms: Vec<AlarmMember>,
 }
 
 impl Default for State {
@@ -56,6 +58,7 @@ impl Default for State {
             leases: BTreeMap::new(),
             lease_keys: BTreeMap::new(),
             holder: LeaseHolder::default(),
+            alarms: Vec::new(),
         }
     }
 }
@@ -132,6 +135,11 @@ impl Store {
             keys: state.tree.len(),
             leases: state.leases.len(),
         }
+    }
+
+    /// The alarms raised.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.state.read().alarms.clone()
     }
 
     /// Bytes on disk (files and memtables) and the estimate of live data in them.
@@ -383,6 +391,9 @@ fn rebuild(db: &DB) -> Result<State, MvccError> {
     }
     if let Some(bytes) = db.get_cf(meta, schema::META_LEASE_HOLDER)? {
         state.holder = schema::decode_holder(&bytes)?;
+    }
+    if let Some(bytes) = db.get_cf(meta, schema::META_ALARMS)? {
+        state.alarms = schema::decode_alarms(&bytes)?.alarms;
     }
 
     let keys = family(db, schema::KEYS)?;

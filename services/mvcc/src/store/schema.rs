@@ -11,7 +11,7 @@
 //!   the lease claim in force (`LeaseHolder`), written in the same batch as
 //!   the state they describe.
 
-use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord};
+use cairn_proto::cairn::mvcc::v1::{AlarmList, LeaseHolder, LeaseRecord};
 use cairn_proto::mvccpb::KeyValue;
 use prost::Message;
 
@@ -31,6 +31,8 @@ pub const META_COMPACTED: &[u8] = b"compacted";
 /// The lease claim in force and its last checkpoint: fencing must survive a
 /// restart, or a deposed cairn-lease could expire leases again.
 pub const META_LEASE_HOLDER: &[u8] = b"lease_holder";
+/// Meta key of the alarms raised (`AlarmList`).
+pub const META_ALARMS: &[u8] = b"alarms";
 
 const TAG_PUT: u8 = 0;
 const TAG_DELETE: u8 = 1;
@@ -156,6 +158,10 @@ pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
 
 /// Reads the stored lease claim back; a damaged one stops the replica rather
 /// than unfence the lease service.
+pub fn decode_alarms(bytes: &[u8]) -> Result<AlarmList, MvccError> {
+    AlarmList::decode(bytes).map_err(|error| MvccError::Corrupt(format!("alarms: {error}")))
+}
+
 pub fn decode_holder(bytes: &[u8]) -> Result<LeaseHolder, MvccError> {
     LeaseHolder::decode(bytes).map_err(|error| MvccError::Corrupt(format!("lease holder: {error}")))
 }
