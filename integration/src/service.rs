@@ -52,6 +52,11 @@ impl Service {
         Ok(())
     }
 
+    /// The process id while it runs, to read its memory from /proc.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

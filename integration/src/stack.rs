@@ -30,7 +30,14 @@ pub struct Stack {
     pub leases: Vec<Service>,
     pub watches: Vec<Service>,
     pub edge: Edge,
+    /// One whole stack at a time per test binary: a dozen processes each on
+    /// two cores is all the machine has.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
+
+/// Whose turn it is to run a whole stack.
+static TURN: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
 
 /// What varies between the tests that use a whole stack.
 #[derive(Clone, Debug)]
@@ -38,8 +45,8 @@ pub struct StackOptions {
     /// The body of each lease instance's `[lease]` table.
     pub lease_rules: String,
     pub watch_gateways: usize,
-    /// Extra lines of each watch gateway's `[node]` table.
-    pub watch_node: String,
+    /// TOML appended to each watch gateway's settings (e.g. `[window]`).
+    pub watch_extra: String,
 }
 
 impl Default for StackOptions {
@@ -49,7 +56,7 @@ impl Default for StackOptions {
                 "checkpoint_interval_ms = {CHECKPOINT_MS}\ntakeover_after_ms = {TAKEOVER_MS}\nmin_ttl_secs = 1"
             ),
             watch_gateways: 2,
-            watch_node: String::new(),
+            watch_extra: String::new(),
         }
     }
 }
@@ -59,6 +66,7 @@ impl Stack {
     /// watch gateways asked for and an edge, all real processes on loopback;
     /// returns once a lease instance is active.
     pub async fn start(options: StackOptions) -> Result<Self> {
+        let turn = TURN.clone().lock_owned().await;
         let cluster = LogCluster::start(LogClusterOptions::default()).await?;
         let log: Vec<String> = cluster
             .ids()
@@ -93,7 +101,7 @@ impl Stack {
                 &format!("watch-{number}"),
                 &mvcc,
                 &nats.url,
-                &options.watch_node,
+                &options.watch_extra,
             )?;
             gateway.start()?;
             watches.push(gateway);
@@ -113,6 +121,7 @@ impl Stack {
             leases,
             watches,
             edge,
+            _turn: turn,
         };
         stack.holder(Duration::from_secs(20)).await?;
         Ok(stack)

@@ -72,16 +72,20 @@ impl LeaseApi {
     }
 
     /// Where a call goes: the active role here, or the claim's holder.
-    fn route<T>(&self, request: &Request<T>) -> Result<Route, LeaseError> {
+    async fn route(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Route, LeaseError> {
         if let Some(active) = self.instance.active() {
             return Ok(Route::Here(active));
         }
-        if request.metadata().contains_key(FORWARDED) {
+        if metadata.contains_key(FORWARDED) {
             return Err(LeaseError::NoActive(
                 "a forwarded call reached an instance that is not active".into(),
             ));
         }
-        let claim = self.instance.claim();
+        let mut claim = self.instance.claim();
+        if claim.holder.is_empty() || claim.holder == self.instance.me {
+            // This instance may not have looked since the claim changed.
+            claim = self.instance.refresh_claim().await?;
+        }
         if claim.holder.is_empty() || claim.holder == self.instance.me {
             return Err(LeaseError::NoActive(
                 "no instance holds the claim yet".into(),
@@ -121,7 +125,7 @@ impl Lease for LeaseApi {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let active = match self.route(&request)? {
+        let active = match self.route(request.metadata()).await? {
             Route::Here(active) => active,
             Route::There(mut holder) => {
                 return holder.lease_grant(forwarded(request.into_inner())).await
@@ -156,7 +160,7 @@ impl Lease for LeaseApi {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let active = match self.route(&request)? {
+        let active = match self.route(request.metadata()).await? {
             Route::Here(active) => active,
             Route::There(mut holder) => {
                 return holder.lease_revoke(forwarded(request.into_inner())).await
@@ -183,7 +187,7 @@ impl Lease for LeaseApi {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        match self.route(&request)? {
+        match self.route(request.metadata()).await? {
             Route::Here(active) => Ok(Response::new(Box::pin(
                 self.keep_alive_here(active, request.into_inner()),
             ))),
@@ -203,7 +207,7 @@ impl Lease for LeaseApi {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let active = match self.route(&request)? {
+        let active = match self.route(request.metadata()).await? {
             Route::Here(active) => active,
             Route::There(mut holder) => {
                 return holder
@@ -246,7 +250,7 @@ impl Lease for LeaseApi {
         &self,
         request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        if let Route::There(mut holder) = self.route(&request)? {
+        if let Route::There(mut holder) = self.route(request.metadata()).await? {
             return holder.lease_leases(forwarded(request.into_inner())).await;
         }
         let state = self.instance.replicas.leases().await?;

@@ -84,6 +84,15 @@ impl Instance {
         }
     }
 
+    /// Reads the claim in force now, for a call that arrived before this
+    /// instance's next look at it.
+    pub async fn refresh_claim(&self) -> Result<Claim, LeaseError> {
+        let state = self.replicas.leases().await?;
+        self.saw_revision(state.revision);
+        self.saw_holder(state.holder.as_ref());
+        Ok(self.claim())
+    }
+
     /// Proposes a claim at `epoch`; on winning, resumes every lease and
     /// becomes active.
     async fn claim_at(&self, epoch: u64) -> Result<bool, LeaseError> {
