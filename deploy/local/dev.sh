@@ -4,13 +4,15 @@
 #   dev.sh down         stop everything started by `up`
 # State (configs, data, logs, pids) lives in $CAIRN_DEV_DIR (default .dev).
 # CAIRN_DEV_LOG_ONLY=1 starts the log nodes alone (no NATS, no mvcc replicas, no edge).
+# CAIRN_DEV_WATCH_GATEWAYS=N starts N watch gateways (default 2, at most 8).
 set -euo pipefail
 
 # Settings of this script, read and removed: the services treat every CAIRN_*
 # variable as one of their own settings.
 dir="${CAIRN_DEV_DIR:-.dev}"
 log_only="${CAIRN_DEV_LOG_ONLY:-}"
-unset CAIRN_DEV_DIR CAIRN_DEV_LOG_ONLY
+watch_gateways="${CAIRN_DEV_WATCH_GATEWAYS:-2}"
+unset CAIRN_DEV_DIR CAIRN_DEV_LOG_ONLY CAIRN_DEV_WATCH_GATEWAYS
 log_ports=(7001 7002 7003)
 metrics_ports=(9101 9102 9103)
 mvcc_ports=(7101 7102)
@@ -20,8 +22,8 @@ edge_port=2379
 edge_metrics_port=9121
 lease_ports=(7201 7202)
 lease_metrics_ports=(9131 9132)
-watch_ports=(7301 7302)
-watch_metrics_ports=(9141 9142)
+watch_ports=(7301 7302 7303 7304 7305 7306 7307 7308)
+watch_metrics_ports=(9141 9142 9143 9144 9145 9146 9147 9148)
 
 leader_elected() {
     local port
@@ -144,8 +146,8 @@ TOML
 }
 
 start_watches() {
-    local bin_dir="$1" i
-    for i in 1 2; do
+    local bin_dir="$1" i addrs=""
+    for i in $(seq 1 "$watch_gateways"); do
         cat > "$dir/watch-$i.toml" <<TOML
 [node]
 listen = "127.0.0.1:${watch_ports[$((i - 1))]}"
@@ -161,8 +163,11 @@ listen = "127.0.0.1:${watch_metrics_ports[$((i - 1))]}"
 TOML
         nohup "$bin_dir/cairn-watch" --config "$dir/watch-$i.toml" >> "$dir/watch-$i.out" 2>&1 &
         echo $! >> "$dir/pids"
+        echo $! >> "$dir/watch-pids"
+        addrs+="\"127.0.0.1:${watch_ports[$((i - 1))]}\", "
     done
-    echo "cairn-watch gateways: 127.0.0.1:${watch_ports[0]} 127.0.0.1:${watch_ports[1]} (metrics on ${watch_metrics_ports[0]}-${watch_metrics_ports[1]})"
+    watch_addrs="${addrs%, }"
+    echo "cairn-watch gateways: $watch_gateways on 127.0.0.1:${watch_ports[0]}... (metrics from ${watch_metrics_ports[0]}; pids in $dir/watch-pids)"
 }
 
 start_edge() {
@@ -176,7 +181,7 @@ advertise_client_urls = ["http://127.0.0.1:$edge_port"]
 mvcc = ["127.0.0.1:${mvcc_ports[0]}", "127.0.0.1:${mvcc_ports[1]}"]
 log = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
 lease = ["127.0.0.1:${lease_ports[0]}", "127.0.0.1:${lease_ports[1]}"]
-watch = ["127.0.0.1:${watch_ports[0]}", "127.0.0.1:${watch_ports[1]}"]
+watch = [$watch_addrs]
 
 [metrics]
 listen = "127.0.0.1:$edge_metrics_port"
@@ -210,7 +215,7 @@ down() {
         [ "$alive" = 0 ] && break
         sleep 0.1
     done
-    rm -f "$dir/pids"
+    rm -f "$dir/pids" "$dir/watch-pids"
     echo "stopped"
 }
 

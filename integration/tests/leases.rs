@@ -10,9 +10,11 @@ use cairn_integration::stack::{Stack, StackOptions, CHECKPOINT_MS, TAKEOVER_MS};
 use cairn_proto::cairn::mvcc::v1::EventsRequest;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
-    LeaseTimeToLiveRequest, PutRequest, RangeRequest,
+    LeaseTimeToLiveRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -104,6 +106,22 @@ async fn t140_leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revisi
         .into_inner();
     ensure!(after.ttl == -1, "{after:?}");
 
+    // A watcher sees the expiry, through the edge and a gateway.
+    let (watch_requests, queued) = tokio::sync::mpsc::channel(2);
+    watch_requests
+        .send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"expiring/".to_vec(),
+                range_end: b"expiring0".to_vec(),
+                ..Default::default()
+            })),
+        })
+        .await?;
+    let mut watched = WatchClient::new(stack.edge.channel()?)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await?
+        .into_inner();
+
     // Kept alive past its TTL, then left to expire.
     let mut last_sent = Instant::now();
     for _ in 0..4 {
@@ -126,6 +144,28 @@ async fn t140_leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revisi
         "lived {lived:?} after the last keep-alive"
     );
     println!("a 3 s lease expired {lived:?} after its last keep-alive");
+
+    // The watcher got both deletes in one response, at one revision.
+    let deletes = loop {
+        let answer = tokio::time::timeout(Duration::from_secs(10), watched.message())
+            .await
+            .context("no watch event for the expiry")??
+            .context("the watch stream ended")?;
+        if !answer.events.is_empty() {
+            break answer.events;
+        }
+    };
+    let revisions: Vec<i64> = deletes
+        .iter()
+        .map(|event| event.kv.as_ref().map_or(0, |kv| kv.mod_revision))
+        .collect();
+    ensure!(
+        deletes.len() == 2
+            && deletes.iter().all(|event| event.r#type == 1)
+            && revisions[0] == revisions[1],
+        "the watcher saw {deletes:?}"
+    );
+    drop(watch_requests);
 
     // Both keys went in one revision.
     let mut history = stack.replicas[0]

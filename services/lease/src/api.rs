@@ -31,6 +31,8 @@ use crate::settings::MAX_LEASE_TTL;
 
 /// Metadata marking a call one instance forwarded to another.
 const FORWARDED: &str = "cairn-forwarded";
+/// How long a call waits for this instance to finish taking over a claim it won.
+const ACTIVATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 /// Keep-alive answers that may wait for a slow stream reader.
 const KEEP_ALIVE_QUEUE: usize = 1024;
 
@@ -85,6 +87,16 @@ impl LeaseApi {
         if claim.holder.is_empty() || claim.holder == self.instance.me {
             // This instance may not have looked since the claim changed.
             claim = self.instance.refresh_claim().await?;
+        }
+        if claim.holder == self.instance.me {
+            // Its own claim won and it is taking the leases over: wait.
+            let until = tokio::time::Instant::now() + ACTIVATION_PATIENCE;
+            while tokio::time::Instant::now() < until {
+                if let Some(active) = self.instance.active() {
+                    return Ok(Route::Here(active));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
         if claim.holder.is_empty() || claim.holder == self.instance.me {
             return Err(LeaseError::NoActive(
