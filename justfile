@@ -63,3 +63,13 @@ bench-edge duration="10s" clients="1,64":
         "$CARGO_TARGET_DIR/release/cairn-bench" kv --op $op --endpoint 127.0.0.1:7101 --label direct --clients {{clients}} --duration {{duration}} || status=$?; \
     done; \
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
+
+# Leases through the edge: time to grant N leases with a key each, keep-alive throughput and latency over 10 streams, and the log commands their checkpoints cost idle and while renewing. Starts from empty data (an earlier run's leases would count as this run's); TTL 120 s because granting 100,000 leases plus the idle period can exceed 60 s.
+bench-lease leases="10000" duration="10s":
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-bench
+    if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
+    rm -rf .bench
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
+    status=0; \
+    "$CARGO_TARGET_DIR/release/cairn-bench" lease --endpoint 127.0.0.1:2379 --leases {{leases}} --ttl 120 --duration {{duration}} --lease-metrics http://127.0.0.1:9131/metrics,http://127.0.0.1:9132/metrics || status=$?; \
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status

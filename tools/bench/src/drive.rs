@@ -13,8 +13,9 @@ use tonic::Status;
 
 use crate::report::{histogram, record};
 
-/// At most this many connections, shared round-robin by the clients.
-const MAX_CONNECTIONS: usize = 8;
+/// At most this many connections, shared round-robin by the clients: a few
+/// connections spread the load over the server's threads as real clients do.
+pub const MAX_CONNECTIONS: usize = 8;
 /// Not recorded: connections warm up, batches settle.
 pub const WARM_UP: Duration = Duration::from_secs(1);
 

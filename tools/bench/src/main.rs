@@ -4,7 +4,9 @@
 mod drive;
 mod fsync;
 mod kv;
+mod lease;
 mod log;
+mod prometheus;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,9 @@ enum Workload {
     Fsync(fsync::FsyncArgs),
     /// etcd KV puts or reads against any etcd v3 endpoint (edge, replica, etcd).
     Kv(kv::KvArgs),
+    /// etcd leases against any etcd v3 endpoint: grant time, keep-alive
+    /// throughput and latency, and what the leases cost the log in checkpoints.
+    Lease(lease::LeaseArgs),
 }
 
 #[tokio::main]
@@ -32,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
         Workload::Log(args) => log::run(args).await,
         Workload::Fsync(args) => fsync::run(&args),
         Workload::Kv(args) => kv::run(args).await,
+        Workload::Lease(args) => lease::run(args).await,
     }
 }
