@@ -30,6 +30,46 @@ use crate::types::{NodeId, Raft, TypeConfig};
 /// The largest raft message a node accepts: a full AppendEntries batch of big commands.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 
+/// Command bytes one AppendEntries carries at most (at least one entry).
+///
+/// openraft 0.9 gives each AppendEntries one heartbeat interval to complete;
+/// a payload of many large entries can never make it, and the follower would
+/// never catch up. A longer batch is cut here and reported to openraft as a
+/// partial success, which sends the rest next (etcd's MaxSizePerMsg).
+pub const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
+
+/// The command bytes of one entry.
+fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(crate::types::LogCommand::Commands(commands)) => {
+            commands.iter().map(Vec::len).sum()
+        }
+        _ => 0,
+    }
+}
+
+/// Keeps the longest prefix of `entries` within `budget` bytes (one entry at
+/// least); the last kept entry's log id if any were cut.
+fn keep_within(
+    entries: &mut Vec<openraft::Entry<TypeConfig>>,
+    budget: usize,
+) -> Option<openraft::LogId<NodeId>> {
+    let mut used = 0;
+    let mut keep = 0;
+    for entry in entries.iter() {
+        used += entry_bytes(entry);
+        if keep > 0 && used > budget {
+            break;
+        }
+        keep += 1;
+    }
+    if keep >= entries.len() {
+        return None;
+    }
+    entries.truncate(keep);
+    entries.last().map(|entry| entry.log_id)
+}
+
 /// Makes a client per peer for openraft.
 #[derive(Clone, Default)]
 pub struct Network;
@@ -148,7 +188,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        let mut rpc = rpc;
+        let cut_after = keep_within(&mut rpc.entries, APPEND_BYTES_BUDGET);
+        let answer = self.call(Rpc::AppendEntries, &rpc, &option).await?;
+        Ok(match (answer, cut_after) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn install_snapshot(
@@ -220,5 +268,34 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
         encode(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::LogCommand;
+
+    fn entry(index: u64, bytes: usize) -> openraft::Entry<TypeConfig> {
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(LogCommand::Commands(vec![vec![0; bytes]])),
+        }
+    }
+
+    #[test]
+    fn a_long_batch_is_cut_to_the_budget_but_never_to_nothing() {
+        let mut entries: Vec<_> = (1..=5).map(|index| entry(index, 400)).collect();
+        let last = keep_within(&mut entries, 1000);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(last.map(|id| id.index), Some(2));
+
+        let mut one_big = vec![entry(1, 5000), entry(2, 10)];
+        assert_eq!(keep_within(&mut one_big, 1000).map(|id| id.index), Some(1));
+        assert_eq!(one_big.len(), 1);
+
+        let mut fits = vec![entry(1, 10), entry(2, 10)];
+        assert_eq!(keep_within(&mut fits, 1000), None);
+        assert_eq!(fits.len(), 2);
     }
 }
