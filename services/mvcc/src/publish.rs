@@ -41,6 +41,11 @@ pub const REVISION_HEADER: &str = "Cairn-Revision";
 /// reached the stream: the compact revision. A reader must treat the revision
 /// as compacted (etcd cancels a watcher that asks for it).
 pub const COMPACTED_HEADER: &str = "Cairn-Compacted";
+/// Marks a revision whose events exceed the server's largest message: the
+/// body is empty and readers take the revision from a replica's history.
+pub const OVERSIZED_HEADER: &str = "Cairn-Oversized";
+/// Bytes kept free for headers below the server's max_payload.
+const HEADER_ROOM: usize = 4096;
 
 /// Publishes until shutdown, reconnecting to NATS whenever it is lost.
 pub async fn run(replica: Arc<Replica>, settings: NatsSettings, mut shutdown: ShutdownWatch) {
@@ -83,6 +88,8 @@ async fn publish(
         .connect(&settings.url)
         .await
         .map_err(nats)?;
+    // What the server takes in one message, less room for the headers.
+    let max_payload = client.server_info().max_payload.saturating_sub(HEADER_ROOM);
     let context = jetstream::new(client);
     let mut stream = context
         .get_or_create_stream(stream_config(settings))
@@ -93,6 +100,7 @@ async fn publish(
         context,
         subject: settings.subject.clone(),
         history: VecDeque::new(),
+        max_payload,
     };
     let mut current = replica.current_revision();
     let mut next = last_sequence(&mut stream).await? + 1;
@@ -128,6 +136,9 @@ struct Publisher {
     subject: String,
     /// Revisions read from history for a gap, oldest first.
     history: VecDeque<RevisionEvents>,
+    /// The largest body the server accepts; a larger revision goes out as a
+    /// marker that readers resolve from history.
+    max_payload: usize,
 }
 
 impl Publisher {
@@ -193,7 +204,11 @@ impl Publisher {
         for (name, value) in &trace {
             headers.insert(name.as_str(), value.as_str());
         }
-        let payload = Bytes::from(published.events.encode_to_vec());
+        let mut payload = Bytes::from(published.events.encode_to_vec());
+        if payload.len() > self.max_payload {
+            headers.insert(OVERSIZED_HEADER, payload.len().to_string().as_str());
+            payload = Bytes::new();
+        }
         self.context
             .publish_with_headers(self.subject.clone(), headers, payload)
             .instrument(span)

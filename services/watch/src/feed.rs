@@ -20,6 +20,8 @@ use crate::settings::NatsSettings;
 
 /// Marks a placeholder for a revision compacted before it was published.
 const COMPACTED_HEADER: &str = "Cairn-Compacted";
+/// Marks a revision too large for one message: its events are in history.
+const OVERSIZED_HEADER: &str = "Cairn-Oversized";
 /// How long to wait before connecting or subscribing again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -88,11 +90,15 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
         if hub.latest() > 0 && revision > hub.latest() + 1 {
             fill_gap(hub, history, revision).await?;
         }
-        let compacted = message
-            .headers
-            .as_ref()
-            .is_some_and(|headers| headers.get(COMPACTED_HEADER).is_some());
-        let events = if compacted || message.payload.is_empty() {
+        let marked = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .is_some_and(|headers| headers.get(name).is_some())
+        };
+        let events = if marked(OVERSIZED_HEADER) {
+            revision_from_history(history, revision).await?
+        } else if marked(COMPACTED_HEADER) || message.payload.is_empty() {
             RevisionEvents {
                 revision,
                 events: Vec::new(),
@@ -111,6 +117,35 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
         hub.push(events);
     }
     Err(WatchError::Nats("the revision stream ended".into()))
+}
+
+/// One revision's events out of history, for a revision too large for the
+/// stream; compacted meanwhile, it is an empty revision like any placeholder.
+async fn revision_from_history(
+    history: &History,
+    revision: i64,
+) -> Result<RevisionEvents, WatchError> {
+    let empty = RevisionEvents {
+        revision,
+        events: Vec::new(),
+    };
+    let mut chunks = match history.events(&[0], &[0], revision, true).await {
+        Ok(chunks) => chunks,
+        Err(WatchError::Compacted { .. }) => return Ok(empty),
+        Err(error) => return Err(error),
+    };
+    while let Some(chunk) = chunks.message().await.map_err(stream_error)? {
+        if let Some(found) = chunk
+            .revisions
+            .into_iter()
+            .find(|events| events.revision == revision)
+        {
+            return Ok(found);
+        }
+    }
+    Err(WatchError::Corrupt(format!(
+        "revision {revision} is marked oversized but history does not have it"
+    )))
 }
 
 /// Brings the hub from its newest revision up to just before `until` out of
