@@ -45,6 +45,8 @@ pub struct StackOptions {
     /// The body of each lease instance's `[lease]` table.
     pub lease_rules: String,
     pub watch_gateways: usize,
+    /// More lines of each watch gateway's `[node]` table.
+    pub watch_node: String,
     /// TOML appended to each watch gateway's settings (e.g. `[window]`).
     pub watch_extra: String,
 }
@@ -56,6 +58,7 @@ impl Default for StackOptions {
                 "checkpoint_interval_ms = {CHECKPOINT_MS}\ntakeover_after_ms = {TAKEOVER_MS}\nmin_ttl_secs = 1"
             ),
             watch_gateways: 2,
+            watch_node: String::new(),
             watch_extra: String::new(),
         }
     }
@@ -101,6 +104,7 @@ impl Stack {
                 &format!("watch-{number}"),
                 &mvcc,
                 &nats.url,
+                &options.watch_node,
                 &options.watch_extra,
             )?;
             gateway.start()?;
