@@ -55,7 +55,7 @@ bench-log duration="10s" clients="1,64":
 
 # What the edge adds: etcd KV puts and reads through the edge and straight to one mvcc replica, with the edge's CPU per 10k requests.
 bench-edge duration="10s" clients="1,64":
-    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-bench
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
     status=0; edge_pid="$(tail -n 1 .bench/pids)"; \
     for op in put range range-serializable; do \
@@ -66,10 +66,22 @@ bench-edge duration="10s" clients="1,64":
 
 # Leases through the edge: time to grant N leases with a key each, keep-alive throughput and latency over 10 streams, and the log commands their checkpoints cost idle and while renewing. Starts from empty data (an earlier run's leases would count as this run's); TTL 120 s because granting 100,000 leases plus the idle period can exceed 60 s.
 bench-lease leases="10000" duration="10s":
-    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-bench
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
     if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
     rm -rf .bench
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
     status=0; \
     "$CARGO_TARGET_DIR/release/cairn-bench" lease --endpoint 127.0.0.1:2379 --leases {{leases}} --ttl 120 --duration {{duration}} --lease-metrics http://127.0.0.1:9131/metrics,http://127.0.0.1:9132/metrics || status=$?; \
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
+
+# Watch fan-out through the edge with 1 and then 3 gateways: N watchers on one prefix, puts at a fixed rate, put-to-event latency and each gateway's memory.
+bench-watch watchers="1000" rate="1000" duration="10s":
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
+    if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
+    status=0; \
+    for gateways in 1 3; do \
+        rm -rf .bench; \
+        CAIRN_DEV_DIR=.bench CAIRN_DEV_WATCH_GATEWAYS=$gateways deploy/local/dev.sh up "$CARGO_TARGET_DIR/release" || exit 1; \
+        "$CARGO_TARGET_DIR/release/cairn-bench" watch --endpoint 127.0.0.1:2379 --watchers {{watchers}} --rate {{rate}} --duration {{duration}} --label "$gateways gw" --gateway-pids "$(paste -sd, .bench/watch-pids)" || status=$?; \
+        CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; \
+    done; exit $status

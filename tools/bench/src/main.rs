@@ -8,6 +8,7 @@ mod lease;
 mod log;
 mod prometheus;
 mod report;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Workload {
     /// etcd leases against any etcd v3 endpoint: grant time, keep-alive
     /// throughput and latency, and what the leases cost the log in checkpoints.
     Lease(lease::LeaseArgs),
+    /// Watch fan-out: watchers on one prefix, puts at a fixed rate, and the
+    /// put-to-event latency every watcher sees.
+    Watch(watch::WatchArgs),
 }
 
 #[tokio::main]
@@ -38,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
         Workload::Fsync(args) => fsync::run(&args),
         Workload::Kv(args) => kv::run(args).await,
         Workload::Lease(args) => lease::run(args).await,
+        Workload::Watch(args) => watch::run(args).await,
     }
 }
