@@ -85,3 +85,14 @@ bench-watch watchers="1000" rate="1000" duration="10s":
         "$CARGO_TARGET_DIR/release/cairn-bench" watch --endpoint 127.0.0.1:2379 --watchers {{watchers}} --rate {{rate}} --duration {{duration}} --label "$gateways gw" --gateway-pids "$(paste -sd, .bench/watch-pids)" || status=$?; \
         CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; \
     done; exit $status
+
+# cairn against a real 3-member etcd on this machine: the same KV workloads through the same client, alternating rounds, as ratios.
+bench duration="5s" rounds="2":
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
+    if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
+    rm -rf .bench
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
+    deploy/local/etcd.sh up || { CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit 1; }
+    status=0; \
+    "$CARGO_TARGET_DIR/release/cairn-bench" compare --etcd 127.0.0.1:23790 --cairn 127.0.0.1:2379 --duration {{duration}} --rounds {{rounds}} --json .bench/compare.json || status=$?; \
+    deploy/local/etcd.sh down; CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status

@@ -59,23 +59,69 @@ fn key(client: usize, sequence: u64) -> Vec<u8> {
     format!("bench/{client}/{}", sequence % KEYS_PER_CLIENT).into_bytes()
 }
 
+/// Writes the keys every client reads, so reads find data.
+pub async fn seed(endpoint: &str, clients: usize, size: usize) -> anyhow::Result<()> {
+    let mut client = KvClient::new(crate::drive::connect(endpoint).await?);
+    for number in 0..clients {
+        for sequence in 0..KEYS_PER_CLIENT {
+            client
+                .put(PutRequest {
+                    key: key(number, sequence),
+                    value: vec![b'x'; size],
+                    ..Default::default()
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `clients` clients repeating `op` against `endpoint` for `duration`.
+pub async fn measure(
+    endpoint: &str,
+    op: KvOperation,
+    clients: usize,
+    duration: Duration,
+    size: usize,
+) -> anyhow::Result<crate::drive::Measured> {
+    drive(
+        endpoint,
+        clients,
+        duration,
+        move |channel, number, sequence| {
+            let mut client = KvClient::new(channel);
+            async move {
+                let key = key(number, sequence);
+                match op {
+                    KvOperation::Put => client
+                        .put(PutRequest {
+                            key,
+                            value: vec![b'x'; size],
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                    KvOperation::Range | KvOperation::RangeSerializable => client
+                        .range(RangeRequest {
+                            key,
+                            serializable: op == KvOperation::RangeSerializable,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                }
+            }
+        },
+    )
+    .await
+}
+
 pub async fn run(args: KvArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.size > 0, "--size must be positive");
     // Reads need something to find.
     if args.op != KvOperation::Put {
-        let mut client = KvClient::new(crate::drive::connect(&args.endpoint).await?);
         let clients = args.clients.iter().copied().max().unwrap_or(1);
-        for number in 0..clients {
-            for sequence in 0..KEYS_PER_CLIENT {
-                client
-                    .put(PutRequest {
-                        key: key(number, sequence),
-                        value: vec![b'x'; args.size],
-                        ..Default::default()
-                    })
-                    .await?;
-            }
-        }
+        seed(&args.endpoint, clients, args.size).await?;
     }
     println!(
         "{:?} against {} ({} B values)",
@@ -94,37 +140,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
     for clients in &args.clients {
         anyhow::ensure!(*clients > 0, "client counts must be positive");
         let cpu_before = args.cpu_pid.and_then(cpu_seconds);
-        let (size, op) = (args.size, args.op);
-        let measured = drive(
-            &args.endpoint,
-            *clients,
-            args.duration,
-            move |channel, number, sequence| {
-                let mut client = KvClient::new(channel);
-                async move {
-                    let key = key(number, sequence);
-                    match op {
-                        KvOperation::Put => client
-                            .put(PutRequest {
-                                key,
-                                value: vec![b'x'; size],
-                                ..Default::default()
-                            })
-                            .await
-                            .map(|_| ()),
-                        KvOperation::Range | KvOperation::RangeSerializable => client
-                            .range(RangeRequest {
-                                key,
-                                serializable: op == KvOperation::RangeSerializable,
-                                ..Default::default()
-                            })
-                            .await
-                            .map(|_| ()),
-                    }
-                }
-            },
-        )
-        .await?;
+        let measured = measure(&args.endpoint, args.op, *clients, args.duration, args.size).await?;
         let cpu_after = args.cpu_pid.and_then(cpu_seconds);
         let summary = Summary::new(
             format!("{} {clients} clients", args.label),

@@ -1,6 +1,7 @@
 //! `cairn-bench`: measurements, not tests. Each workload runs for a bounded time
 //! on loopback and prints a table (and JSON on request).
 
+mod compare;
 mod drive;
 mod fsync;
 mod kv;
@@ -33,6 +34,9 @@ enum Workload {
     /// Watch fan-out: watchers on one prefix, puts at a fixed rate, and the
     /// put-to-event latency every watcher sees.
     Watch(watch::WatchArgs),
+    /// The same KV workloads against etcd and cairn in alternating rounds,
+    /// as ratios.
+    Compare(compare::CompareArgs),
 }
 
 #[tokio::main]
@@ -43,5 +47,6 @@ async fn main() -> anyhow::Result<()> {
         Workload::Kv(args) => kv::run(args).await,
         Workload::Lease(args) => lease::run(args).await,
         Workload::Watch(args) => watch::run(args).await,
+        Workload::Compare(args) => compare::run(args).await,
     }
 }
