@@ -147,6 +147,14 @@ impl LogCluster {
         Ok(&self.node(id)?.addr)
     }
 
+    /// Every node's address, for the services that call the log.
+    pub fn addrs(&self) -> Result<Vec<String>> {
+        self.ids()
+            .iter()
+            .map(|id| self.addr(*id).map(str::to_owned))
+            .collect()
+    }
+
     fn node(&self, id: u64) -> Result<&LogNode> {
         self.nodes.get(&id).with_context(|| format!("no node {id}"))
     }

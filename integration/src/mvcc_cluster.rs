@@ -88,6 +88,27 @@ impl NatsServer {
     }
 }
 
+/// Starts one replica per name on the log at `log` and NATS at `nats_url`,
+/// each with `extra` TOML in its settings, and waits until all serve.
+pub async fn start_replicas(
+    dir: &Path,
+    names: &[&str],
+    log: &[String],
+    nats_url: &str,
+    extra: &str,
+) -> Result<Vec<MvccReplica>> {
+    let mut replicas = Vec::with_capacity(names.len());
+    for name in names {
+        let mut replica = MvccReplica::configure_with(dir, name, log, nats_url, extra)?;
+        replica.start()?;
+        replicas.push(replica);
+    }
+    for replica in &replicas {
+        replica.wait_applied(0, Duration::from_secs(20)).await?;
+    }
+    Ok(replicas)
+}
+
 /// One replica: its address, files and (while running) its process.
 pub struct MvccReplica {
     pub name: String,

@@ -71,21 +71,16 @@ impl Stack {
     pub async fn start(options: StackOptions) -> Result<Self> {
         let turn = TURN.clone().lock_owned().await;
         let cluster = LogCluster::start(LogClusterOptions::default()).await?;
-        let log: Vec<String> = cluster
-            .ids()
-            .iter()
-            .map(|id| cluster.addr(*id).map(str::to_owned))
-            .collect::<Result<_>>()?;
+        let log: Vec<String> = cluster.addrs()?;
         let nats = NatsServer::start(cluster.dir()).await?;
-        let mut replicas = Vec::new();
-        for name in ["mvcc-1", "mvcc-2"] {
-            let mut replica = MvccReplica::configure(cluster.dir(), name, &log, &nats.url)?;
-            replica.start()?;
-            replicas.push(replica);
-        }
-        for replica in &replicas {
-            replica.wait_applied(0, Duration::from_secs(20)).await?;
-        }
+        let replicas = crate::mvcc_cluster::start_replicas(
+            cluster.dir(),
+            &["mvcc-1", "mvcc-2"],
+            &log,
+            &nats.url,
+            "",
+        )
+        .await?;
         let mvcc: Vec<String> = replicas
             .iter()
             .map(|replica| replica.addr.clone())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use cairn_integration::edge::{Backends, Edge};
 use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
-use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
+use cairn_integration::mvcc_cluster::{start_replicas, NatsServer};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -64,21 +64,16 @@ mod parking_lot_free {
 async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_without_one() -> Result<()>
 {
     let cluster = LogCluster::start(LogClusterOptions::default()).await?;
-    let log_endpoints: Vec<String> = cluster
-        .ids()
-        .iter()
-        .map(|id| cluster.addr(*id).map(str::to_owned))
-        .collect::<Result<_>>()?;
+    let log_endpoints: Vec<String> = cluster.addrs()?;
     let nats = NatsServer::start(cluster.dir()).await?;
-    let mut replicas = Vec::new();
-    for name in ["mvcc-1", "mvcc-2"] {
-        let mut replica = MvccReplica::configure(cluster.dir(), name, &log_endpoints, &nats.url)?;
-        replica.start()?;
-        replicas.push(replica);
-    }
-    for replica in &replicas {
-        replica.wait_applied(0, Duration::from_secs(20)).await?;
-    }
+    let mut replicas = start_replicas(
+        cluster.dir(),
+        &["mvcc-1", "mvcc-2"],
+        &log_endpoints,
+        &nats.url,
+        "",
+    )
+    .await?;
     let replica_addrs: Vec<String> = replicas
         .iter()
         .map(|replica| replica.addr.clone())
@@ -321,21 +316,17 @@ async fn t135_past_its_quota_a_replica_raises_nospace_until_space_is_freed_and_d
 ) -> Result<()> {
     const QUOTA: u64 = 512 * 1024;
     let cluster = LogCluster::start(LogClusterOptions::default()).await?;
-    let log_endpoints: Vec<String> = cluster
-        .ids()
-        .iter()
-        .map(|id| cluster.addr(*id).map(str::to_owned))
-        .collect::<Result<_>>()?;
+    let log_endpoints: Vec<String> = cluster.addrs()?;
     let nats = NatsServer::start(cluster.dir()).await?;
-    let mut replica = MvccReplica::configure_with(
+    let replicas = start_replicas(
         cluster.dir(),
-        "mvcc-1",
+        &["mvcc-1"],
         &log_endpoints,
         &nats.url,
         &format!("[limits]\nquota_backend_bytes = {QUOTA}\n"),
-    )?;
-    replica.start()?;
-    replica.wait_applied(0, Duration::from_secs(20)).await?;
+    )
+    .await?;
+    let replica = &replicas[0];
     let mut edge = Edge::configure(
         cluster.dir(),
         &Backends {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use cairn_integration::eventually;
 use cairn_integration::log_cluster::{LogCluster, LogClusterOptions};
-use cairn_integration::mvcc_cluster::{MvccReplica, NatsServer};
+use cairn_integration::mvcc_cluster::{start_replicas, MvccReplica, NatsServer};
 use cairn_proto::cairn::mvcc::v1::{EventsRequest, RevisionEvents};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request as Op;
@@ -75,21 +75,16 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t110_two_replicas_agree_reads_are_linearizable_and_the_stream_has_no_gap() -> Result<()> {
     let cluster = LogCluster::start(LogClusterOptions::default()).await?;
-    let endpoints: Vec<String> = cluster
-        .ids()
-        .iter()
-        .map(|id| cluster.addr(*id).map(str::to_owned))
-        .collect::<Result<_>>()?;
+    let endpoints: Vec<String> = cluster.addrs()?;
     let mut nats = NatsServer::start(cluster.dir()).await?;
-    let mut replicas = Vec::new();
-    for name in ["mvcc-1", "mvcc-2"] {
-        let mut replica = MvccReplica::configure(cluster.dir(), name, &endpoints, &nats.url)?;
-        replica.start()?;
-        replicas.push(replica);
-    }
-    for replica in &replicas {
-        replica.wait_applied(0, Duration::from_secs(20)).await?;
-    }
+    let mut replicas = start_replicas(
+        cluster.dir(),
+        &["mvcc-1", "mvcc-2"],
+        &endpoints,
+        &nats.url,
+        "",
+    )
+    .await?;
 
     let shared = Arc::new(Shared::default());
     let highest_acked = Arc::new(AtomicI64::new(0));
