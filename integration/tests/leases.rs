@@ -471,3 +471,33 @@ async fn t160_ten_thousand_leases_kept_alive_by_ten_streams_then_all_expire() ->
     );
     Ok(())
 }
+
+/// The holder's claim epoch as the replicas know it.
+async fn claim_epoch(stack: &Stack) -> Result<u64> {
+    let state = stack.replicas[0]
+        .mvcc()?
+        .leases(cairn_proto::cairn::mvcc::v1::LeasesRequest {})
+        .await?
+        .into_inner();
+    Ok(state.holder.context("a claim is in force")?.epoch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t145_an_idle_holder_keeps_its_claim_and_both_instances_agree() -> Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let epoch = claim_epoch(&stack).await?;
+
+    // With no lease at all, the holder's empty checkpoints still show it
+    // lives: the standby must not take over.
+    tokio::time::sleep(Duration::from_millis(3 * TAKEOVER_MS)).await;
+    let after = claim_epoch(&stack).await?;
+    ensure!(after == epoch, "an idle holder lost its claim: epoch {epoch} -> {after}");
+
+    // Calls spread over both instances see one lease table.
+    let id = stack.grant(30).await?;
+    for round in 0..10 {
+        let ttl = stack.keep_alive(id).await?;
+        ensure!(ttl == 30, "keep-alive {round} answered TTL {ttl}");
+    }
+    Ok(())
+}

@@ -128,7 +128,14 @@ async fn write_checkpoint(
     replicas: &Replicas,
     leases: Vec<(i64, i64)>,
 ) -> Result<bool, LeaseError> {
-    for chunk in leases.chunks(LEASES_PER_COMMAND) {
+    // With no leases, one empty checkpoint: it is still the holder's sign of
+    // life, and the fence that tells a deposed holder so.
+    let chunks: Vec<&[(i64, i64)]> = if leases.is_empty() {
+        vec![&[]]
+    } else {
+        leases.chunks(LEASES_PER_COMMAND).collect()
+    };
+    for chunk in chunks {
         let op = Op::LeaseCheckpoint(LeaseCheckpoint {
             epoch: active.epoch,
             leases: chunk
@@ -170,16 +177,16 @@ async fn renew(active: Arc<Active>, replicas: Arc<Replicas>, mut queued: mpsc::R
                         renewed.insert(renewal.id, ttl.saturating_mul(1000));
                         waiting.push((renewal.reply, ttl));
                     }
-                    None => {
-                        let _ = renewal.reply.send(Ok(0));
-                    }
+                    // Not found is only true while the claim holds: the
+                    // answer waits for the same fenced checkpoint.
+                    None => waiting.push((renewal.reply, 0)),
                 }
             }
         }
         if waiting.is_empty() {
             continue;
         }
-        LEASE_METRICS.keep_alives.inc_by(waiting.len() as u64);
+        LEASE_METRICS.keep_alives.inc_by(renewed.len() as u64);
         let written = write_checkpoint(&active, &replicas, renewed.into_iter().collect()).await;
         for (reply, ttl) in waiting {
             let _ = reply.send(match &written {
