@@ -491,7 +491,10 @@ async fn t145_an_idle_holder_keeps_its_claim_and_both_instances_agree() -> Resul
     // lives: the standby must not take over.
     tokio::time::sleep(Duration::from_millis(3 * TAKEOVER_MS)).await;
     let after = claim_epoch(&stack).await?;
-    ensure!(after == epoch, "an idle holder lost its claim: epoch {epoch} -> {after}");
+    ensure!(
+        after == epoch,
+        "an idle holder lost its claim: epoch {epoch} -> {after}"
+    );
 
     // Calls spread over both instances see one lease table.
     let id = stack.grant(30).await?;
