@@ -154,6 +154,16 @@ pub fn extract_from(carrier: &std::collections::HashMap<String, String>) -> Cont
     global::get_text_map_propagator(|propagator| propagator.extract(carrier))
 }
 
+/// Makes `span` a child of the trace in `carrier` (written by [`inject_into`]),
+/// so work done later or elsewhere — applying a logged command, delivering a
+/// published revision — joins the request's trace. An empty carrier leaves
+/// `span` as it is.
+pub fn continue_trace(span: &tracing::Span, carrier: &std::collections::HashMap<String, String>) {
+    if !carrier.is_empty() {
+        span.set_parent(extract_from(carrier));
+    }
+}
+
 /// Reads a caller's trace context from incoming headers.
 pub fn extract_context(headers: &http::HeaderMap) -> Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))

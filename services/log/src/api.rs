@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::batch::{self, Answer, BatchLimits, Pending, Placed, ReadPoint, ReadWaiter, Routed};
 use crate::error::LogError;
@@ -381,12 +382,36 @@ impl LogApi {
             deadline,
             reply,
         };
-        self.inner
-            .proposals
-            .send(pending)
-            .await
-            .map_err(|_| shutting_down())?;
-        answer.await.map_err(|_| shutting_down())?
+        // The wait for a quorum to make the proposal durable, as its own span
+        // under the Propose call; on a follower it only learns where the
+        // leader is.
+        let span = tracing::info_span!(
+            "raft commit",
+            otel.kind = "internal",
+            raft.log.index = tracing::field::Empty,
+            cairn.placed = tracing::field::Empty,
+        );
+        let placed = async {
+            self.inner
+                .proposals
+                .send(pending)
+                .await
+                .map_err(|_| shutting_down())?;
+            answer.await.map_err(|_| shutting_down())?
+        }
+        .instrument(span.clone())
+        .await;
+        match &placed {
+            Ok(Routed::Here(placed)) => {
+                span.record("raft.log.index", placed.index);
+                span.record("cairn.placed", "here");
+            }
+            Ok(Routed::There(_)) => {
+                span.record("cairn.placed", "forwarded to the leader");
+            }
+            Err(_) => {}
+        }
+        placed
     }
 
     fn check_command(&self, command: &[u8]) -> Result<(), LogError> {

@@ -23,7 +23,6 @@ use cairn_kit::shutdown::ShutdownWatch;
 use cairn_proto::cairn::mvcc::v1::RevisionEvents;
 use prost::Message;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::error::MvccError;
 use crate::metrics::MVCC_METRICS;
@@ -187,9 +186,7 @@ impl Publisher {
             messaging.operation = "publish",
             cairn.revision = revision,
         );
-        if !published.trace_context.is_empty() {
-            span.set_parent(cairn_kit::telemetry::extract_from(&published.trace_context));
-        }
+        cairn_kit::telemetry::continue_trace(&span, &published.trace_context);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Nats-Expected-Last-Sequence",

@@ -3,6 +3,7 @@
 //! not have in order (a gap, a restart further on) is filled from history,
 //! never skipped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,9 +115,40 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
             }
             decoded
         };
-        hub.push(events);
+        // A traced write's revision continues its trace here: the hand-off
+        // to every stream of this gateway.
+        let trace = trace_context(message.headers.as_ref());
+        let span = if trace.is_empty() {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(
+                "cairn.revisions process",
+                otel.kind = "consumer",
+                messaging.system = "nats",
+                messaging.operation = "process",
+                messaging.destination.name = %nats.subject,
+                cairn.revision = revision,
+                cairn.watch.streams = hub.streams(),
+            );
+            cairn_kit::telemetry::continue_trace(&span, &trace);
+            span
+        };
+        span.in_scope(|| hub.push(events));
     }
     Err(WatchError::Nats("the revision stream ended".into()))
+}
+
+/// The W3C trace context a publisher put in a message's headers.
+fn trace_context(headers: Option<&async_nats::HeaderMap>) -> HashMap<String, String> {
+    let mut context = HashMap::new();
+    if let Some(headers) = headers {
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = headers.get(name) {
+                context.insert(name.to_owned(), value.as_str().to_owned());
+            }
+        }
+    }
+    context
 }
 
 /// One revision's events out of history, for a revision too large for the

@@ -40,6 +40,11 @@ impl Hub {
         *self.latest.borrow()
     }
 
+    /// How many client streams are following the hub.
+    pub fn streams(&self) -> usize {
+        self.latest.receiver_count()
+    }
+
     /// Changes whenever a revision arrives.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.latest.subscribe()

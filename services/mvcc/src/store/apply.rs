@@ -126,6 +126,21 @@ pub(super) fn apply(
                     continue;
                 }
             };
+            // Only traced requests get a span: background commands would be
+            // one root trace each.
+            let span = if command.trace_context.is_empty() {
+                tracing::Span::none()
+            } else {
+                let span = tracing::info_span!(
+                    "mvcc apply",
+                    otel.kind = "internal",
+                    cairn.log.index = entry.index,
+                    cairn.revision = tracing::field::Empty,
+                );
+                cairn_kit::telemetry::continue_trace(&span, &command.trace_context);
+                span
+            };
+            let _applying = span.enter();
             let mut change = Change {
                 db,
                 state: &mut *state,
@@ -153,6 +168,7 @@ pub(super) fn apply(
                 Err(fatal) => return Err(fatal),
             };
             if !events.is_empty() {
+                span.record("cairn.revision", state.current);
                 applied.revisions.push(RevisionEvents {
                     revision: state.current,
                     events,
