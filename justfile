@@ -12,9 +12,14 @@ default:
 build *flags:
     cargo build --workspace --bins --locked {{flags}}
 
-# Every test: unit tests beside the code and the cross-process tests in integration/.
+# Every test: unit tests beside the code, the cross-process tests in integration/, and the compose end-to-end test.
 test *flags: build
     cargo test --workspace --locked {{flags}}
+    integration/compose/e2e.sh "$CARGO_TARGET_DIR/debug"
+
+# deploy/compose/compose.yaml end to end with images built here (no registry needed): health, etcdctl, scaling, a trace, a killed log node.
+e2e-compose: build
+    integration/compose/e2e.sh "$CARGO_TARGET_DIR/debug"
 
 # One crate's tests, e.g. `just test-crate cairn-log`.
 test-crate crate *flags: build
@@ -86,13 +91,22 @@ bench-watch watchers="1000" rate="1000" duration="10s":
         CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; \
     done; exit $status
 
-# cairn against a real 3-member etcd on this machine: the same KV workloads through the same client, alternating rounds, as ratios.
-bench duration="5s" rounds="2":
+# cairn against a real 3-member etcd 3.4 on this machine: every workload (puts, a hot key, CAS transactions, ranges, watch fan-out, lease keep-alives) through the same client, alternating rounds; prints figures, cairn/etcd ratios and each process's peak memory, writes .bench/compare.json and .bench/compare.png. About 6 minutes on 2 cores with the build cached; extra flags go to `cairn-bench compare`, e.g. `just bench 3s 2 --only put-1,range-lin`.
+bench duration="3s" rounds="2" *flags="":
     cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
     if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
+    if [ -s .bench-etcd/pids ]; then echo "an etcd is already running from .bench-etcd (deploy/local/etcd.sh down)" >&2; exit 1; fi
+    [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || echo "no DejaVuSans.ttf: the chart will be skipped (apt-get install fonts-dejavu-core)" >&2
     rm -rf .bench
-    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
-    deploy/local/etcd.sh up || { CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit 1; }
-    status=0; \
-    "$CARGO_TARGET_DIR/release/cairn-bench" compare --etcd 127.0.0.1:23790 --cairn 127.0.0.1:2379 --duration {{duration}} --rounds {{rounds}} --json .bench/compare.json || status=$?; \
-    deploy/local/etcd.sh down; CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
+    trap 'deploy/local/etcd.sh down; CAIRN_DEV_DIR=.bench deploy/local/dev.sh down' EXIT; \
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"; \
+    deploy/local/etcd.sh up; \
+    timeout --signal=INT --kill-after=30 900 "$CARGO_TARGET_DIR/release/cairn-bench" compare \
+        --etcd 127.0.0.1:23790 --cairn 127.0.0.1:2379 --duration {{duration}} --rounds {{rounds}} \
+        --etcd-pids .bench-etcd/pids --cairn-pids .bench/pids,.bench/watch-pids \
+        --json .bench/compare.json --png .bench/compare.png {{flags}}
+
+# Redraws .bench/compare.png from .bench/compare.json, e.g. after changing the chart.
+bench-chart:
+    cargo build --release --locked -p cairn-bench
+    "$CARGO_TARGET_DIR/release/cairn-bench" chart --json .bench/compare.json --png .bench/compare.png
