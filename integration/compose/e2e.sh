@@ -153,6 +153,18 @@ if ! eventually 30 trace_ok; then
 fi
 cat "$work/put-trace.txt"
 
+step "metrics"
+for pair in log-1:cairn_log_commit_index mvcc-1:cairn_mvcc_db_bytes mvcc-2:cairn_mvcc_publish_lag_revisions \
+    edge:cairn_edge_call_seconds lease-1:cairn_lease_leases watch:cairn_watch_streams \
+    lease-2:cairn_grpc_server_seconds_count; do
+    service="${pair%%:*}" metric="${pair#*:}"
+    container="$(compose ps -q "$service" | head -n 1)"
+    # Read whole before matching: grep -q quitting early would fail curl.
+    metrics="$(docker exec "$container" curl -fsS http://127.0.0.1:9100/metrics)" ||
+        fail "$service's /metrics does not answer"
+    grep -q "^$metric" <<<"$metrics" || fail "$service's /metrics has no $metric"
+done
+
 step "kill a log container, writes go on"
 docker kill "$(compose ps -q log-1)" >/dev/null
 killed=$SECONDS

@@ -202,13 +202,36 @@ pub struct GrpcServerTrace<S> {
     inner: S,
 }
 
+/// Every service's calls by method: count and time to the response (for a
+/// stream, to its start), so each service's `/metrics` shows its load the
+/// same way.
+static GRPC_SERVER_SECONDS: std::sync::LazyLock<Option<prometheus::HistogramVec>> =
+    std::sync::LazyLock::new(|| {
+        let histogram = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "cairn_grpc_server_seconds",
+                "gRPC calls served, by method: time until the response starts",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["rpc_service", "rpc_method"],
+        )
+        .ok()?;
+        let _ = prometheus::register(Box::new(histogram.clone()));
+        Some(histogram)
+    });
+
 impl<S, B> tower::Service<http::Request<B>> for GrpcServerTrace<S>
 where
     S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = tracing::instrument::Instrumented<S::Future>;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -226,7 +249,17 @@ where
             rpc.method = %method,
         );
         span.set_parent(extract_context(request.headers()));
-        self.inner.call(request).instrument(span)
+        let timer = GRPC_SERVER_SECONDS.as_ref().map(|histogram| {
+            histogram
+                .with_label_values(&[service, method])
+                .start_timer()
+        });
+        let call = self.inner.call(request).instrument(span);
+        Box::pin(async move {
+            let answer = call.await;
+            drop(timer);
+            answer
+        })
     }
 }
 

@@ -55,6 +55,8 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LeaseError> {
     settings.validate()?;
+    // A standby's /metrics shows the lease gauges too (at 0), not nothing.
+    std::sync::LazyLock::force(&metrics::LEASE_METRICS);
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let replicas = Arc::new(Replicas::new(
         &settings.mvcc.endpoints,

@@ -105,17 +105,21 @@ pub async fn serve_on(
         settings.limits.limits(),
         settings.node.cluster_id,
     );
+    // Housekeeping every ack interval: the size and publish-lag gauges, and
+    // the NOSPACE quota.
     let quota = settings.limits.quota_backend_bytes;
-    if quota > 0 {
+    {
         let api = api.clone();
         let interval = Duration::from_millis(settings.node.ack_interval_ms);
         let mut stop = shutdown.clone();
+        let published = !settings.nats.url.is_empty();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
                     () = stop.cancelled() => return,
                 }
+                api.observe(published);
                 if let Err(error) = api.enforce_quota(quota).await {
                     tracing::warn!(%error, "cannot raise NOSPACE; trying again");
                 }

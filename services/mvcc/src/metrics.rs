@@ -9,6 +9,10 @@ pub struct MvccMetrics {
     pub applied_index: IntGauge,
     pub current_revision: IntGauge,
     pub published_revision: IntGauge,
+    /// Revisions applied here and not yet known to be on the stream.
+    pub publish_lag: IntGauge,
+    /// RocksDB's size on disk: what the NOSPACE quota is measured against.
+    pub db_bytes: IntGauge,
     pub apply_seconds: Histogram,
     /// Request latency by etcd method and result ("ok" or the gRPC code).
     pub requests: HistogramVec,
@@ -57,6 +61,11 @@ impl MvccMetrics {
                 "cairn_mvcc_published_revision",
                 "Last revision known to be on the JetStream stream",
             ),
+            publish_lag: gauge(
+                "cairn_mvcc_publish_lag_revisions",
+                "Revisions applied but not yet confirmed on the JetStream stream",
+            ),
+            db_bytes: gauge("cairn_mvcc_db_bytes", "RocksDB's size on disk"),
             apply_seconds,
             requests,
         }
