@@ -38,9 +38,16 @@ compose() {
         -f deploy/compose/offline/compose.offline.yaml "$@"
 }
 ctl() { ETCDCTL_API=3 etcdctl --endpoints "$endpoint" --command-timeout=10s "$@"; }
+# A watcher in the background, remembered so that teardown ends it (not a
+# subshell around it, which would leave etcdctl reconnecting to the next run).
+background=()
+watch_in_background() {
+    local out="$1"; shift
+    ETCDCTL_API=3 etcdctl --endpoints "$endpoint" watch "$@" >"$out" 2>&1 &
+    background+=($!)
+}
 
 started=$SECONDS
-background=()
 step() { echo "== [$((SECONDS - started)) s] $*"; }
 teardown() {
     local status=$?
@@ -99,8 +106,7 @@ echo "   first put acknowledged $((SECONDS - first)) s after all were healthy"
 ctl member list >/dev/null || fail "member list"
 
 step "watch"
-ctl watch e2e/w --prefix >"$work/watch.out" 2>&1 &
-background+=($!)
+watch_in_background "$work/watch.out" e2e/w --prefix
 sleep 1
 ctl put e2e/w/1 one >/dev/null
 eventually 10 grep -q '^e2e/w/1$' "$work/watch.out" || fail "the watcher did not see e2e/w/1"
@@ -119,23 +125,24 @@ compose up -d --no-build --no-recreate --scale watch=3 >>"$work/up.log" 2>&1 || 
 wait_healthy 13
 sleep 3 # the edge re-resolves backend names every 2 s
 for i in $(seq 1 12); do
-    ctl watch "e2e/s/$i" >"$work/stream-$i.out" 2>&1 &
-    background+=($!)
+    watch_in_background "$work/stream-$i.out" "e2e/s/$i"
 done
 sleep 2
 for i in $(seq 1 12); do ctl put "e2e/s/$i" "v$i" >/dev/null; done
 for i in $(seq 1 12); do
     eventually 10 grep -q "^e2e/s/$i\$" "$work/stream-$i.out" || fail "stream $i heard nothing"
 done
-gateways=0
+gateways=0 total=0
 for container in $(compose ps -q watch); do
     streams="$(docker exec "$container" curl -fsS http://127.0.0.1:9100/metrics |
         awk '$1 == "cairn_watch_streams" { print $2 }')"
     echo "   gateway ${container:0:12}: ${streams:-?} streams"
     [ "${streams:-0}" -ge 1 ] || fail "gateway ${container:0:12} serves no stream"
-    gateways=$((gateways + 1))
+    gateways=$((gateways + 1)) total=$((total + streams))
 done
 [ "$gateways" = 3 ] || fail "$gateways watch gateways, not 3"
+# 12 new streams and the first watcher's: none lost, none left over.
+[ "$total" = 13 ] || fail "$total watch streams on the gateways, not 13"
 
 step "one Put, one trace"
 sleep 1
