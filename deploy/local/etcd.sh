@@ -33,7 +33,7 @@ up() {
     done
     for _ in $(seq 1 300); do
         if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${client_ports[0]}" put bench-ready 1 >/dev/null 2>&1; then
-            echo "etcd: 127.0.0.1:${client_ports[0]}-${client_ports[2]} (3 members; files in $dir)"
+            echo "etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p'): 127.0.0.1:${client_ports[0]}-${client_ports[2]} (3 members; pids in $dir/pids)"
             return 0
         fi
         sleep 0.1

@@ -13,12 +13,17 @@ use tonic::Status;
 
 use crate::report::{histogram, record};
 
-/// At most this many connections, shared round-robin by the clients: a few
-/// connections spread the load over the server's threads as real clients do.
+/// Connections the clients share round-robin unless a workload says
+/// otherwise: a few connections spread the load over the server's threads as
+/// real clients do.
 pub const MAX_CONNECTIONS: usize = 8;
 /// Not recorded: connections warm up, batches settle.
 pub const WARM_UP: Duration = Duration::from_secs(1);
+/// A request unanswered this long counts as failed, so a stalled server
+/// ends the run late rather than never.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One plain-text HTTP/2 connection to an etcd v3 endpoint.
 pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
         .tcp_nodelay(true)
@@ -27,34 +32,56 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
         .await?)
 }
 
+/// How one answered request ended, for workloads where an answer can say no
+/// (a transaction whose compare failed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Answered, but the request's condition did not hold.
+    Conflict,
+}
+
 /// What a run of clients measured.
 pub struct Measured {
+    /// Every answered request after the warm-up, conflicts included.
     pub latencies: Histogram<u64>,
     pub errors: u64,
+    /// Answered requests after the warm-up whose condition did not hold.
+    pub conflicts: u64,
     /// Every request sent, the warm-up's included.
     pub sent: u64,
 }
 
-/// Runs `clients` clients against `endpoint` for the warm-up plus `duration`.
+/// Where and how hard a run of clients pushes.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub endpoint: String,
+    pub clients: usize,
+    /// Connections shared round-robin by the clients (at most one each).
+    pub connections: usize,
+    /// Recorded time, after the warm-up.
+    pub duration: Duration,
+}
+
+/// Runs the load's clients for the warm-up plus its duration.
 /// `call(channel, client, sequence)` sends one request.
-pub async fn drive<F, Fut>(
-    endpoint: &str,
-    clients: usize,
-    duration: Duration,
-    call: F,
-) -> anyhow::Result<Measured>
+pub async fn drive<F, Fut>(load: &Load, call: F) -> anyhow::Result<Measured>
 where
     F: Fn(Channel, usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<(), Status>> + Send,
+    Fut: Future<Output = Result<Outcome, Status>> + Send,
 {
+    anyhow::ensure!(
+        load.clients > 0 && load.connections > 0,
+        "clients and connections must be positive"
+    );
     let mut channels = Vec::new();
-    for _ in 0..clients.min(MAX_CONNECTIONS) {
-        channels.push(connect(endpoint).await?);
+    for _ in 0..load.clients.min(load.connections) {
+        channels.push(connect(&load.endpoint).await?);
     }
     let record_from = Instant::now() + WARM_UP;
-    let stop = record_from + duration;
+    let stop = record_from + load.duration;
     let mut tasks = Vec::new();
-    for number in 0..clients {
+    for number in 0..load.clients {
         let channel = channels[number % channels.len()].clone();
         let call = call.clone();
         tasks.push(tokio::spawn(async move {
@@ -62,28 +89,37 @@ where
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut sequence = 0_u64;
             let mut warm_up = 0_u64;
+            let mut conflicts = 0_u64;
             while Instant::now() < stop {
                 let sent = Instant::now();
-                let answer = call(channel.clone(), number, sequence).await;
+                let answer =
+                    tokio::time::timeout(CALL_TIMEOUT, call(channel.clone(), number, sequence))
+                        .await
+                        .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
                 sequence += 1;
                 if sent < record_from {
                     warm_up += 1;
                     continue;
                 }
                 match answer {
-                    Ok(()) => record(&mut latencies, sent.elapsed()),
+                    Ok(outcome) => {
+                        record(&mut latencies, sent.elapsed());
+                        conflicts += u64::from(outcome == Outcome::Conflict);
+                    }
                     Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
                 }
             }
-            anyhow::Ok((latencies, errors, warm_up))
+            anyhow::Ok((latencies, errors, warm_up, conflicts))
         }));
     }
     let mut latencies = histogram()?;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut warm_up = 0;
+    let mut conflicts = 0;
     for task in tasks {
-        let (client_latencies, client_errors, client_warm_up) = task.await??;
+        let (client_latencies, client_errors, client_warm_up, client_conflicts) = task.await??;
         warm_up += client_warm_up;
+        conflicts += client_conflicts;
         latencies.add(&client_latencies)?;
         for (code, count) in client_errors {
             *errors.entry(code).or_default() += count;
@@ -91,39 +127,12 @@ where
     }
     let error_count = errors.values().sum();
     if error_count > 0 {
-        eprintln!("errors by code: {errors:?}");
+        eprintln!("{}: errors by code: {errors:?}", load.endpoint);
     }
     Ok(Measured {
         sent: latencies.len() + error_count + warm_up,
         latencies,
         errors: error_count,
+        conflicts,
     })
-}
-
-/// CPU seconds (user + system) a process has used, from /proc; `None` where
-/// there is no /proc or no such process.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    // Linux reports clock ticks; USER_HZ is 100 on every mainstream build.
-    Some((user + system) / 100.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_has_a_cpu_reading() {
-        let mut spin = 0_u64;
-        for step in 0..5_000_000_u64 {
-            spin = spin.wrapping_add(step * step);
-        }
-        assert!(spin > 0);
-        let used = cpu_seconds(std::process::id());
-        assert!(matches!(used, Some(seconds) if seconds >= 0.0), "{used:?}");
-    }
 }

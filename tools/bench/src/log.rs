@@ -7,7 +7,7 @@ use cairn_proto::cairn::log::v1::log_client::LogClient;
 use cairn_proto::cairn::log::v1::{ProposeRequest, ReadIndexRequest, StatusRequest};
 use clap::Args;
 
-use crate::drive::{connect, drive};
+use crate::drive::{connect, drive, Load, Outcome, MAX_CONNECTIONS};
 use crate::report::Summary;
 
 #[derive(Args)]
@@ -110,26 +110,28 @@ async fn run_clients(
     size: usize,
     op: Operation,
 ) -> anyhow::Result<Summary> {
-    let measured = drive(
-        endpoint,
+    let load = Load {
+        endpoint: endpoint.to_owned(),
         clients,
+        connections: MAX_CONNECTIONS,
         duration,
-        move |channel, number, sequence| {
-            let mut client = LogClient::new(channel);
-            async move {
-                match op {
-                    Operation::Propose => {
-                        let mut command = format!("bench-{number}-{sequence}-").into_bytes();
-                        command.resize(size.max(command.len()), b'x');
-                        client.propose(ProposeRequest { command }).await.map(|_| ())
-                    }
-                    Operation::ReadIndex => {
-                        client.read_index(ReadIndexRequest {}).await.map(|_| ())
-                    }
+    };
+    let measured = drive(&load, move |channel, number, sequence| {
+        let mut client = LogClient::new(channel);
+        async move {
+            match op {
+                Operation::Propose => {
+                    let mut command = format!("bench-{number}-{sequence}-").into_bytes();
+                    command.resize(size.max(command.len()), b'x');
+                    client.propose(ProposeRequest { command }).await?;
+                }
+                Operation::ReadIndex => {
+                    client.read_index(ReadIndexRequest {}).await?;
                 }
             }
-        },
-    )
+            Ok(Outcome::Done)
+        }
+    })
     .await?;
     Ok(Summary::new(
         format!(

@@ -4,9 +4,11 @@
 mod compare;
 mod drive;
 mod fsync;
+mod keys;
 mod kv;
 mod lease;
 mod log;
+mod procfs;
 mod prometheus;
 mod report;
 mod watch;
@@ -26,7 +28,8 @@ enum Workload {
     Log(log::LogArgs),
     /// The raw fsync rate of a disk: the ceiling of any durable log on it.
     Fsync(fsync::FsyncArgs),
-    /// etcd KV puts or reads against any etcd v3 endpoint (edge, replica, etcd).
+    /// etcd KV puts, transactions or reads against any etcd v3 endpoint
+    /// (edge, replica, etcd).
     Kv(kv::KvArgs),
     /// etcd leases against any etcd v3 endpoint: grant time, keep-alive
     /// throughput and latency, and what the leases cost the log in checkpoints.
@@ -34,9 +37,11 @@ enum Workload {
     /// Watch fan-out: watchers on one prefix, puts at a fixed rate, and the
     /// put-to-event latency every watcher sees.
     Watch(watch::WatchArgs),
-    /// The same KV workloads against etcd and cairn in alternating rounds,
-    /// as ratios.
+    /// The same workloads against etcd and cairn in alternating rounds:
+    /// figures, ratios, peak memory, JSON and a chart.
     Compare(compare::CompareArgs),
+    /// Redraws the chart of an earlier `compare --json`.
+    Chart(compare::ChartArgs),
 }
 
 #[tokio::main]
@@ -48,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         Workload::Lease(args) => lease::run(args).await,
         Workload::Watch(args) => watch::run(args).await,
         Workload::Compare(args) => compare::run(args).await,
+        Workload::Chart(args) => compare::redraw(&args),
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Records latencies in microseconds, from 1 µs to 1 minute.
 pub fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -17,7 +17,7 @@ pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
 }
 
 /// What one run measured.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub label: String,
     pub operations: u64,
