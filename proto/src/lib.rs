@@ -27,6 +27,10 @@ pub mod etcdserverpb {
 pub mod cairn {
     /// The replicated log.
     pub mod log {
+        /// Response metadata: the address of the leader a node forwarded the
+        /// call to, so the caller may go there directly next time.
+        pub const LEADER_METADATA: &str = "cairn-leader";
+
         /// Version 1 of the log API.
         #[allow(clippy::all, missing_docs)]
         pub mod v1 {

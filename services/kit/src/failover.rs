@@ -62,6 +62,16 @@ impl<C: Clone> Failover<C> {
         self.timeout
     }
 
+    /// Makes the node at `address` the one tried first, if it is one of
+    /// these nodes (e.g. the one a callee said it forwarded to). Returns
+    /// whether that changed the preferred node.
+    pub fn prefer(&self, address: &str) -> bool {
+        match self.nodes.iter().position(|(known, _)| known == address) {
+            Some(index) => self.preferred.swap(index, Ordering::Relaxed) != index,
+            None => false,
+        }
+    }
+
     /// Calls `call` on the preferred node, moving on to the next while `retry`
     /// says the failure allows it. A refusal `retry` does not allow comes back
     /// as the callee sent it (clients match etcd's messages exactly); running
@@ -130,6 +140,23 @@ mod tests {
         )));
         assert!(!never_sent(&Status::unavailable("the leader is gone")));
         assert!(!never_sent(&Status::internal("connect")));
+    }
+
+    #[tokio::test]
+    async fn a_preferred_node_is_tried_first() {
+        let failover = Failover::new(
+            vec![("a".to_owned(), 0_u8), ("b".to_owned(), 1_u8)],
+            Duration::from_secs(1),
+        );
+        assert!(!failover.prefer("c"));
+        assert!(!failover.prefer("a"));
+        assert!(failover.prefer("b"));
+        let answered = failover
+            .call("test", unavailable, |node| async move {
+                Ok::<_, Status>(tonic::Response::new(node))
+            })
+            .await;
+        assert_eq!(answered.ok(), Some(1));
     }
 
     #[tokio::test]

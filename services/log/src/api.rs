@@ -347,7 +347,14 @@ impl LogApi {
             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         onward.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
         cairn_kit::telemetry::inject_context(onward.metadata_mut());
-        call(client, onward).await
+        let mut response = call(client, onward).await?;
+        // Saves the caller this hop next time.
+        if let Ok(leader) = tonic::metadata::MetadataValue::try_from(leader) {
+            response
+                .metadata_mut()
+                .insert(cairn_proto::cairn::log::LEADER_METADATA, leader);
+        }
+        Ok(response)
     }
 
     /// Answers from this node when it carried the request out, or forwards the

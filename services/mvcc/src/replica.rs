@@ -194,11 +194,15 @@ async fn follow(
     replica: &Arc<Replica>,
     mut stream: Streaming<SubscribeResponse>,
 ) -> Result<(), MvccError> {
+    let mut leader_moved = replica.log.leader_moved();
     loop {
-        let message = stream
-            .message()
-            .await
-            .map_err(|status| MvccError::Log(status.message().to_owned()))?;
+        // Between messages only, so an apply is never cut short.
+        let message = tokio::select! {
+            message = stream.message() => message,
+            // The leader learns of a commit first: follow it there.
+            _ = leader_moved.changed() => return Ok(()),
+        };
+        let message = message.map_err(|status| MvccError::Log(status.message().to_owned()))?;
         let Some(message) = message else {
             return Ok(());
         };
