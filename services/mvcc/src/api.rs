@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::MvccError;
 use crate::metrics::MVCC_METRICS;
+use crate::read_point::ReadPoints;
 use crate::replica::Replica;
 use crate::snapshot::{self, Checkpoint};
 use crate::store::Response as Applied;
@@ -41,6 +42,7 @@ const EVENTS_CHUNK: usize = 256;
 #[derive(Clone)]
 pub struct MvccApi {
     replica: Arc<Replica>,
+    read_points: Arc<ReadPoints>,
     limits: Limits,
     cluster_id: u64,
     member_id: u64,
@@ -50,6 +52,7 @@ impl MvccApi {
     pub fn new(replica: Arc<Replica>, limits: Limits, cluster_id: u64) -> Self {
         let member_id = member_id(&replica.name);
         Self {
+            read_points: ReadPoints::new(replica.clone()),
             replica,
             limits,
             cluster_id,
@@ -69,10 +72,10 @@ impl MvccApi {
     /// Waits until this replica has applied everything acknowledged before
     /// the call: the read-index path.
     async fn linearize(&self) -> Result<(), MvccError> {
-        let read_point = self.replica.log.read_index().await?;
+        let read_point = self.read_points.read_point().await?;
         tokio::time::timeout(
             self.replica.log.timeout(),
-            self.replica.wait_applied(read_point.index),
+            self.replica.wait_applied(read_point),
         )
         .await
         .map_err(|_| MvccError::Etcd(EtcdError::Timeout))?

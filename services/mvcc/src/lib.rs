@@ -11,6 +11,7 @@
 //! - `store`: RocksDB and the deterministic apply; `range`: etcd's Range.
 //! - `validate`: etcd's checks before a request is proposed.
 //! - `replica`: tailing the log and routing results; `api`: the gRPC services.
+//! - `read_point`: read indexes shared by concurrent reads.
 //! - `publish`: the JetStream revision stream.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod log_client;
 pub mod metrics;
 pub mod publish;
 pub mod range;
+pub mod read_point;
 pub mod replica;
 pub mod revision;
 pub mod settings;
