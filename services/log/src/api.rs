@@ -216,8 +216,8 @@ impl LogApi {
         let mut commands = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for pending in batch {
-            commands.push(pending.command);
-            replies.push(pending.reply);
+            replies.push((commands.len(), pending.reply));
+            commands.extend(pending.commands);
         }
         LOG_METRICS.batch_commands.observe(commands.len() as f64);
         let entry = LogCommand::Commands(commands);
@@ -229,7 +229,7 @@ impl LogApi {
             )
             .await
             .map_err(Status::from);
-        for (offset, reply) in replies.into_iter().enumerate() {
+        for (offset, reply) in replies {
             let answer: Answer = match &outcome {
                 Ok(Routed::Here(response)) => Ok(Routed::Here(Placed {
                     index: response.log_id.index,
@@ -377,15 +377,11 @@ impl LogApi {
     }
 
     /// Queues a proposal for packing and waits for where it landed.
-    async fn place(
-        &self,
-        request: &Request<pb::ProposeRequest>,
-        deadline: tokio::time::Instant,
-    ) -> Answer {
-        self.check_command(&request.get_ref().command)?;
+    async fn place(&self, commands: Vec<Vec<u8>>, deadline: tokio::time::Instant) -> Answer {
+        self.check_commands(&commands)?;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            command: request.get_ref().command.clone(),
+            commands,
             deadline,
             reply,
         };
@@ -419,6 +415,23 @@ impl LogApi {
             Err(_) => {}
         }
         placed
+    }
+
+    fn check_commands(&self, commands: &[Vec<u8>]) -> Result<(), LogError> {
+        if commands.is_empty() {
+            return Err(LogError::InvalidArgument("no command to propose".into()));
+        }
+        for command in commands {
+            self.check_command(command)?;
+        }
+        let total: usize = commands.iter().map(Vec::len).sum();
+        if total > self.inner.max_command_bytes {
+            return Err(LogError::InvalidArgument(format!(
+                "commands of {total} bytes together exceed the limit of {} bytes",
+                self.inner.max_command_bytes
+            )));
+        }
+        Ok(())
     }
 
     fn check_command(&self, command: &[u8]) -> Result<(), LogError> {
@@ -519,6 +532,26 @@ fn to_wire(entry: Entry) -> pb::Entry {
     }
 }
 
+fn proposed(placed: Placed) -> pb::ProposeResponse {
+    pb::ProposeResponse {
+        index: placed.index,
+        term: placed.term,
+        offset: placed.offset,
+    }
+}
+
+fn count_proposal(answer: &Result<Response<pb::ProposeResponse>, Status>, started: Instant) {
+    let outcome = match answer {
+        Ok(_) => "ok",
+        Err(status) if status.code() == tonic::Code::InvalidArgument => "invalid",
+        Err(_) => "unavailable",
+    };
+    LOG_METRICS.proposals.with_label_values(&[outcome]).inc();
+    LOG_METRICS
+        .propose_seconds
+        .observe(started.elapsed().as_secs_f64());
+}
+
 fn role(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
@@ -538,15 +571,11 @@ impl pb::log_server::Log for LogApi {
         let started = Instant::now();
         let deadline = self.deadline();
         let answer = async {
-            let routed = self.place(&request, deadline).await?;
-            let here = |placed: Placed| pb::ProposeResponse {
-                index: placed.index,
-                term: placed.term,
-                offset: placed.offset,
-            };
+            let commands = vec![request.get_ref().command.clone()];
+            let routed = self.place(commands, deadline).await?;
             self.answer(
                 routed,
-                here,
+                proposed,
                 request,
                 deadline,
                 |mut leader, request| async move { leader.propose(request).await },
@@ -554,15 +583,30 @@ impl pb::log_server::Log for LogApi {
             .await
         }
         .await;
-        let outcome = match &answer {
-            Ok(_) => "ok",
-            Err(status) if status.code() == tonic::Code::InvalidArgument => "invalid",
-            Err(_) => "unavailable",
-        };
-        LOG_METRICS.proposals.with_label_values(&[outcome]).inc();
-        LOG_METRICS
-            .propose_seconds
-            .observe(started.elapsed().as_secs_f64());
+        count_proposal(&answer, started);
+        answer
+    }
+
+    async fn propose_batch(
+        &self,
+        request: Request<pb::ProposeBatchRequest>,
+    ) -> Result<Response<pb::ProposeResponse>, Status> {
+        let started = Instant::now();
+        let deadline = self.deadline();
+        let answer = async {
+            let commands = request.get_ref().commands.clone();
+            let routed = self.place(commands, deadline).await?;
+            self.answer(
+                routed,
+                proposed,
+                request,
+                deadline,
+                |mut leader, request| async move { leader.propose_batch(request).await },
+            )
+            .await
+        }
+        .await;
+        count_proposal(&answer, started);
         answer
     }
 

@@ -34,21 +34,31 @@ pub enum Routed<T> {
     There(String),
 }
 
-/// Something that can be packed: it says how many bytes it adds to a batch.
+/// Something that can be packed: it says how many bytes and commands it adds
+/// to a batch.
 pub trait Packable {
     fn bytes(&self) -> usize;
+
+    fn commands(&self) -> usize {
+        1
+    }
 }
 
-/// A proposal waiting to be packed.
+/// A proposal waiting to be packed: one or more commands that go into the
+/// same entry, in order.
 pub struct Pending {
-    pub command: Vec<u8>,
+    pub commands: Vec<Vec<u8>>,
     pub deadline: tokio::time::Instant,
     pub reply: oneshot::Sender<Answer>,
 }
 
 impl Packable for Pending {
     fn bytes(&self) -> usize {
-        self.command.len()
+        self.commands.iter().map(Vec::len).sum()
+    }
+
+    fn commands(&self) -> usize {
+        self.commands.len()
     }
 }
 
@@ -148,11 +158,13 @@ pub fn spawn<T, C, Fut>(
 /// Adds what is already queued to `first`, within the limits.
 fn fill<T: Packable>(first: T, receiver: &mut mpsc::Receiver<T>, limits: BatchLimits) -> Vec<T> {
     let mut bytes = first.bytes();
+    let mut commands = first.commands();
     let mut batch = vec![first];
-    while bytes < limits.max_bytes && batch.len() < limits.max_commands {
+    while bytes < limits.max_bytes && commands < limits.max_commands {
         match receiver.try_recv() {
             Ok(more) => {
                 bytes = bytes.saturating_add(more.bytes());
+                commands = commands.saturating_add(more.commands());
                 batch.push(more);
             }
             Err(_) => break,
@@ -171,7 +183,7 @@ mod tests {
     fn pending(size: usize) -> (Pending, oneshot::Receiver<Answer>) {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            command: vec![0; size],
+            commands: vec![vec![0; size]],
             deadline: tokio::time::Instant::now() + Duration::from_secs(5),
             reply,
         };

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::MvccError;
 use crate::metrics::MVCC_METRICS;
+use crate::proposals::Proposals;
 use crate::read_point::ReadPoints;
 use crate::replica::Replica;
 use crate::snapshot::{self, Checkpoint};
@@ -42,6 +43,7 @@ const EVENTS_CHUNK: usize = 256;
 #[derive(Clone)]
 pub struct MvccApi {
     replica: Arc<Replica>,
+    proposals: Arc<Proposals>,
     read_points: Arc<ReadPoints>,
     limits: Limits,
     cluster_id: u64,
@@ -52,6 +54,7 @@ impl MvccApi {
     pub fn new(replica: Arc<Replica>, limits: Limits, cluster_id: u64) -> Self {
         let member_id = member_id(&replica.name);
         Self {
+            proposals: Proposals::new(replica.clone()),
             read_points: ReadPoints::new(replica.clone()),
             replica,
             limits,
@@ -100,7 +103,7 @@ impl MvccApi {
             fence_epoch,
         }
         .encode_to_vec();
-        if let Err(error) = self.replica.log.propose(command).await {
+        if let Err(error) = self.proposals.propose(command).await {
             self.replica.forget(sequence);
             return Err(error);
         }

@@ -11,7 +11,7 @@
 //! - `store`: RocksDB and the deterministic apply; `range`: etcd's Range.
 //! - `validate`: etcd's checks before a request is proposed.
 //! - `replica`: tailing the log and routing results; `api`: the gRPC services.
-//! - `read_point`: read indexes shared by concurrent reads.
+//! - `proposals`, `read_point`: calls to the log shared by concurrent requests.
 //! - `publish`: the JetStream revision stream.
 
 pub mod api;
@@ -19,6 +19,7 @@ pub mod error;
 pub mod key_index;
 pub mod log_client;
 pub mod metrics;
+pub mod proposals;
 pub mod publish;
 pub mod range;
 pub mod read_point;

@@ -7,8 +7,8 @@ use cairn_kit::failover::{self, Failover};
 use cairn_kit::telemetry::TraceInterceptor;
 use cairn_proto::cairn::log::v1::log_client::LogClient as RawLogClient;
 use cairn_proto::cairn::log::v1::{
-    AckRequest, ProposeRequest, ProposeResponse, ReadIndexRequest, ReadIndexResponse,
-    SubscribeRequest, SubscribeResponse,
+    AckRequest, ProposeBatchRequest, ProposeRequest, ProposeResponse, ReadIndexRequest,
+    ReadIndexResponse, SubscribeRequest, SubscribeResponse,
 };
 use cairn_proto::cairn::log::LEADER_METADATA;
 use parking_lot::Mutex;
@@ -97,6 +97,29 @@ impl LogClient {
                 let command = command.clone();
                 let leader = &leader;
                 async move { note_leader(client.propose(ProposeRequest { command }).await, leader) }
+            })
+            .await
+            .map_err(log_error);
+        self.follow_leader(leader);
+        proposed
+    }
+
+    /// Appends several commands into one entry, in order; all or none
+    /// commit. Sent elsewhere only if it never reached a node.
+    pub async fn propose_batch(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<ProposeResponse, MvccError> {
+        let leader = Mutex::new(None);
+        let proposed = self
+            .nodes
+            .call("propose", failover::never_sent, |mut client| {
+                let commands = commands.clone();
+                let leader = &leader;
+                async move {
+                    let request = ProposeBatchRequest { commands };
+                    note_leader(client.propose_batch(request).await, leader)
+                }
             })
             .await
             .map_err(log_error);
