@@ -5,6 +5,7 @@
 //! peak memory of every process of each system.
 
 mod chart;
+mod leader;
 mod memory;
 mod results;
 mod table;
@@ -22,9 +23,12 @@ use workload::{workloads, Round, Settings, System, Workload};
 
 #[derive(Args)]
 pub struct CompareArgs {
-    /// The etcd endpoint, host:port.
+    /// An etcd endpoint, host:port; its cluster's leader is measured.
     #[arg(long, default_value = "127.0.0.1:23790")]
     etcd: String,
+    /// Measure the etcd member given, even if it is a follower.
+    #[arg(long)]
+    etcd_as_given: bool,
     /// The cairn edge, host:port.
     #[arg(long, default_value = "127.0.0.1:2379")]
     cairn: String,
@@ -204,14 +208,27 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         "no workload matches --only {:?}",
         args.only
     );
+    let etcd = if args.etcd_as_given {
+        args.etcd.clone()
+    } else {
+        leader::etcd_leader(&args.etcd).await?
+    };
     let mut systems = [
-        System::new("etcd", args.etcd.clone()),
+        System::new("etcd", etcd.clone()),
         System::new("cairn", args.cairn.clone()),
     ];
     println!(
-        "cairn at {} against etcd at {}: {} alternating rounds of {:?} per workload, \
+        "cairn at {} against etcd at {etcd}{}: {} alternating rounds of {:?} per workload, \
          {KEY_BYTES} B keys, {} B values; the better round of each system counts",
-        args.cairn, args.etcd, args.rounds, args.duration, args.size
+        args.cairn,
+        if args.etcd_as_given {
+            ""
+        } else {
+            " (its leader)"
+        },
+        args.rounds,
+        args.duration,
+        args.size
     );
     for system in &mut systems {
         if let Some(took) = system.preload(&settings).await? {
@@ -232,7 +249,7 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         memory::peaks(&args.cairn_pids),
     );
     let report = Report {
-        etcd_endpoint: args.etcd.clone(),
+        etcd_endpoint: etcd,
         cairn_endpoint: args.cairn.clone(),
         rounds: args.rounds,
         round_seconds: args.duration.as_secs_f64(),

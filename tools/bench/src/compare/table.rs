@@ -20,10 +20,24 @@ fn times(ratio: Option<f64>) -> String {
 /// Rates and latencies, then ratios.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
+    let group = |name: &str, width: usize| format!("{:-^width$}", format!(" {name} "));
     let _ = writeln!(
         out,
-        "{:<30} {:>21} {:>7} | {:>17} {:>7} | {:>17} {:>7} | {:>17} {:>7}",
-        "", "ops/s (etcd, cairn)", "ratio", "p50 ms", "ratio", "p99 ms", "ratio", "max ms", "ratio"
+        "{:<30} {} | {} | {} | {}",
+        "",
+        group("ops/s", 29),
+        group("p50 ms", 25),
+        group("p99 ms", 25),
+        group("max ms", 25),
+    );
+    let _ = writeln!(
+        out,
+        "{:<30} {:>10} {:>10} {:>7} | {}",
+        "workload",
+        "etcd",
+        "cairn",
+        "ratio",
+        vec![format!("{:>8} {:>8} {:>7}", "etcd", "cairn", "ratio"); 3].join(" | ")
     );
     for row in &report.workloads {
         let (etcd, cairn) = (row.etcd.as_ref(), row.cairn.as_ref());
