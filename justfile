@@ -99,8 +99,7 @@ bench duration="3s" rounds="2" *flags="":
     [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || echo "no DejaVuSans.ttf: the chart will be skipped (apt-get install fonts-dejavu-core)" >&2
     rm -rf .bench
     trap 'deploy/local/etcd.sh down; CAIRN_DEV_DIR=.bench deploy/local/dev.sh down' EXIT; \
-    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release" \
-        || { echo "cairn did not start; once more from empty data" >&2; rm -rf .bench; CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"; }; \
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"; \
     deploy/local/etcd.sh up; \
     timeout --signal=INT --kill-after=30 900 "$CARGO_TARGET_DIR/release/cairn-bench" compare \
         --etcd 127.0.0.1:23790 --cairn 127.0.0.1:2379 --duration {{duration}} --rounds {{rounds}} \

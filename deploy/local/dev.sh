@@ -25,10 +25,18 @@ lease_metrics_ports=(9131 9132)
 watch_ports=(7301 7302 7303 7304 7305 7306 7307 7308)
 watch_metrics_ports=(9141 9142 9143 9144 9145 9146 9147 9148)
 
+# Whether the /metrics on PORT has a line matching PATTERN. Read whole first:
+# grep -q quitting early would fail curl (pipefail) on a long page.
+metric_matches() {
+    local body
+    body="$(curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null)" || return 1
+    grep -q "$2" <<<"$body"
+}
+
 leader_elected() {
     local port
     for port in "${metrics_ports[@]}"; do
-        if curl -fsS "http://127.0.0.1:${port}/metrics" 2>/dev/null | grep -q '^cairn_log_is_leader 1'; then
+        if metric_matches "$port" '^cairn_log_is_leader 1'; then
             return 0
         fi
     done
@@ -100,8 +108,8 @@ TOML
         echo $! >> "$dir/pids"
     done
     for _ in $(seq 1 200); do
-        if curl -fsS "http://127.0.0.1:9111/metrics" 2>/dev/null | grep -q '^cairn_mvcc_applied_index [1-9]' \
-            && curl -fsS "http://127.0.0.1:9112/metrics" 2>/dev/null | grep -q '^cairn_mvcc_applied_index [1-9]'; then
+        if metric_matches 9111 '^cairn_mvcc_applied_index [1-9]' \
+            && metric_matches 9112 '^cairn_mvcc_applied_index [1-9]'; then
             echo "cairn-mvcc replicas: 127.0.0.1:7101 127.0.0.1:7102 (metrics on 9111-9112)"
             echo "nats-server (JetStream): 127.0.0.1:$nats_port"
             start_leases "$bin_dir"
@@ -133,8 +141,8 @@ TOML
         echo $! >> "$dir/pids"
     done
     for _ in $(seq 1 100); do
-        if curl -fsS "http://127.0.0.1:${lease_metrics_ports[0]}/metrics" 2>/dev/null | grep -q '^cairn_lease_active 1' \
-            || curl -fsS "http://127.0.0.1:${lease_metrics_ports[1]}/metrics" 2>/dev/null | grep -q '^cairn_lease_active 1'; then
+        if metric_matches "${lease_metrics_ports[0]}" '^cairn_lease_active 1' \
+            || metric_matches "${lease_metrics_ports[1]}" '^cairn_lease_active 1'; then
             echo "cairn-lease instances (one active): 127.0.0.1:${lease_ports[0]} 127.0.0.1:${lease_ports[1]} (metrics on ${lease_metrics_ports[0]}-${lease_metrics_ports[1]})"
             return 0
         fi
