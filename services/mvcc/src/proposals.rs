@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::error::MvccError;
 use crate::replica::Replica;
@@ -21,11 +22,26 @@ const MAX_COMMANDS: usize = 1024;
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+/// A command waiting for a call: its bytes, who waits for it, and the span of
+/// the request behind it (the call continues that request's trace).
+struct Waiting {
+    command: Vec<u8>,
+    reply: Reply,
+    span: tracing::Span,
+}
+
 /// Commands waiting for a call, and how many calls are out.
 #[derive(Default)]
 struct Queue {
-    waiting: VecDeque<(Vec<u8>, Reply)>,
+    waiting: VecDeque<Waiting>,
     calling: usize,
+}
+
+/// One call's worth of commands.
+struct Batch {
+    commands: Vec<Vec<u8>>,
+    replies: Vec<Reply>,
+    spans: Vec<tracing::Span>,
 }
 
 /// Sends a replica's commands to the log, sharing calls between concurrent writes.
@@ -48,7 +64,11 @@ impl Proposals {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock();
-            queue.waiting.push_back((command, reply));
+            queue.waiting.push_back(Waiting {
+                command,
+                reply,
+                span: tracing::Span::current(),
+            });
             let start = queue.calling < IN_FLIGHT;
             if start {
                 queue.calling += 1;
@@ -66,40 +86,56 @@ impl Proposals {
     }
 
     /// Takes what is queued, within the limits; the first command always.
-    fn take(&self) -> Option<(Vec<Vec<u8>>, Vec<Reply>)> {
+    fn take(&self) -> Option<Batch> {
         let mut queue = self.queue.lock();
-        let mut commands = Vec::new();
-        let mut replies = Vec::new();
+        let mut batch = Batch {
+            commands: Vec::new(),
+            replies: Vec::new(),
+            spans: Vec::new(),
+        };
         let mut bytes = 0_usize;
-        while let Some((command, _)) = queue.waiting.front() {
-            let full = commands.len() >= MAX_COMMANDS
-                || (!commands.is_empty() && bytes + command.len() > MAX_BYTES);
+        while let Some(next) = queue.waiting.front() {
+            let full = batch.commands.len() >= MAX_COMMANDS
+                || (!batch.commands.is_empty() && bytes + next.command.len() > MAX_BYTES);
             if full {
                 break;
             }
-            bytes += command.len();
-            let Some((command, reply)) = queue.waiting.pop_front() else {
+            bytes += next.command.len();
+            let Some(waiting) = queue.waiting.pop_front() else {
                 break;
             };
-            commands.push(command);
-            replies.push(reply);
+            batch.commands.push(waiting.command);
+            batch.replies.push(waiting.reply);
+            batch.spans.push(waiting.span);
         }
-        if commands.is_empty() {
+        if batch.commands.is_empty() {
             queue.calling -= 1;
             return None;
         }
-        Some((commands, replies))
+        Some(batch)
     }
 
     /// Calls the log for whatever is queued, until nothing is.
     async fn call(self: Arc<Self>) {
-        while let Some((commands, replies)) = self.take() {
-            let outcome = match self.replica.log.propose_batch(commands).await {
+        while let Some(batch) = self.take() {
+            // The call belongs to the first request's trace; the others'
+            // traces link to it.
+            let span = tracing::info_span!(
+                parent: batch.spans.first().and_then(tracing::Span::id),
+                "cairn.log propose",
+                otel.kind = "client",
+                cairn.commands = batch.commands.len(),
+            );
+            for other in batch.spans.iter().skip(1) {
+                span.follows_from(other);
+            }
+            let proposed = self.replica.log.propose_batch(batch.commands);
+            let outcome = match proposed.instrument(span).await {
                 Ok(_) => Ok(()),
                 Err(MvccError::Log(message)) => Err(message),
                 Err(other) => Err(other.to_string()),
             };
-            for reply in replies {
+            for reply in batch.replies {
                 let _ = reply.send(outcome.clone());
             }
         }
