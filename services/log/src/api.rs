@@ -376,6 +376,29 @@ impl LogApi {
         }
     }
 
+    /// Propose and ProposeBatch alike: places `commands` here, or forwards
+    /// `request` to the leader with `forward`, and counts the outcome.
+    async fn proposal<Req, Fut>(
+        &self,
+        request: Request<Req>,
+        commands: Vec<Vec<u8>>,
+        forward: impl FnOnce(Forwarder, Request<Req>) -> Fut,
+    ) -> Result<Response<pb::ProposeResponse>, Status>
+    where
+        Fut: Future<Output = Result<Response<pb::ProposeResponse>, Status>>,
+    {
+        let started = Instant::now();
+        let deadline = self.deadline();
+        let answer = async {
+            let routed = self.place(commands, deadline).await?;
+            self.answer(routed, proposed, request, deadline, forward)
+                .await
+        }
+        .await;
+        count_proposal(&answer, started);
+        answer
+    }
+
     /// Queues a proposal for packing and waits for where it landed.
     async fn place(&self, commands: Vec<Vec<u8>>, deadline: tokio::time::Instant) -> Answer {
         self.check_commands(&commands)?;
@@ -568,46 +591,22 @@ impl pb::log_server::Log for LogApi {
         &self,
         request: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeResponse>, Status> {
-        let started = Instant::now();
-        let deadline = self.deadline();
-        let answer = async {
-            let commands = vec![request.get_ref().command.clone()];
-            let routed = self.place(commands, deadline).await?;
-            self.answer(
-                routed,
-                proposed,
-                request,
-                deadline,
-                |mut leader, request| async move { leader.propose(request).await },
-            )
-            .await
-        }
-        .await;
-        count_proposal(&answer, started);
-        answer
+        let commands = vec![request.get_ref().command.clone()];
+        self.proposal(request, commands, |mut leader, request| async move {
+            leader.propose(request).await
+        })
+        .await
     }
 
     async fn propose_batch(
         &self,
         request: Request<pb::ProposeBatchRequest>,
     ) -> Result<Response<pb::ProposeResponse>, Status> {
-        let started = Instant::now();
-        let deadline = self.deadline();
-        let answer = async {
-            let commands = request.get_ref().commands.clone();
-            let routed = self.place(commands, deadline).await?;
-            self.answer(
-                routed,
-                proposed,
-                request,
-                deadline,
-                |mut leader, request| async move { leader.propose_batch(request).await },
-            )
-            .await
-        }
-        .await;
-        count_proposal(&answer, started);
-        answer
+        let commands = request.get_ref().commands.clone();
+        self.proposal(request, commands, |mut leader, request| async move {
+            leader.propose_batch(request).await
+        })
+        .await
     }
 
     async fn read_index(

@@ -117,20 +117,21 @@ impl MvccApi {
         }
     }
 
-    /// Raises NOSPACE for this replica once its store is past `quota` bytes,
-    /// as etcd does when a member exceeds --quota-backend-bytes.
-    /// Sets the gauges that are read off the store rather than counted.
-    pub fn observe(&self, published: bool) {
+    /// Sets the gauges that are read off the store rather than counted, and
+    /// returns the store's size on disk.
+    pub fn observe(&self, published: bool) -> i64 {
         let (size, _) = self.replica.store.db_size();
         MVCC_METRICS.db_bytes.set(size);
         if published {
             let lag = MVCC_METRICS.current_revision.get() - MVCC_METRICS.published_revision.get();
             MVCC_METRICS.publish_lag.set(lag.max(0));
         }
+        size
     }
 
-    pub async fn enforce_quota(&self, quota: u64) -> Result<(), MvccError> {
-        let (size, _) = self.replica.store.db_size();
+    /// Raises NOSPACE for this replica once its store (`size` bytes) is past
+    /// `quota` bytes, as etcd does when a member exceeds --quota-backend-bytes.
+    pub async fn enforce_quota(&self, quota: u64, size: i64) -> Result<(), MvccError> {
         if quota == 0 || u64::try_from(size).unwrap_or(0) <= quota {
             return Ok(());
         }

@@ -60,6 +60,15 @@ impl From<EtcdError> for MvccError {
 }
 
 impl MvccError {
+    /// One shared call's failure as told to each of its waiters: the log's
+    /// own message as it came, anything else described.
+    pub fn into_shared(self) -> String {
+        match self {
+            MvccError::Log(message) => message,
+            other => other.to_string(),
+        }
+    }
+
     /// The etcd error this is, if any: what decides the client-visible outcome.
     pub fn etcd(&self) -> Option<EtcdError> {
         match self {

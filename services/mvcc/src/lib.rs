@@ -122,8 +122,8 @@ pub async fn serve_on(
                     () = tokio::time::sleep(interval) => {}
                     () = stop.cancelled() => return,
                 }
-                api.observe(published);
-                if let Err(error) = api.enforce_quota(quota).await {
+                let size = api.observe(published);
+                if let Err(error) = api.enforce_quota(quota, size).await {
                     tracing::warn!(%error, "cannot raise NOSPACE; trying again");
                 }
             }

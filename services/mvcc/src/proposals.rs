@@ -130,11 +130,11 @@ impl Proposals {
                 span.follows_from(other);
             }
             let proposed = self.replica.log.propose_batch(batch.commands);
-            let outcome = match proposed.instrument(span).await {
-                Ok(_) => Ok(()),
-                Err(MvccError::Log(message)) => Err(message),
-                Err(other) => Err(other.to_string()),
-            };
+            let outcome = proposed
+                .instrument(span)
+                .await
+                .map(|_| ())
+                .map_err(MvccError::into_shared);
             for reply in batch.replies {
                 let _ = reply.send(outcome.clone());
             }

@@ -65,11 +65,13 @@ impl ReadPoints {
                 }
                 std::mem::take(&mut queue.waiting)
             };
-            let point = match self.replica.log.read_index().await {
-                Ok(point) => Ok(point.index),
-                Err(MvccError::Log(message)) => Err(message),
-                Err(other) => Err(other.to_string()),
-            };
+            let point = self
+                .replica
+                .log
+                .read_index()
+                .await
+                .map(|point| point.index)
+                .map_err(MvccError::into_shared);
             for reply in waiting {
                 let _ = reply.send(point.clone());
             }
