@@ -108,6 +108,34 @@ pub fn tail_of(output: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Adds to a failure the last lines every process printed into `dir` (each
+/// writes `<name>.log` there; `CAIRNTEST_OUTPUT_LINES` lines of each, 40
+/// unless set): a test that fails on a machine nobody can log
+/// in to still says what each process saw.
+pub fn with_process_output<T>(dir: &Path, outcome: Result<T>) -> Result<T> {
+    outcome.map_err(|error| {
+        let mut outputs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        outputs.sort();
+        let lines = std::env::var("CAIRNTEST_OUTPUT_LINES")
+            .ok()
+            .and_then(|lines| lines.parse().ok())
+            .unwrap_or(40);
+        let mut said = String::from("what the processes printed last:");
+        for output in &outputs {
+            let name = output.file_name().unwrap_or_default().to_string_lossy();
+            said.push_str(&format!("\n--- {name} ---\n{}", tail_of(output, lines)));
+        }
+        anyhow::anyhow!("{error:?}\n\n{said}")
+    })
+}
+
 /// Kills a child with SIGKILL and reaps it: no shutdown path runs, like a
 /// power cut for the process (the OS keeps what it had written).
 pub async fn kill_child(child: Option<tokio::process::Child>, what: &str) -> Result<()> {

@@ -311,6 +311,12 @@ impl LogCluster {
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
+
+    /// `outcome`, with what every process under this cluster's directory
+    /// printed last if it is a failure.
+    pub fn explain<T>(&self, outcome: Result<T>) -> Result<T> {
+        crate::with_process_output(self.dir(), outcome)
+    }
 }
 
 impl Drop for LogCluster {

@@ -64,6 +64,11 @@ mod parking_lot_free {
 async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_without_one() -> Result<()>
 {
     let cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let outcome = serve_and_outlive_a_replica(&cluster).await;
+    cluster.explain(outcome)
+}
+
+async fn serve_and_outlive_a_replica(cluster: &LogCluster) -> Result<()> {
     let log_endpoints: Vec<String> = cluster.addrs()?;
     let nats = NatsServer::start(cluster.dir()).await?;
     let mut replicas = start_replicas(
@@ -98,7 +103,8 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
             value: b"v".to_vec(),
             ..Default::default()
         })
-        .await?
+        .await
+        .context("the first put")?
         .into_inner();
     ensure!(
         put.header.map(|header| header.revision) == Some(2),
@@ -109,14 +115,16 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
             key: b"first".to_vec(),
             ..Default::default()
         })
-        .await?
+        .await
+        .context("reading the first put")?
         .into_inner();
     ensure!(got.kvs.len() == 1 && got.kvs[0].value == b"v", "{got:?}");
 
     // Cluster: the log's members, each reachable only through the edge.
     let members = ClusterClient::new(edge.channel()?)
         .member_list(MemberListRequest::default())
-        .await?
+        .await
+        .context("member list")?
         .into_inner()
         .members;
     ensure!(members.len() == 3, "{members:?}");
@@ -126,7 +134,11 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
 
     // Maintenance: raft facts from the log, sizes and hashes from a replica.
     let mut maintenance = MaintenanceClient::new(edge.channel()?);
-    let status = maintenance.status(StatusRequest {}).await?.into_inner();
+    let status = maintenance
+        .status(StatusRequest {})
+        .await
+        .context("status")?
+        .into_inner();
     ensure!(
         status.leader != 0 && status.raft_index > 0 && status.db_size > 0,
         "{status:?}"
@@ -134,7 +146,8 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
     ensure!(status.header.map(|header| header.revision) == Some(2));
     let hashed = maintenance
         .hash_kv(HashKvRequest { revision: 0 })
-        .await?
+        .await
+        .context("hash kv")?
         .into_inner();
     let direct = replicas[0].hash_kv(0).await?;
     ensure!(hashed.hash == direct.hash, "{hashed:?} vs {direct:?}");
@@ -147,10 +160,17 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
         .map(|member| member.id)
         .find(|id| *id != leader)
         .context("another member")?;
+    let moving = Instant::now();
     maintenance
         .move_leader(MoveLeaderRequest { target_id: target })
-        .await?;
-    let moved = maintenance.status(StatusRequest {}).await?.into_inner();
+        .await
+        .context("move leader")?;
+    println!("leadership moved in {:?}", moving.elapsed());
+    let moved = maintenance
+        .status(StatusRequest {})
+        .await
+        .context("status after moving the leader")?
+        .into_inner();
     ensure!(
         moved.leader == target,
         "leader {} after moving it to {target}",
@@ -169,10 +189,14 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
 
     // A snapshot streams a replica's store, framed as etcdctl expects: whole
     // 512-byte pages, then their SHA-256.
-    let mut chunks = maintenance.snapshot(SnapshotRequest {}).await?.into_inner();
+    let mut chunks = maintenance
+        .snapshot(SnapshotRequest {})
+        .await
+        .context("snapshot")?
+        .into_inner();
     let mut snapshot = Vec::new();
     let mut announced = None;
-    while let Some(chunk) = chunks.message().await? {
+    while let Some(chunk) = chunks.message().await.context("a snapshot chunk")? {
         announced.get_or_insert(chunk.remaining_bytes + chunk.blob.len() as u64);
         snapshot.extend_from_slice(&chunk.blob);
     }
@@ -275,7 +299,8 @@ async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_withou
                 key: key.clone().into_bytes(),
                 ..Default::default()
             })
-            .await?
+            .await
+            .with_context(|| format!("reading back {key}"))?
             .into_inner();
         let seen = got
             .kvs
