@@ -793,3 +793,120 @@ async fn t100_a_follower_behind_the_purge_catches_up_from_a_snapshot() -> Result
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t105_leadership_is_handed_over_under_writes_without_losing_one() -> Result<()> {
+    const MOVES: usize = 6;
+    const WRITERS: usize = 8;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let outcome = hand_over_under_writes(&cluster, MOVES, WRITERS).await;
+    cluster.explain(outcome)
+}
+
+async fn hand_over_under_writes(cluster: &LogCluster, moves: usize, writers: usize) -> Result<()> {
+    let ids = cluster.ids();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        // Writers spread over every node: followers forward to the leader.
+        let channel = cluster.channel(ids[writer % ids.len()])?;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut failed = Vec::new();
+            for sequence in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let command = format!("writer-{writer}-{sequence}").into_bytes();
+                match propose(&channel, command.clone()).await {
+                    Ok(placed) => acked.push((command, placed)),
+                    Err(status) => failed.push(status.message().to_owned()),
+                }
+            }
+            (acked, failed)
+        }));
+    }
+
+    let mut took = Vec::new();
+    for round in 0..moves {
+        let leader = cluster
+            .wait_for_leader(&ids, Duration::from_secs(20))
+            .await?;
+        let target = ids
+            .iter()
+            .copied()
+            .find(|id| *id != leader && (round % 2 == 0 || *id > leader))
+            .or_else(|| ids.iter().copied().find(|id| *id != leader))
+            .context("another voter")?;
+        // Sent to a node that is neither: it forwards to the leader.
+        let via = ids
+            .iter()
+            .copied()
+            .find(|id| *id != leader && *id != target)
+            .unwrap_or(leader);
+        let asked = Instant::now();
+        let mut request =
+            tonic::Request::new(cairn_proto::cairn::log::v1::TransferLeadershipRequest {
+                target_id: target,
+            });
+        request.set_timeout(Duration::from_secs(10));
+        let moved = cluster
+            .client(via)?
+            .transfer_leadership(request)
+            .await
+            .with_context(|| format!("round {round}: moving the leadership {leader} → {target}"))?
+            .into_inner();
+        took.push(asked.elapsed());
+        ensure!(moved.leader == target, "round {round}: {moved:?}");
+        let status = cluster.status(target).await?;
+        ensure!(
+            status.leader == target && status.role == "leader",
+            "round {round}: {target} does not lead: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    let mut acknowledged = Vec::new();
+    let mut failures = Vec::new();
+    for task in tasks {
+        let (acked, failed) = task.await?;
+        acknowledged.extend(acked);
+        failures.extend(failed);
+    }
+    // A write caught by the hand-over waits or is forwarded; none fails.
+    ensure!(failures.is_empty(), "writes failed: {failures:?}");
+    let highest = acknowledged
+        .iter()
+        .map(|(_, (index, _))| *index)
+        .max()
+        .unwrap_or(0);
+    for id in &ids {
+        cluster
+            .wait_applied(*id, highest, Duration::from_secs(20))
+            .await?;
+        let entries = cluster.entries(*id, 0, highest).await?;
+        assert_contiguous(*id, &entries)?;
+        let logged: HashMap<Vec<u8>, (u64, u32)> = LogCluster::commands(&entries)
+            .into_iter()
+            .map(|(index, command)| (command, index))
+            .collect();
+        for (command, placed) in &acknowledged {
+            ensure!(
+                logged.get(command) == Some(placed),
+                "node {id}: {} acknowledged at {placed:?} is not there",
+                String::from_utf8_lossy(command)
+            );
+        }
+    }
+    took.sort();
+    println!(
+        "{moves} hand-overs under {} acknowledged writes; slowest {:?}, median {:?}",
+        acknowledged.len(),
+        took.last().copied().unwrap_or_default(),
+        took[took.len() / 2]
+    );
+    Ok(())
+}

@@ -82,16 +82,21 @@ impl Log {
             .await
     }
 
-    /// Asks the log node at `addr` to stand for election now.
-    pub async fn campaign(&self, addr: &str) -> Result<log::CampaignResponse, Status> {
-        let channel = failover::lazy_channel(addr, "a log member's address")
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let mut node = LogClient::with_interceptor(channel, TraceInterceptor);
-        let answer =
-            tokio::time::timeout(self.nodes.timeout(), node.campaign(log::CampaignRequest {}))
-                .await
-                .map_err(|_| Status::unavailable(format!("campaign on {addr}: timed out")))??;
-        Ok(answer.into_inner())
+    /// Hands the log's leadership to voter `target`; any node takes the
+    /// call and the leader carries it out.
+    pub async fn transfer_leadership(&self, target_id: u64) -> Result<u64, Status> {
+        self.nodes
+            .call(
+                "transfer leadership",
+                failover::unavailable,
+                |mut client| async move {
+                    client
+                        .transfer_leadership(log::TransferLeadershipRequest { target_id })
+                        .await
+                },
+            )
+            .await
+            .map(|moved| moved.leader)
     }
 
     pub async fn remove(&self, id: u64) -> Result<log::MembershipResponse, Status> {

@@ -21,8 +21,9 @@ use tonic::{Request, Response, Status};
 use crate::backends::{on_any_replica, Log};
 use crate::pool::BackendPool;
 
-/// How long a campaign is given to end in a leader before another.
-const MOVE_LEADER_SETTLE: Duration = Duration::from_secs(1);
+/// How long the edge lets the log settle after a failed leadership hand-over
+/// before it asks again.
+const MOVE_LEADER_PAUSE: Duration = Duration::from_millis(200);
 
 /// The etcd API version cairn answers as: what clients check features against.
 pub const ETCD_VERSION: &str = "3.5.0";
@@ -209,29 +210,25 @@ impl Maintenance for MaintenanceApi {
         let target = request.into_inner().target_id;
         let deadline = tokio::time::Instant::now() + self.log.timeout();
         let mut status = self.log.status().await?;
-        let Some(member) = status
+        if !status
             .members
             .iter()
-            .find(|member| member.id == target && member.voter)
-            .cloned()
-        else {
+            .any(|member| member.id == target && member.voter)
+        {
             return Err(EtcdError::BadLeaderTransferee.into());
-        };
-        // The target stands for election until it leads: it wins once its
-        // log is as complete as a quorum's, which a heartbeat brings about.
+        }
+        // The log's leader carries the hand-over out; an attempt that ends
+        // without it (the target lagged, an election went another way) is
+        // tried again while time is left.
         while status.leader != target {
             if tokio::time::Instant::now() >= deadline {
                 return Err(EtcdError::Timeout.into());
             }
-            self.log.campaign(&member.addr).await?;
-            let settle = tokio::time::Instant::now() + MOVE_LEADER_SETTLE;
-            loop {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                status = self.log.status().await?;
-                if status.leader == target || tokio::time::Instant::now() >= settle {
-                    break;
-                }
+            if let Err(refusal) = self.log.transfer_leadership(target).await {
+                tracing::debug!(%refusal, "a leadership hand-over attempt failed");
+                tokio::time::sleep(MOVE_LEADER_PAUSE).await;
             }
+            status = self.log.status().await?;
         }
         Ok(Response::new(MoveLeaderResponse {
             header: self.header(0).await?,

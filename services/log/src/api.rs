@@ -27,14 +27,22 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use self::handover::Holds;
 use crate::batch::{self, Answer, BatchLimits, Pending, Placed, ReadPoint, ReadWaiter, Routed};
 use crate::error::LogError;
 use crate::metrics::LOG_METRICS;
 use crate::store::{Bookkeeping, LogStore};
 use crate::types::{Entry, LogCommand, NodeId, Raft};
 
-/// Metadata key marking a request one node forwarded to another.
+mod handover;
+
+/// Metadata key counting the times a request was forwarded between nodes.
 const FORWARDED: &str = "cairn-forwarded";
+/// The most times a request is forwarded. More than once happens when the
+/// leadership moves while a request is on its way (the node it was forwarded
+/// to names the new leader); the bound keeps nodes with stale views from
+/// passing a request around.
+const MAX_FORWARDS: u32 = 3;
 /// Entries per Subscribe message.
 const SUBSCRIBE_BATCH: usize = 512;
 /// Proposals that may wait to be packed before callers are slowed down.
@@ -67,6 +75,8 @@ struct Inner {
     proposals: mpsc::Sender<Pending>,
     /// Read-index requests waiting for the next leadership check.
     reads: mpsc::Sender<ReadWaiter>,
+    /// What this node holds back while leadership is handed over.
+    holds: Arc<Holds>,
 }
 
 /// The part of an openraft error that says "ask the leader".
@@ -155,6 +165,7 @@ impl LogApi {
                 leaders: Mutex::new(HashMap::new()),
                 proposals,
                 reads,
+                holds: Arc::new(Holds::new()),
             }),
         };
         let limits = BatchLimits {
@@ -221,6 +232,7 @@ impl LogApi {
         }
         LOG_METRICS.batch_commands.observe(commands.len() as f64);
         let entry = LogCommand::Commands(commands);
+        self.inner.holds.writes_open(deadline).await;
         let outcome = self
             .on_leader(
                 deadline,
@@ -323,7 +335,7 @@ impl LogApi {
     }
 
     /// Sends `request` on to the leader at `leader`, marked as forwarded and with
-    /// what is left of the deadline, unless it already was forwarded once.
+    /// what is left of the deadline, unless it was forwarded too often already.
     async fn forward<Req, Resp, Fut>(
         &self,
         request: Request<Req>,
@@ -334,17 +346,24 @@ impl LogApi {
     where
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        if request.metadata().contains_key(FORWARDED) {
+        let forwards: u32 = request
+            .metadata()
+            .get(FORWARDED)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0);
+        if forwards >= MAX_FORWARDS {
             return Err(LogError::Unavailable(format!(
-                "not the leader; the leader is at {leader} (a forwarded request is not forwarded again)"
+                "not the leader; the leader is at {leader} (the request was forwarded {forwards} times already)"
             ))
             .into());
         }
         let client = self.leader_client(leader)?;
         let mut onward = Request::new(request.into_inner());
-        onward
-            .metadata_mut()
-            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        onward.metadata_mut().insert(
+            FORWARDED,
+            tonic::metadata::MetadataValue::from(forwards + 1),
+        );
         onward.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
         cairn_kit::telemetry::inject_context(onward.metadata_mut());
         let mut response = call(client, onward).await?;
@@ -486,6 +505,7 @@ impl LogApi {
         command: LogCommand,
         deadline: tokio::time::Instant,
     ) -> Result<Routed<u64>, LogError> {
+        self.inner.holds.writes_open(deadline).await;
         self.on_leader(
             deadline,
             || self.inner.raft.client_write(command.clone()),
@@ -518,6 +538,7 @@ impl LogApi {
         changes: ChangeMembers<NodeId, BasicNode>,
         deadline: tokio::time::Instant,
     ) -> Result<Routed<u64>, LogError> {
+        self.inner.holds.writes_open(deadline).await;
         self.on_leader(
             deadline,
             || self.inner.raft.change_membership(changes.clone(), false),
@@ -754,6 +775,64 @@ impl pb::log_server::Log for LogApi {
         })?;
         let term = self.inner.raft.metrics().borrow().current_term;
         Ok(Response::new(pb::CampaignResponse { term }))
+    }
+
+    async fn hold_elections(
+        &self,
+        request: Request<pb::HoldElectionsRequest>,
+    ) -> Result<Response<pb::HoldElectionsResponse>, Status> {
+        let hold = std::time::Duration::from_millis(request.into_inner().millis);
+        self.inner.holds.hold_elections(&self.inner.raft, hold);
+        Ok(Response::new(pb::HoldElectionsResponse {}))
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<pb::TransferLeadershipRequest>,
+    ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
+        let deadline = self.deadline();
+        let target_id = request.get_ref().target_id;
+        let members = self.members();
+        let Some(target) = members
+            .iter()
+            .find(|member| member.id == target_id && member.voter)
+        else {
+            return Err(LogError::FailedPrecondition(format!(
+                "{target_id} is not a voter of this log"
+            ))
+            .into());
+        };
+        let (me, leader) = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.id, metrics.current_leader)
+        };
+        match leader {
+            Some(leader) if leader == target_id => {}
+            Some(leader) if leader == me => self.hand_over(target, deadline).await?,
+            Some(leader) => {
+                let Some(addr) = members.iter().find(|member| member.id == leader) else {
+                    return Err(LogError::Unavailable(format!(
+                        "the leader {leader} is not a member this node knows"
+                    ))
+                    .into());
+                };
+                let addr = addr.addr.clone();
+                return self
+                    .forward(request, &addr, deadline, |mut leader, request| async move {
+                        leader.transfer_leadership(request).await
+                    })
+                    .await;
+            }
+            None => {
+                return Err(
+                    LogError::Unavailable("no leader is known to hand over from".into()).into(),
+                )
+            }
+        }
+        Ok(Response::new(pb::TransferLeadershipResponse {
+            leader: target_id,
+        }))
     }
 
     async fn add_learner(
