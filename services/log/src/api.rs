@@ -70,7 +70,7 @@ struct Inner {
     request_timeout: std::time::Duration,
     max_command_bytes: usize,
     shutdown: ShutdownWatch,
-    leaders: Mutex<HashMap<String, Forwarder>>,
+    peers: Mutex<HashMap<String, Forwarder>>,
     /// Proposals on their way to being packed into an entry.
     proposals: mpsc::Sender<Pending>,
     /// Read-index requests waiting for the next leadership check.
@@ -162,7 +162,7 @@ impl LogApi {
                 request_timeout: settings.request_timeout(),
                 max_command_bytes: settings.max_command_bytes,
                 shutdown: shutdown.clone(),
-                leaders: Mutex::new(HashMap::new()),
+                peers: Mutex::new(HashMap::new()),
                 proposals,
                 reads,
                 holds: Arc::new(Holds::new()),
@@ -318,9 +318,11 @@ impl LogApi {
         }
     }
 
-    fn leader_client(&self, addr: &str) -> Result<Forwarder, LogError> {
-        let mut leaders = self.inner.leaders.lock();
-        if let Some(client) = leaders.get(addr) {
+    /// A client of the log node at `addr`, kept for the next call: the leader
+    /// requests are forwarded to, or a voter in a leadership hand-over.
+    fn peer_client(&self, addr: &str) -> Result<Forwarder, LogError> {
+        let mut peers = self.inner.peers.lock();
+        if let Some(client) = peers.get(addr) {
             return Ok(client.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|error| {
@@ -330,7 +332,7 @@ impl LogApi {
         let client = LogClient::with_interceptor(channel, TraceInterceptor)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        leaders.insert(addr.to_owned(), client.clone());
+        peers.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
 
@@ -358,7 +360,7 @@ impl LogApi {
             ))
             .into());
         }
-        let client = self.leader_client(leader)?;
+        let client = self.peer_client(leader)?;
         let mut onward = Request::new(request.into_inner());
         onward.metadata_mut().insert(
             FORWARDED,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use cairn_proto::cairn::log::v1 as pb;
 use futures::future::join_all;
+use openraft::RaftMetrics;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -45,6 +46,9 @@ impl Holds {
     /// Returns once this node appends again, or at `deadline` (the write
     /// then fails on its own deadline).
     pub(super) async fn writes_open(&self, deadline: Instant) {
+        if !*self.writes_held.borrow() {
+            return;
+        }
         let mut held = self.writes_held.subscribe();
         let _ = tokio::time::timeout_at(deadline, held.wait_for(|held| !held)).await;
     }
@@ -93,44 +97,57 @@ impl LogApi {
             .saturating_duration_since(Instant::now())
             .min(MAX_WRITE_HOLD);
         let attempt_ends = Instant::now() + hold;
+        let me = raft.metrics().borrow().id;
         let others: Vec<pb::Member> = self
             .members()
             .into_iter()
-            .filter(|member| member.voter && member.id != target.id)
+            .filter(|member| member.voter && member.id != target.id && member.id != me)
             .collect();
-        let me = raft.metrics().borrow().id;
 
         holds.writes_held.send_replace(true);
         let _writes = WritesHeld(&holds.writes_held);
-        for other in &others {
-            if other.id == me {
-                holds.hold_elections(raft, hold);
-            }
-        }
-        let remote: Vec<&pb::Member> = others.iter().filter(|other| other.id != me).collect();
+        holds.hold_elections(raft, hold);
         join_all(
-            remote
+            others
                 .iter()
                 .map(|other| self.ask_to_hold(&other.addr, hold)),
         )
         .await;
 
         let moved = async {
-            self.wait_for_caught_up(target.id, attempt_ends).await?;
+            self.wait_until(attempt_ends, "the target did not catch up in time", |now| {
+                let matched = now
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&target.id).cloned().flatten())
+                    .map(|log_id| log_id.index);
+                now.current_leader == Some(now.id) && matched >= now.last_log_index
+            })
+            .await?;
             // The first campaign's higher term unseats this leader (voters
             // refuse the vote itself while its lease runs); the second, once
             // this node has stepped down and no longer holds a lease, wins
             // without waiting for the target's election timer.
             self.campaign_on(target).await?;
-            self.wait_until_stepped_down(attempt_ends).await?;
+            self.wait_until(
+                attempt_ends,
+                "the leader did not step down in time",
+                |now| now.state != openraft::ServerState::Leader,
+            )
+            .await?;
             self.campaign_on(target).await?;
-            self.wait_for_leader(target.id, attempt_ends).await
+            self.wait_until(
+                attempt_ends,
+                "the target did not win its election in time",
+                |now| now.current_leader == Some(target.id),
+            )
+            .await
         }
         .await;
 
         holds.hold_elections(raft, Duration::ZERO);
         join_all(
-            remote
+            others
                 .iter()
                 .map(|other| self.ask_to_hold(&other.addr, Duration::ZERO)),
         )
@@ -142,7 +159,7 @@ impl LogApi {
     /// a hold). A voter out of reach cannot compete either, so failures only
     /// show in the log.
     async fn ask_to_hold(&self, addr: &str, hold: Duration) {
-        let Ok(mut voter) = self.leader_client(addr) else {
+        let Ok(mut voter) = self.peer_client(addr) else {
             return;
         };
         let request = pb::HoldElectionsRequest {
@@ -157,30 +174,9 @@ impl LogApi {
         }
     }
 
-    /// Waits until the leader knows `target` holds every entry it has.
-    async fn wait_for_caught_up(&self, target: NodeId, ends: Instant) -> Result<(), LogError> {
-        let mut metrics = self.inner.raft.metrics();
-        loop {
-            let caught_up = {
-                let now = metrics.borrow();
-                let matched = now
-                    .replication
-                    .as_ref()
-                    .and_then(|replication| replication.get(&target).cloned().flatten())
-                    .map(|log_id| log_id.index);
-                now.current_leader == Some(now.id) && matched >= now.last_log_index
-            };
-            if caught_up {
-                return Ok(());
-            }
-            self.until_change(&mut metrics, ends, "the target did not catch up in time")
-                .await?;
-        }
-    }
-
     /// Has `target` stand for election now.
     async fn campaign_on(&self, target: &pb::Member) -> Result<(), LogError> {
-        let mut candidate = self.leader_client(&target.addr)?;
+        let mut candidate = self.peer_client(&target.addr)?;
         candidate
             .campaign(pb::CampaignRequest {})
             .await
@@ -194,37 +190,18 @@ impl LogApi {
             })
     }
 
-    /// Waits until this node no longer leads.
-    async fn wait_until_stepped_down(&self, ends: Instant) -> Result<(), LogError> {
-        let mut metrics = self.inner.raft.metrics();
-        while metrics.borrow().state == openraft::ServerState::Leader {
-            self.until_change(&mut metrics, ends, "the leader did not step down in time")
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Waits until this node learns that `target` leads.
-    async fn wait_for_leader(&self, target: NodeId, ends: Instant) -> Result<(), LogError> {
-        let mut metrics = self.inner.raft.metrics();
-        while metrics.borrow().current_leader != Some(target) {
-            self.until_change(
-                &mut metrics,
-                ends,
-                "the target did not win its election in time",
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn until_change(
+    /// Waits until this node's raft metrics satisfy `done`, failing with
+    /// `late` at `ends`.
+    async fn wait_until(
         &self,
-        metrics: &mut watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
         ends: Instant,
         late: &str,
+        done: impl FnMut(&RaftMetrics<NodeId, openraft::BasicNode>) -> bool,
     ) -> Result<(), LogError> {
-        match tokio::time::timeout_at(ends, metrics.changed()).await {
+        let mut metrics = self.inner.raft.metrics();
+        let waited =
+            tokio::time::timeout_at(ends, async { metrics.wait_for(done).await.map(|_| ()) }).await;
+        match waited {
             Err(_) => Err(LogError::Unavailable(late.to_owned())),
             Ok(Err(_)) => Err(LogError::Unavailable(
                 "this log node is shutting down".to_owned(),
