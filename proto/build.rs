@@ -12,7 +12,11 @@ const ETCD_PROTOS: &[&str] = &[
 
 /// cairn's internal protos. Their servers answer a body that does not decode with
 /// INVALID_ARGUMENT rather than tonic's INTERNAL.
-const CAIRN_PROTOS: &[&str] = &["cairn/log/v1/log.proto", "cairn/mvcc/v1/mvcc.proto"];
+const CAIRN_PROTOS: &[&str] = &[
+    "cairn/v1/failure.proto",
+    "cairn/log/v1/log.proto",
+    "cairn/mvcc/v1/mvcc.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let etcd_present: Vec<&str> = ETCD_PROTOS
@@ -22,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     if !etcd_present.is_empty() {
         let etcd = protox::compile(&etcd_present, ["etcd"])?;
-        tonic_build::configure().compile_fds(etcd)?;
+        tonic_prost_build::configure().compile_fds(etcd)?;
     }
 
     // The cairn protos import etcd's types, which are generated once above and
@@ -33,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scratch = out_dir.join("cairn-pass");
     std::fs::create_dir_all(&scratch)?;
     let cairn = protox::compile(CAIRN_PROTOS, [".", "etcd"])?;
-    tonic_build::configure()
+    tonic_prost_build::configure()
         .out_dir(&scratch)
         .codec_path("crate::codec::StrictCodec")
         .extern_path(".etcdserverpb", "crate::etcdserverpb")

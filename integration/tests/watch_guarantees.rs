@@ -27,7 +27,7 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::Event;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
@@ -56,26 +56,26 @@ struct Spec {
 
 impl Spec {
     fn random(rng: &mut impl Rng, old_up_to: i64) -> Self {
-        let prefix = rng.gen_range(0..PREFIXES);
-        let (key, range_end) = match rng.gen_range(0..10) {
+        let prefix = rng.random_range(0..PREFIXES);
+        let (key, range_end) = match rng.random_range(0..10) {
             0 => (b"w/".to_vec(), b"w0".to_vec()),
             1..=4 => (
                 format!("w/{prefix}/").into_bytes(),
                 format!("w/{prefix}0").into_bytes(),
             ),
             5..=7 => (key(prefix, 3), key(prefix, 11)),
-            _ => (key(prefix, rng.gen_range(0..KEYS)), Vec::new()),
+            _ => (key(prefix, rng.random_range(0..KEYS)), Vec::new()),
         };
-        let filter = rng.gen_range(0..10);
+        let filter = rng.random_range(0..10);
         Self {
             key,
             range_end,
-            start: if rng.gen_bool(0.3) {
-                rng.gen_range(2..=old_up_to)
+            start: if rng.random_bool(0.3) {
+                rng.random_range(2..=old_up_to)
             } else {
                 0
             },
-            prev_kv: rng.gen_bool(0.5),
+            prev_kv: rng.random_bool(0.5),
             no_put: filter == 0,
             no_delete: filter == 1,
         }
@@ -311,12 +311,12 @@ async fn write(
 ) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(writer as u64);
     for op in 0..OPS_PER_WRITER {
-        let prefix = rng.gen_range(0..PREFIXES);
+        let prefix = rng.random_range(0..PREFIXES);
         let value = format!("{writer}-{op}").into_bytes();
-        let outcome = match rng.gen_range(0..10) {
+        let outcome = match rng.random_range(0..10) {
             0..=5 => kv
                 .put(PutRequest {
-                    key: key(prefix, rng.gen_range(0..KEYS)),
+                    key: key(prefix, rng.random_range(0..KEYS)),
                     value,
                     ..Default::default()
                 })
@@ -324,14 +324,14 @@ async fn write(
                 .map(|_| ()),
             6 | 7 => kv
                 .delete_range(DeleteRangeRequest {
-                    key: key(prefix, rng.gen_range(0..KEYS)),
+                    key: key(prefix, rng.random_range(0..KEYS)),
                     ..Default::default()
                 })
                 .await
                 .map(|_| ()),
             _ => {
                 // Several keys, one revision.
-                let first = rng.gen_range(0..KEYS - 3);
+                let first = rng.random_range(0..KEYS - 3);
                 let success = (first..first + 3)
                     .map(|number| RequestOp {
                         request: Some(if number % 2 == 0 {

@@ -2,6 +2,7 @@
 //! cairn's internal `cairn.*.v1` protos between its services.
 
 pub mod codec;
+pub mod contract;
 pub mod etcd_error;
 
 /// etcd's key-value data types (`mvccpb`).
@@ -25,12 +26,14 @@ pub mod etcdserverpb {
 
 /// cairn's internal APIs.
 pub mod cairn {
+    /// What every cairn service shares on the wire: typed failures.
+    #[allow(clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("cairn.v1");
+    }
+
     /// The replicated log.
     pub mod log {
-        /// Response metadata: the address of the leader a node forwarded the
-        /// call to, so the caller may go there directly next time.
-        pub const LEADER_METADATA: &str = "cairn-leader";
-
         /// Version 1 of the log API.
         #[allow(clippy::all, missing_docs)]
         pub mod v1 {

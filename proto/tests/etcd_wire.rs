@@ -21,7 +21,7 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::{authpb, mvccpb};
 use prost::Message;
-use tonic::body::BoxBody;
+use tonic::body::Body as BoxBody;
 use tonic::codegen::{http, tokio_stream, Service};
 
 fn decode<M: Message + Default>(bytes: &[u8]) -> M {
@@ -480,7 +480,7 @@ impl Service<http::Request<BoxBody>> for Recorder {
             .lock()
             .expect("recorder lock")
             .push(req.uri().path().to_string());
-        let mut resp = http::Response::new(tonic::body::empty_body());
+        let mut resp = http::Response::new(tonic::body::Body::empty());
         let headers = resp.headers_mut();
         headers.insert(
             "content-type",

@@ -11,20 +11,14 @@ pub enum EdgeError {
     Etcd(EtcdError),
     #[error("{0}")]
     Settings(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kit(#[from] cairn_kit::KitError),
     /// No backend of a service could be reached.
     #[error("no {service} backend is reachable")]
     NoBackend { service: &'static str },
     /// A backend answered with an error; it goes to the client as it came.
     #[error("{0}")]
     Backend(Status),
-    #[error("grpc transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 impl From<EtcdError> for EdgeError {
@@ -45,9 +39,7 @@ impl From<EdgeError> for Status {
             EdgeError::Etcd(etcd) => Status::new(etcd.code(), etcd.message()),
             EdgeError::Backend(status) => status,
             EdgeError::NoBackend { .. } => Status::unavailable(error.to_string()),
-            EdgeError::Settings(_) | EdgeError::Bind { .. } | EdgeError::Transport(_) => {
-                Status::internal(error.to_string())
-            }
+            EdgeError::Settings(_) | EdgeError::Kit(_) => Status::internal(error.to_string()),
         }
     }
 }

@@ -25,10 +25,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_kit::telemetry::GrpcServerTraceLayer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tower::Layer;
 
 pub use error::EdgeError;
 pub use settings::EdgeSettings;
@@ -45,12 +46,7 @@ pub async fn serve(
     settings: EdgeSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EdgeError> {
-    let listener = TcpListener::bind(&settings.edge.listen)
-        .await
-        .map_err(|source| EdgeError::Bind {
-            addr: settings.edge.listen.clone(),
-            source,
-        })?;
+    let listener = cairn_kit::grpc::bind(&settings.edge.listen).await?;
     serve_on(listener, settings, shutdown).await
 }
 
@@ -86,17 +82,11 @@ pub async fn serve_on(
     let log = Arc::new(Log::new(&backends.log, unary_timeout)?);
     let max_request = settings.limits.max_request_bytes;
 
-    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
-        .await
-        .map_err(|error| EdgeError::Settings(format!("setting `metrics.listen`: {error}")))?;
-    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone()).await?;
+    let (health_reporter, health_service) = cairn_kit::health::grpc_health();
     health_reporter.set_serving::<Proxy<proxy::Kv>>().await;
-    let local = listener.local_addr().map_err(|source| EdgeError::Bind {
-        addr: settings.edge.listen.clone(),
-        source,
-    })?;
     tracing::info!(
-        listen = %local,
+        listen = %cairn_kit::grpc::local_addr(&listener)?,
         metrics = ?metrics_addr,
         mvcc = mvcc.backends().len(),
         watch = watch.backends().len(),
@@ -104,43 +94,37 @@ pub async fn serve_on(
         "cairn-edge ready"
     );
 
-    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| EdgeError::Bind {
-        addr: local.to_string(),
-        source: std::io::Error::other(error.to_string()),
-    })?;
     let cluster_id = settings.edge.cluster_id;
-    let mut stop = shutdown.clone();
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .layer(GrpcServerTraceLayer)
-        .layer(ShedLayer::new(settings.limits.max_concurrent_requests))
-        .add_service(health_service)
-        .add_service(Proxy::<proxy::Kv>::new(
+    // One limit of calls in progress shared by every service.
+    let shed = ShedLayer::new(settings.limits.max_concurrent_requests);
+    let routes = Routes::new(shed.layer(health_service))
+        .add_service(shed.layer(Proxy::<proxy::Kv>::new(
             mvcc.clone(),
             unary_timeout,
             max_request,
-        ))
-        .add_service(Proxy::<proxy::Watch>::new(
+        )))
+        .add_service(shed.layer(Proxy::<proxy::Watch>::new(
             watch,
             unary_timeout,
             max_request,
-        ))
-        .add_service(Proxy::<proxy::Lease>::new(
+        )))
+        .add_service(shed.layer(Proxy::<proxy::Lease>::new(
             lease,
             unary_timeout,
             max_request,
-        ))
-        .add_service(ClusterServer::new(ClusterApi::new(
+        )))
+        .add_service(shed.layer(ClusterServer::new(ClusterApi::new(
             log.clone(),
             settings.edge.advertise_client_urls.clone(),
             cluster_id,
-        )))
+        ))))
         .add_service(
-            MaintenanceServer::new(MaintenanceApi::new(log, mvcc, cluster_id))
-                .max_encoding_message_size(usize::MAX),
-        )
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
-        .await?;
+            shed.layer(
+                MaintenanceServer::new(MaintenanceApi::new(log, mvcc, cluster_id))
+                    .max_encoding_message_size(usize::MAX),
+            ),
+        );
+    cairn_kit::grpc::serve(listener, routes, shutdown).await?;
     tracing::info!("cairn-edge stopping");
     Ok(())
 }

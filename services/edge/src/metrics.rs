@@ -94,7 +94,7 @@ mod tests {
         EDGE_METRICS.backends.with_label_values(&["mvcc"]).set(2);
         let names: Vec<String> = prometheus::gather()
             .iter()
-            .map(|family| family.get_name().to_owned())
+            .map(|family| family.name().to_owned())
             .collect();
         for wanted in ["cairn_edge_shed_total", "cairn_edge_backends"] {
             assert!(names.iter().any(|name| name == wanted), "{wanted} missing");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_kit::shutdown::ShutdownWatch;
 use parking_lot::{Mutex, RwLock};
-use rand::seq::SliceRandom;
+use rand::seq::IndexedRandom;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::metrics::EDGE_METRICS;
@@ -178,8 +178,8 @@ impl BackendPool {
             .iter()
             .filter(|backend| !tried.contains(&backend.addr) && !backend.is_down(now))
             .collect();
-        let mut rng = rand::thread_rng();
-        let two: Vec<&&Arc<Backend>> = candidates.choose_multiple(&mut rng, 2).collect();
+        let mut rng = rand::rng();
+        let two: Vec<&&Arc<Backend>> = candidates.sample(&mut rng, 2).collect();
         two.into_iter()
             .min_by_key(|backend| backend.load())
             .map(|backend| (*backend).clone())

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use cairn_proto::etcd_error::EtcdError;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
-use tonic::body::BoxBody;
+use tonic::body::Body as BoxBody;
 use tonic::server::NamedService;
 use tonic::Status;
 use tower::{Service, ServiceExt};
@@ -217,11 +217,7 @@ impl ProxyInner {
                     .inc();
             }
             tried.push(backend.addr);
-            let mut onward = http::Request::new(
-                Full::new(body.clone())
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            );
+            let mut onward = http::Request::new(BoxBody::new(Full::new(body.clone())));
             *onward.method_mut() = parts.method.clone();
             *onward.uri_mut() = parts.uri.clone();
             *onward.version_mut() = parts.version;
@@ -269,11 +265,10 @@ impl ProxyInner {
             .await
         {
             Ok(response) => Ok(response.map(|body| {
-                Counted {
+                BoxBody::new(Counted {
                     inner: body,
                     _call: call,
-                }
-                .boxed_unsync()
+                })
             })),
             Err(error) => {
                 self.pool.mark_down(&backend);

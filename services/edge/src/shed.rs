@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use cairn_proto::etcd_error::EtcdError;
 use tokio::sync::Semaphore;
-use tonic::body::BoxBody;
+use tonic::body::Body as BoxBody;
 use tonic::Status;
 
 use crate::metrics::EDGE_METRICS;
@@ -44,6 +44,10 @@ impl<S> tower::Layer<S> for ShedLayer {
 pub struct Shed<S> {
     inner: S,
     permits: Arc<Semaphore>,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Shed<S> {
+    const NAME: &'static str = S::NAME;
 }
 
 type ShedFuture<E> = Pin<Box<dyn Future<Output = Result<http::Response<BoxBody>, E>> + Send>>;
@@ -91,7 +95,7 @@ mod tests {
             let mut released = released.clone();
             async move {
                 let _ = released.wait_for(|done| *done).await;
-                Ok::<_, Never>(http::Response::new(tonic::body::empty_body()))
+                Ok::<_, Never>(http::Response::new(tonic::body::Body::empty()))
             }
         });
         let mut service = ShedLayer::new(1).layer(slow);

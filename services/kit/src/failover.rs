@@ -8,13 +8,13 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::settings::PeerSettings;
 use crate::KitError;
 
 /// Whether a call failed before it reached the callee, so that it is safe to
 /// send elsewhere even when it is not idempotent.
 pub fn never_sent(status: &Status) -> bool {
-    status.code() == Code::Unavailable
-        && (status.message().contains("connect") || status.message().contains("Connection refused"))
+    crate::grpc::status_never_sent(status)
 }
 
 /// Whether a failed idempotent call may be tried on another node.
@@ -56,6 +56,22 @@ impl<C: Clone> Failover<C> {
             preferred: AtomicUsize::new(0),
             timeout,
         }
+    }
+
+    /// A client of every node `peers` names, made by `client` from a lazy
+    /// channel; `section` names the settings in an error.
+    pub fn connect(
+        peers: &PeerSettings,
+        section: &str,
+        client: impl Fn(Channel) -> C,
+    ) -> Result<Self, KitError> {
+        let setting = format!("{section}.endpoints");
+        let nodes = peers
+            .endpoints
+            .iter()
+            .map(|address| Ok((address.clone(), client(lazy_channel(address, &setting)?))))
+            .collect::<Result<Vec<_>, KitError>>()?;
+        Ok(Self::new(nodes, peers.request_timeout()))
     }
 
     pub fn timeout(&self) -> Duration {
@@ -132,15 +148,6 @@ impl<C: Clone> Failover<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_connection_failures_count_as_never_sent() {
-        assert!(never_sent(&Status::unavailable(
-            "error trying to connect: tcp connect error: Connection refused (os error 111)"
-        )));
-        assert!(!never_sent(&Status::unavailable("the leader is gone")));
-        assert!(!never_sent(&Status::internal("connect")));
-    }
 
     #[tokio::test]
     async fn a_preferred_node_is_tried_first() {

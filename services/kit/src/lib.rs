@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod settings;
+pub mod share;
 pub mod shutdown;
 pub mod telemetry;
 

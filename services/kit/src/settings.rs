@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, File, FileFormat, Value};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::KitError;
 
@@ -164,6 +164,98 @@ pub fn undocumented_keys<S: Serialize + Default>(text: &str) -> Result<Vec<Strin
             None => false,
         })
         .collect())
+}
+
+/// How a service reaches the nodes of another one (the log, the replicas):
+/// any of them may answer, and each call, retries included, gets
+/// `request_timeout_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerSettings {
+    /// The nodes, as host:port.
+    pub endpoints: Vec<String>,
+    /// How long a call may take before the caller gives up on it.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        Self::at(&[])
+    }
+}
+
+impl PeerSettings {
+    /// `endpoints` with the default timeout (5 s).
+    pub fn at(endpoints: &[&str]) -> Self {
+        Self {
+            endpoints: endpoints
+                .iter()
+                .map(|endpoint| (*endpoint).to_owned())
+                .collect(),
+            request_timeout_ms: 5000,
+        }
+    }
+
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Checks what serde cannot; `section` names the settings in the error.
+    pub fn validate(&self, section: &str) -> Result<(), KitError> {
+        if self.endpoints.is_empty() {
+            return Err(KitError::Settings(format!(
+                "setting `{section}.endpoints`: at least one node is needed"
+            )));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(KitError::Settings(format!(
+                "setting `{section}.request_timeout_ms`: must be above 0"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The JetStream stream the replicas publish every revision to and the
+/// watch gateways read: one message per revision, sequence = revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// NATS server URL.
+    pub url: String,
+    pub stream: String,
+    pub subject: String,
+    /// Revisions the stream keeps when a publisher creates it; older ones
+    /// are served from history.
+    pub max_messages: i64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "CAIRN_REVISIONS".to_owned(),
+            subject: "cairn.revisions".to_owned(),
+            max_messages: 1_000_000,
+        }
+    }
+}
+
+impl NatsSettings {
+    /// Checks what serde cannot, for a service that needs the stream.
+    pub fn validate(&self) -> Result<(), KitError> {
+        if self.url.is_empty() || self.stream.is_empty() || self.subject.is_empty() {
+            return Err(KitError::Settings(
+                "setting `nats.url`, `nats.stream`, `nats.subject`: must not be empty".into(),
+            ));
+        }
+        if self.max_messages <= 0 {
+            return Err(KitError::Settings(
+                "setting `nats.max_messages`: must be above 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

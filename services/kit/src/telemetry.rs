@@ -9,7 +9,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{global, Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::TracerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use serde::{Deserialize, Serialize};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
@@ -45,7 +45,7 @@ impl Default for TelemetrySettings {
 
 /// Flushes exported spans when the service exits.
 pub struct TelemetryGuard {
-    provider: Option<TracerProvider>,
+    provider: Option<SdkTracerProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -86,12 +86,18 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
             .with_endpoint(settings.otlp_endpoint.clone())
             .build()
             .map_err(|error| KitError::Telemetry(format!("otlp exporter: {error}")))?;
-        let provider = TracerProvider::builder()
-            .with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio)
-            .with_resource(Resource::new([KeyValue::new(
-                "service.name",
-                service.to_owned(),
-            )]))
+        let batches = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(batches)
+            .with_resource(
+                Resource::builder()
+                    .with_attribute(KeyValue::new("service.name", service.to_owned()))
+                    .build(),
+            )
             .build();
         let tracer = provider.tracer(service.to_owned());
         global::set_tracer_provider(provider.clone());
@@ -160,7 +166,8 @@ pub fn extract_from(carrier: &std::collections::HashMap<String, String>) -> Cont
 /// `span` as it is.
 pub fn continue_trace(span: &tracing::Span, carrier: &std::collections::HashMap<String, String>) {
     if !carrier.is_empty() {
-        span.set_parent(extract_from(carrier));
+        // A context that cannot be attached leaves the span a root of its own.
+        let _ = span.set_parent(extract_from(carrier));
     }
 }
 
@@ -248,7 +255,7 @@ where
             rpc.service = %service,
             rpc.method = %method,
         );
-        span.set_parent(extract_context(request.headers()));
+        let _ = span.set_parent(extract_context(request.headers()));
         let timer = GRPC_SERVER_SECONDS.as_ref().map(|histogram| {
             histogram
                 .with_label_values(&[service, method])
@@ -297,7 +304,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let (mut reporter, health) = crate::health::grpc_health();
+        let (reporter, health) = crate::health::grpc_health();
         reporter
             .set_service_status("cairn.test", tonic_health::ServingStatus::Serving)
             .await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cairn_kit::telemetry::TraceInterceptor;
 use cairn_proto::cairn::mvcc::v1::apply_response::Result as Applied;
 use cairn_proto::cairn::mvcc::v1::command::Op;
+use cairn_proto::contract::metadata;
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::lease_server::Lease;
@@ -17,7 +18,6 @@ use cairn_proto::etcdserverpb::{
 };
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::InterceptedService;
@@ -29,8 +29,6 @@ use crate::error::LeaseError;
 use crate::instance::Instance;
 use crate::settings::MAX_LEASE_TTL;
 
-/// Metadata marking a call one instance forwarded to another.
-const FORWARDED: &str = "cairn-forwarded";
 /// How long a call waits for this instance to finish taking over a claim it won.
 const ACTIVATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 /// Keep-alive answers that may wait for a slow stream reader.
@@ -55,7 +53,7 @@ enum Route {
 
 impl LeaseApi {
     pub fn new(instance: Arc<Instance>, cluster_id: u64) -> Self {
-        let member_id = u64::from(crc32fast::hash(instance.me.as_bytes()));
+        let member_id = cairn_proto::contract::member_id(&instance.me);
         Self {
             instance,
             cluster_id,
@@ -74,11 +72,11 @@ impl LeaseApi {
     }
 
     /// Where a call goes: the active role here, or the claim's holder.
-    async fn route(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Route, LeaseError> {
+    async fn route(&self, incoming: &tonic::metadata::MetadataMap) -> Result<Route, LeaseError> {
         if let Some(active) = self.instance.active() {
             return Ok(Route::Here(active));
         }
-        if metadata.contains_key(FORWARDED) {
+        if metadata::forwards(incoming) > 0 {
             return Err(LeaseError::NoActive(
                 "a forwarded call reached an instance that is not active".into(),
             ));
@@ -120,15 +118,13 @@ impl LeaseApi {
 /// `message` marked as forwarded, so it is never forwarded twice.
 fn forwarded<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    metadata::set_forwards(request.metadata_mut(), 1);
     request
 }
 
 /// A fresh lease ID: positive, like etcd's.
 fn new_lease_id() -> i64 {
-    rand::thread_rng().gen_range(1..i64::MAX)
+    rand::random_range(1..i64::MAX)
 }
 
 #[tonic::async_trait]

@@ -11,12 +11,8 @@ pub enum LeaseError {
     Etcd(EtcdError),
     #[error("{0}")]
     Settings(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kit(#[from] cairn_kit::KitError),
     /// A replica answered with an error; it goes to the client as it came.
     #[error("{0}")]
     Replica(Status),
@@ -26,8 +22,6 @@ pub enum LeaseError {
     /// No instance is active, or the active one cannot be reached.
     #[error("cairn: no active lease instance: {0}")]
     NoActive(String),
-    #[error("grpc transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 impl From<EtcdError> for LeaseError {
@@ -48,9 +42,7 @@ impl From<LeaseError> for Status {
             LeaseError::Etcd(etcd) => etcd.into(),
             LeaseError::Replica(status) => status,
             LeaseError::Deposed | LeaseError::NoActive(_) => Status::unavailable(error.to_string()),
-            LeaseError::Settings(_) | LeaseError::Bind { .. } | LeaseError::Transport(_) => {
-                Status::internal(error.to_string())
-            }
+            LeaseError::Settings(_) | LeaseError::Kit(_) => Status::internal(error.to_string()),
         }
     }
 }

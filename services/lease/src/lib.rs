@@ -21,11 +21,10 @@ pub mod table;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use cairn_kit::telemetry::GrpcServerTraceLayer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 
 pub use error::LeaseError;
 pub use settings::LeaseSettings;
@@ -39,12 +38,7 @@ pub async fn serve(
     settings: LeaseSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LeaseError> {
-    let listener = TcpListener::bind(&settings.node.listen)
-        .await
-        .map_err(|source| LeaseError::Bind {
-            addr: settings.node.listen.clone(),
-            source,
-        })?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     serve_on(listener, settings, shutdown).await
 }
 
@@ -58,10 +52,7 @@ pub async fn serve_on(
     // A standby's /metrics shows the lease gauges too (at 0), not nothing.
     std::sync::LazyLock::force(&metrics::LEASE_METRICS);
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
-    let replicas = Arc::new(Replicas::new(
-        &settings.mvcc.endpoints,
-        Duration::from_millis(settings.mvcc.request_timeout_ms),
-    )?);
+    let replicas = Arc::new(Replicas::new(&settings.mvcc)?);
     let instance = Instance::new(
         settings.node.advertised().to_owned(),
         replicas,
@@ -69,31 +60,20 @@ pub async fn serve_on(
     );
     tokio::spawn(instance.clone().run(shutdown.clone()));
 
-    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
-        .await
-        .map_err(|error| LeaseError::Settings(format!("setting `metrics.listen`: {error}")))?;
-    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone()).await?;
+    let (health_reporter, health_service) = cairn_kit::health::grpc_health();
     health_reporter.set_serving::<LeaseServer<LeaseApi>>().await;
-    let local = listener.local_addr().map_err(|source| LeaseError::Bind {
-        addr: settings.node.listen.clone(),
-        source,
-    })?;
-    tracing::info!(listen = %local, advertise = instance.me, metrics = ?metrics_addr, "cairn-lease ready");
-    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| LeaseError::Bind {
-        addr: local.to_string(),
-        source: std::io::Error::other(error.to_string()),
-    })?;
-    let mut stop = shutdown.clone();
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .layer(GrpcServerTraceLayer)
-        .add_service(health_service)
-        .add_service(LeaseServer::new(LeaseApi::new(
-            instance,
-            settings.node.cluster_id,
-        )))
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
-        .await?;
+    tracing::info!(
+        listen = %cairn_kit::grpc::local_addr(&listener)?,
+        advertise = instance.me,
+        metrics = ?metrics_addr,
+        "cairn-lease ready"
+    );
+    let routes = Routes::new(health_service).add_service(LeaseServer::new(LeaseApi::new(
+        instance,
+        settings.node.cluster_id,
+    )));
+    cairn_kit::grpc::serve(listener, routes, shutdown).await?;
     tracing::info!("cairn-lease stopping");
     Ok(())
 }

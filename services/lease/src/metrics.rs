@@ -73,7 +73,7 @@ mod tests {
         LEASE_METRICS.keep_alives.inc();
         let names: Vec<String> = prometheus::gather()
             .iter()
-            .map(|family| family.get_name().to_owned())
+            .map(|family| family.name().to_owned())
             .collect();
         assert!(names
             .iter()

@@ -1,9 +1,8 @@
 //! The mvcc replicas, through which every lease command reaches the log and
 //! from which the lease facts are read.
 
-use std::time::Duration;
-
 use cairn_kit::failover::{self, Failover};
+use cairn_kit::settings::PeerSettings;
 use cairn_kit::telemetry::TraceInterceptor;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
@@ -23,21 +22,13 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, LeaseError> {
-        let mut nodes = Vec::with_capacity(endpoints.len());
-        for address in endpoints {
-            let channel = failover::lazy_channel(address, "mvcc.endpoints")
-                .map_err(|error| LeaseError::Settings(error.to_string()))?;
-            nodes.push((
-                address.clone(),
-                MvccClient::with_interceptor(channel, TraceInterceptor)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-            ));
-        }
-        Ok(Self {
-            nodes: Failover::new(nodes, timeout),
-        })
+    pub fn new(peers: &PeerSettings) -> Result<Self, LeaseError> {
+        let nodes = Failover::connect(peers, "mvcc", |channel| {
+            MvccClient::with_interceptor(channel, TraceInterceptor)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX)
+        })?;
+        Ok(Self { nodes })
     }
 
     /// Proposes `op` through a replica and answers with its apply. Sent to

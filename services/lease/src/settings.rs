@@ -1,6 +1,7 @@
 //! cairn-lease's settings: `configs/lease.toml`, `--config FILE`, `CAIRN_<SECTION>__<KEY>`.
 
 use cairn_kit::metrics::MetricsSettings;
+use cairn_kit::settings::PeerSettings;
 use cairn_kit::telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
@@ -10,14 +11,27 @@ use crate::error::LeaseError;
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 /// Everything an instance needs to start.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeaseSettings {
     pub node: NodeSettings,
-    pub mvcc: MvccClientSettings,
+    /// The replicas every lease command goes through to the log.
+    pub mvcc: PeerSettings,
     pub lease: LeaseRules,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            node: NodeSettings::default(),
+            mvcc: PeerSettings::at(&["127.0.0.1:7101", "127.0.0.1:7102"]),
+            lease: LeaseRules::default(),
+            metrics: MetricsSettings::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
 }
 
 /// Where this instance listens and how the others reach it.
@@ -53,23 +67,6 @@ impl NodeSettings {
     }
 }
 
-/// How the instance reaches the mvcc replicas, through which its commands go.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MvccClientSettings {
-    pub endpoints: Vec<String>,
-    pub request_timeout_ms: u64,
-}
-
-impl Default for MvccClientSettings {
-    fn default() -> Self {
-        Self {
-            endpoints: vec!["127.0.0.1:7101".to_owned(), "127.0.0.1:7102".to_owned()],
-            request_timeout_ms: 5000,
-        }
-    }
-}
-
 /// The rules of leases and of the active instance.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,12 +95,9 @@ impl LeaseSettings {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), LeaseError> {
         let fail = |message: &str| Err(LeaseError::Settings(message.to_owned()));
-        if self.mvcc.endpoints.is_empty() {
-            return fail("setting `mvcc.endpoints`: at least one replica is needed");
-        }
-        if self.mvcc.request_timeout_ms == 0 {
-            return fail("setting `mvcc.request_timeout_ms`: must be above 0");
-        }
+        self.mvcc
+            .validate("mvcc")
+            .map_err(|error| LeaseError::Settings(error.to_string()))?;
         if self.lease.checkpoint_interval_ms == 0 {
             return fail("setting `lease.checkpoint_interval_ms`: must be above 0");
         }

@@ -1,10 +1,11 @@
 //! cairn-log's one error type, and its mapping to gRPC status at the boundary.
+//!
+//! Every refusal a caller can act on carries a typed [`Failure`] in the
+//! status details: whether the request was appended (and so may still
+//! commit) is part of the answer, not of its wording.
 
-use tonic::metadata::MetadataValue;
+use cairn_proto::contract::{Failure, FailureKind};
 use tonic::{Code, Status};
-
-/// Metadata key carrying the first index a node still holds, on a Truncated error.
-pub const FIRST_INDEX_METADATA: &str = "cairn-first-index";
 
 /// Everything that can go wrong in a log node.
 #[derive(Debug, thiserror::Error)]
@@ -17,26 +18,31 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kit(#[from] cairn_kit::KitError),
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("undecodable data: {0}")]
     Codec(String),
     #[error("raft: {0}")]
     Raft(String),
-    #[error("grpc transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// The caller sent something the log will not take.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The request may be retried: no leader, no quorum, timed out, shutting down.
+    /// No node could act as leader before the deadline: an election under
+    /// way, or a leader cut off from its quorum. Nothing was appended.
     #[error("{0}")]
-    Unavailable(String),
+    NoLeader(String),
+    /// Handed to raft but not committed before the deadline: it may still
+    /// commit, so its outcome is unknown.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The request went from node to node without reaching the leader.
+    #[error("{0}")]
+    NotLeader(String),
+    /// This node is shutting down; the request was not carried out.
+    #[error("this log node is shutting down")]
+    Stopping,
     /// The membership change cannot be made in the cluster's current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -47,27 +53,57 @@ pub enum LogError {
     Truncated { requested: u64, first: u64 },
 }
 
+impl LogError {
+    /// The same failure again, for each request that shared one call: the
+    /// kind kept, anything internal told as an unavailable raft.
+    pub(crate) fn copy(&self) -> Self {
+        let message = self.to_string();
+        match self {
+            Self::InvalidArgument(_) => Self::InvalidArgument(message),
+            Self::NoLeader(_) => Self::NoLeader(message),
+            Self::TimedOut(_) => Self::TimedOut(message),
+            Self::NotLeader(_) => Self::NotLeader(message),
+            Self::Stopping => Self::Stopping,
+            Self::FailedPrecondition(_) => Self::FailedPrecondition(message),
+            Self::Truncated { requested, first } => Self::Truncated {
+                requested: *requested,
+                first: *first,
+            },
+            _ => Self::Raft(message),
+        }
+    }
+
+    /// The typed failure a caller acts on, if this is one a caller can see.
+    fn failure(&self) -> Option<(Code, Failure)> {
+        let of = |code, kind| Some((code, Failure::of(kind)));
+        match self {
+            Self::InvalidArgument(_) => of(Code::InvalidArgument, FailureKind::Invalid),
+            Self::NoLeader(_) => of(Code::Unavailable, FailureKind::NoLeader),
+            Self::TimedOut(_) => of(Code::Unavailable, FailureKind::TimedOut),
+            Self::NotLeader(_) => of(Code::Unavailable, FailureKind::NotLeader),
+            Self::Stopping => of(Code::Unavailable, FailureKind::Stopping),
+            Self::Truncated { first, .. } => Some((
+                Code::OutOfRange,
+                Failure {
+                    first_index: *first,
+                    ..Failure::of(FailureKind::Purged)
+                },
+            )),
+            _ => None,
+        }
+    }
+}
+
 impl From<LogError> for Status {
     fn from(error: LogError) -> Self {
         let message = error.to_string();
+        if let Some((code, failure)) = error.failure() {
+            return failure.into_status(code, message);
+        }
         match error {
-            LogError::InvalidArgument(_) => Status::invalid_argument(message),
-            LogError::Unavailable(_) => Status::unavailable(message),
             LogError::FailedPrecondition(_) => Status::failed_precondition(message),
-            LogError::Truncated { first, .. } => {
-                let mut status = Status::new(Code::OutOfRange, message);
-                status
-                    .metadata_mut()
-                    .insert(FIRST_INDEX_METADATA, MetadataValue::from(first));
-                status
-            }
             LogError::Raft(_) => Status::unavailable(message),
-            LogError::Settings(_)
-            | LogError::DataDir { .. }
-            | LogError::Bind { .. }
-            | LogError::Rocks(_)
-            | LogError::Codec(_)
-            | LogError::Transport(_) => Status::internal(message),
+            _ => Status::internal(message),
         }
     }
 }
@@ -77,22 +113,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_client_facing_error_has_its_code_and_message() {
+    fn each_client_facing_error_has_its_code_message_and_kind() {
         let cases = [
             (
                 LogError::InvalidArgument("command is empty".into()),
                 Code::InvalidArgument,
                 "command is empty",
+                FailureKind::Invalid,
             ),
             (
-                LogError::Unavailable("no leader".into()),
+                LogError::NoLeader("no leader".into()),
                 Code::Unavailable,
                 "no leader",
+                FailureKind::NoLeader,
             ),
             (
-                LogError::FailedPrecondition("in progress".into()),
-                Code::FailedPrecondition,
-                "in progress",
+                LogError::TimedOut("not committed".into()),
+                Code::Unavailable,
+                "not committed",
+                FailureKind::TimedOut,
+            ),
+            (
+                LogError::Stopping,
+                Code::Unavailable,
+                "this log node is shutting down",
+                FailureKind::Stopping,
             ),
             (
                 LogError::Truncated {
@@ -101,25 +146,34 @@ mod tests {
                 },
                 Code::OutOfRange,
                 "log index 3 was purged from this node; the first available index is 10",
+                FailureKind::Purged,
             ),
         ];
-        for (error, code, message) in cases {
+        for (error, code, message, kind) in cases {
             let status = Status::from(error);
             assert_eq!(status.code(), code);
             assert_eq!(status.message(), message);
+            assert_eq!(cairn_proto::contract::failure_kind(&status), kind);
         }
     }
 
     #[test]
-    fn truncated_carries_the_first_index_in_metadata() {
+    fn truncated_names_the_first_index_it_holds() {
         let status = Status::from(LogError::Truncated {
             requested: 3,
             first: 10,
         });
-        let first = status
-            .metadata()
-            .get(FIRST_INDEX_METADATA)
-            .and_then(|value| value.to_str().ok());
-        assert_eq!(first, Some("10"));
+        let failure = Failure::from_status(&status).expect("a failure detail");
+        assert_eq!(failure.first_index, 10);
+    }
+
+    #[test]
+    fn a_membership_refusal_is_a_failed_precondition_without_a_kind() {
+        let status = Status::from(LogError::FailedPrecondition("in progress".into()));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            cairn_proto::contract::failure_kind(&status),
+            FailureKind::Unspecified
+        );
     }
 }

@@ -7,10 +7,10 @@
 //! - `store`: RocksDB log storage (group-committed) and the bookkeeping state machine.
 //! - `network`: raft messages between nodes over tonic.
 //! - `api`: the Log service (Propose, ReadIndex, Subscribe, Ack, Status, membership).
+//!   Proposals and read indexes that arrive together share one round of consensus.
 //! - `purge`: the policy that never drops an entry a consumer still needs.
 
 pub mod api;
-pub mod batch;
 pub mod error;
 pub mod metrics;
 pub mod network;
@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_kit::shutdown::ShutdownWatch;
-use cairn_kit::telemetry::GrpcServerTraceLayer;
 use cairn_proto::cairn::log::v1::log_server::LogServer;
 use cairn_proto::cairn::log::v1::raft_server::RaftServer;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 
 pub use error::LogError;
 pub use settings::LogSettings;
@@ -43,12 +43,7 @@ pub async fn serve(
     settings: LogSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LogError> {
-    let listener = TcpListener::bind(&settings.node.listen)
-        .await
-        .map_err(|source| LogError::Bind {
-            addr: settings.node.listen.clone(),
-            source,
-        })?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     serve_on(listener, settings, shutdown).await
 }
 
@@ -78,9 +73,7 @@ pub async fn serve_on(
         bootstrap(&raft, &settings).await?;
     }
 
-    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
-        .await
-        .map_err(|error| LogError::Settings(format!("setting `metrics.listen`: {error}")))?;
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone()).await?;
     tokio::spawn(purge::run(
         raft.clone(),
         bookkeeping.clone(),
@@ -98,7 +91,7 @@ pub async fn serve_on(
         &settings.raft,
         shutdown.clone(),
     );
-    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    let (health_reporter, health_service) = cairn_kit::health::grpc_health();
     health_reporter.set_serving::<LogServer<LogApi>>().await;
 
     let max_request = settings
@@ -106,35 +99,21 @@ pub async fn serve_on(
         .max_command_bytes
         .saturating_mul(2)
         .max(64 * 1024 * 1024);
-    let local = listener.local_addr().map_err(|source| LogError::Bind {
-        addr: settings.node.listen.clone(),
-        source,
-    })?;
     tracing::info!(
         node = settings.node.id,
-        listen = %local,
+        listen = %cairn_kit::grpc::local_addr(&listener)?,
         advertise = settings.advertise(),
         metrics = ?metrics_addr,
         "cairn-log ready"
     );
-
-    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| LogError::Bind {
-        addr: local.to_string(),
-        source: std::io::Error::other(error.to_string()),
-    })?;
-    let mut stop = shutdown.clone();
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .layer(GrpcServerTraceLayer)
-        .add_service(health_service)
+    let routes = Routes::new(health_service)
         .add_service(LogServer::new(api).max_decoding_message_size(max_request))
         .add_service(
             RaftServer::new(RaftService::new(raft.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
-        .await;
+        );
+    let served = cairn_kit::grpc::serve(listener, routes, shutdown).await;
     tracing::info!(node = settings.node.id, "cairn-log stopping");
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not stop cleanly");

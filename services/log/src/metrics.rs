@@ -123,6 +123,6 @@ mod tests {
         let families = prometheus::gather();
         assert!(families
             .iter()
-            .any(|family| family.get_name() == "cairn_log_term"));
+            .any(|family| family.name() == "cairn_log_term"));
     }
 }

@@ -1,11 +1,10 @@
 //! cairn-mvcc's one error type, and its mapping to gRPC status at the boundary.
 
+use cairn_proto::contract::{Failure, FailureKind};
 use cairn_proto::etcd_error::EtcdError;
-use tonic::metadata::MetadataValue;
-use tonic::Status;
+use tonic::{Code, Status};
 
-/// Metadata key carrying the compact revision on a compacted-history error.
-pub const COMPACT_REVISION_METADATA: &str = "cairn-compact-revision";
+use crate::log_client::LogFailure;
 
 /// Everything that can go wrong in an mvcc replica.
 #[derive(Debug, thiserror::Error)]
@@ -22,27 +21,32 @@ pub enum MvccError {
     InvalidArgument(String),
     #[error("{0}")]
     Settings(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kit(#[from] cairn_kit::KitError),
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
     /// Something read back from disk does not decode: the data directory is damaged.
     #[error("corrupt store: {0}")]
     Corrupt(String),
-    /// The log could not be reached or refused; the request may be retried.
+    /// The log refused or could not be reached; its kind says what to tell
+    /// the client.
     #[error("log: {0}")]
-    Log(String),
+    Log(LogFailure),
+    /// The log no longer holds the entries this replica needs next.
+    #[error("the log no longer holds index {wanted} (its first is {first}); this replica needs a copy of another's state")]
+    Purged { wanted: u64, first: u64 },
     #[error("nats: {0}")]
     Nats(String),
     /// A snapshot could not be taken, sent or unpacked.
     #[error("snapshot: {0}")]
     Snapshot(String),
-    #[error("grpc transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    /// The replica stopped applying the log because its storage failed; it
+    /// answers nothing rather than serve state that may have diverged.
+    #[error("cairn: this replica stopped applying the log: {0}")]
+    Failed(String),
+    /// A response would be larger than gRPC sends.
+    #[error("grpc: trying to send message larger than max ({limit} bytes)")]
+    ResponseTooLarge { limit: usize },
     /// The replica is stopping or its applier died.
     #[error("{}", EtcdError::Stopped.message())]
     Stopped,
@@ -59,16 +63,13 @@ impl From<EtcdError> for MvccError {
     }
 }
 
-impl MvccError {
-    /// One shared call's failure as told to each of its waiters: the log's
-    /// own message as it came, anything else described.
-    pub fn into_shared(self) -> String {
-        match self {
-            MvccError::Log(message) => message,
-            other => other.to_string(),
-        }
+impl From<LogFailure> for MvccError {
+    fn from(failure: LogFailure) -> Self {
+        Self::Log(failure)
     }
+}
 
+impl MvccError {
     /// The etcd error this is, if any: what decides the client-visible outcome.
     pub fn etcd(&self) -> Option<EtcdError> {
         match self {
@@ -79,26 +80,84 @@ impl MvccError {
     }
 }
 
+/// What a client is told when the log failed a request: no leader when
+/// nothing was appended, etcd's timeout when the write may still commit.
+fn log_status(failure: &LogFailure) -> Status {
+    match failure.kind {
+        FailureKind::Invalid => Status::invalid_argument(failure.message.clone()),
+        _ if failure.outcome_unknown() => EtcdError::Timeout.into(),
+        _ => EtcdError::NoLeader.into(),
+    }
+}
+
 impl From<MvccError> for Status {
     fn from(error: MvccError) -> Self {
         match error {
             MvccError::Etcd(etcd) => etcd.into(),
-            MvccError::Compacted { compact_revision } => {
-                let mut status = Status::from(EtcdError::Compacted);
-                if let Ok(value) = MetadataValue::try_from(compact_revision.to_string()) {
-                    status
-                        .metadata_mut()
-                        .insert(COMPACT_REVISION_METADATA, value);
-                }
-                status
+            MvccError::Compacted { compact_revision } => Failure {
+                compact_revision,
+                ..Failure::of(FailureKind::Compacted)
             }
-            MvccError::Log(message) => {
-                tracing::debug!(%message, "log unavailable");
-                EtcdError::Timeout.into()
+            .into_status(EtcdError::Compacted.code(), EtcdError::Compacted.message()),
+            MvccError::Log(failure) => {
+                tracing::debug!(%failure, kind = ?failure.kind, "the log failed a request");
+                log_status(&failure)
             }
+            MvccError::Failed(_) => Failure::of(FailureKind::ReplicaFailed)
+                .into_status(Code::Unavailable, error.to_string()),
             MvccError::Stopped => EtcdError::Stopped.into(),
             MvccError::InvalidArgument(message) => Status::invalid_argument(message),
+            MvccError::ResponseTooLarge { .. } => Status::resource_exhausted(error.to_string()),
             other => Status::internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(kind: FailureKind, sent: bool) -> MvccError {
+        MvccError::Log(LogFailure {
+            kind,
+            sent,
+            first_index: 0,
+            message: "from the log".into(),
+        })
+    }
+
+    #[test]
+    fn the_log_failure_kind_decides_what_the_client_hears() {
+        let no_leader = Status::from(failure(FailureKind::NoLeader, true));
+        assert_eq!(no_leader.code(), Code::Unavailable);
+        assert_eq!(no_leader.message(), "etcdserver: no leader");
+        let timed_out = Status::from(failure(FailureKind::TimedOut, true));
+        assert_eq!(timed_out.message(), "etcdserver: request timed out");
+        let broken = Status::from(failure(FailureKind::Unspecified, true));
+        assert_eq!(broken.message(), "etcdserver: request timed out");
+        let unreachable = Status::from(failure(FailureKind::Unspecified, false));
+        assert_eq!(unreachable.message(), "etcdserver: no leader");
+    }
+
+    #[test]
+    fn compacted_carries_the_compact_revision_as_a_typed_detail() {
+        let status = Status::from(MvccError::Compacted {
+            compact_revision: 12,
+        });
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.message(), EtcdError::Compacted.message());
+        let failure = Failure::from_status(&status).expect("a failure detail");
+        assert_eq!(failure.kind(), FailureKind::Compacted);
+        assert_eq!(failure.compact_revision, 12);
+    }
+
+    #[test]
+    fn a_failed_replica_says_so_in_a_kind_the_edge_can_act_on() {
+        let status = Status::from(MvccError::Failed("disk".into()));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            cairn_proto::contract::failure_kind(&status),
+            FailureKind::ReplicaFailed
+        );
     }
 }

@@ -10,12 +10,14 @@
 //! - `revision`, `key_index`, `tree_index`: etcd's revisions and key history.
 //! - `store`: RocksDB and the deterministic apply; `range`: etcd's Range.
 //! - `validate`: etcd's checks before a request is proposed.
-//! - `replica`: tailing the log and routing results; `api`: the gRPC services.
+//! - `replica`: tailing the log and routing results; `api`: the gRPC services;
+//!   `housekeeping`: gauges and the NOSPACE quota on a timer.
 //! - `proposals`, `read_point`: calls to the log shared by concurrent requests.
 //! - `publish`: the JetStream revision stream.
 
 pub mod api;
 pub mod error;
+pub mod housekeeping;
 pub mod key_index;
 pub mod log_client;
 pub mod metrics;
@@ -35,10 +37,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_kit::telemetry::GrpcServerTraceLayer;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::MvccServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 
 pub use error::MvccError;
 pub use settings::MvccSettings;
@@ -56,12 +58,7 @@ pub async fn serve(
     settings: MvccSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MvccError> {
-    let listener = TcpListener::bind(&settings.node.listen)
-        .await
-        .map_err(|source| MvccError::Bind {
-            addr: settings.node.listen.clone(),
-            source,
-        })?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     serve_on(listener, settings, shutdown).await
 }
 
@@ -80,22 +77,19 @@ pub async fn serve_on(
         ))
     })?;
     let store = Arc::new(Store::open(&settings.node.data_dir)?);
-    let log = LogClient::new(
-        &settings.log.endpoints,
-        Duration::from_millis(settings.log.request_timeout_ms),
-    )?;
+    let log = LogClient::new(&settings.log)?;
     let replica = Replica::new(store, log, settings.node.name.clone());
 
-    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
-        .await
-        .map_err(|error| MvccError::Settings(format!("setting `metrics.listen`: {error}")))?;
-    let tail = tokio::spawn(replica::tail(replica.clone(), shutdown.clone()));
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone()).await?;
+    let ack_interval = Duration::from_millis(settings.node.ack_interval_ms);
+    tokio::spawn(replica::tail(replica.clone(), shutdown.clone()));
     tokio::spawn(replica::acknowledge(
         replica.clone(),
-        Duration::from_millis(settings.node.ack_interval_ms),
+        ack_interval,
         shutdown.clone(),
     ));
-    if !settings.nats.url.is_empty() {
+    let published = !settings.nats.url.is_empty();
+    if published {
         tokio::spawn(publish::run(
             replica.clone(),
             settings.nats.clone(),
@@ -108,74 +102,47 @@ pub async fn serve_on(
         settings.limits.limits(),
         settings.node.cluster_id,
     );
-    // Housekeeping every ack interval: the size and publish-lag gauges, and
-    // the NOSPACE quota.
-    let quota = settings.limits.quota_backend_bytes;
+    tokio::spawn(housekeeping::run(
+        api.clone(),
+        ack_interval,
+        settings.limits.quota_backend_bytes,
+        published,
+        shutdown.clone(),
+    ));
+    let (health_reporter, health_service) = cairn_kit::health::grpc_health();
+    health_reporter.set_serving::<KvServer<MvccApi>>().await;
     {
-        let api = api.clone();
-        let interval = Duration::from_millis(settings.node.ack_interval_ms);
-        let mut stop = shutdown.clone();
-        let published = !settings.nats.url.is_empty();
+        // A replica whose apply failed answers nothing; health says so too.
+        let replica = replica.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    () = stop.cancelled() => return,
-                }
-                let size = api.observe(published);
-                if let Err(error) = api.enforce_quota(quota, size).await {
-                    tracing::warn!(%error, "cannot raise NOSPACE; trying again");
-                }
-            }
+            let reason = replica.stopped_applying().await;
+            tracing::error!(reason, "reporting not serving");
+            health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
         });
     }
-    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
-    health_reporter.set_serving::<KvServer<MvccApi>>().await;
-    let local = listener.local_addr().map_err(|source| MvccError::Bind {
-        addr: settings.node.listen.clone(),
-        source,
-    })?;
     tracing::info!(
         name = settings.node.name,
-        listen = %local,
+        listen = %cairn_kit::grpc::local_addr(&listener)?,
         metrics = ?metrics_addr,
         applied = replica.applied().index,
         "cairn-mvcc ready"
     );
 
-    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| MvccError::Bind {
-        addr: local.to_string(),
-        source: std::io::Error::other(error.to_string()),
-    })?;
     let max_request = settings
         .limits
         .max_request_bytes
         .saturating_add(GRPC_OVERHEAD_BYTES);
-    let mut stop = shutdown.clone();
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .layer(GrpcServerTraceLayer)
-        .add_service(health_service)
+    let routes = Routes::new(health_service)
         .add_service(
             KvServer::new(api.clone())
                 .max_decoding_message_size(max_request)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(MvccServer::new(api).max_encoding_message_size(usize::MAX))
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
-    tokio::pin!(server);
-    let mut tail = tail;
-    let outcome = tokio::select! {
-        served = &mut server => served.map_err(MvccError::from),
-        tailed = &mut tail => match tailed {
-            Ok(Ok(())) => server.await.map_err(MvccError::from),
-            Ok(Err(fatal)) => Err(fatal),
-            Err(_) => Err(MvccError::Stopped),
-        },
-    };
+        .add_service(MvccServer::new(api).max_encoding_message_size(usize::MAX));
+    let served = cairn_kit::grpc::serve(listener, routes, shutdown).await;
     tracing::info!(name = settings.node.name, "cairn-mvcc stopping");
     if let Err(error) = replica.store.sync() {
         tracing::warn!(%error, "cannot sync the store on the way out");
     }
-    outcome
+    served.map_err(MvccError::from)
 }

@@ -1,16 +1,18 @@
 //! The replica's way to cairn-log: any node takes every call, so the client
-//! sticks to one node and moves to the next when that one cannot be reached.
+//! sticks to one node (the leader, once a node names it) and moves to the
+//! next when that one cannot be reached.
 
 use std::time::Duration;
 
 use cairn_kit::failover::{self, Failover};
+use cairn_kit::settings::PeerSettings;
 use cairn_kit::telemetry::TraceInterceptor;
 use cairn_proto::cairn::log::v1::log_client::LogClient as RawLogClient;
 use cairn_proto::cairn::log::v1::{
-    AckRequest, ProposeBatchRequest, ProposeRequest, ProposeResponse, ReadIndexRequest,
-    ReadIndexResponse, SubscribeRequest, SubscribeResponse,
+    AckRequest, ProposeBatchRequest, ProposeResponse, ReadIndexRequest, ReadIndexResponse,
+    SubscribeRequest, SubscribeResponse,
 };
-use cairn_proto::cairn::log::LEADER_METADATA;
+use cairn_proto::contract::{metadata, Failure, FailureKind};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tonic::codegen::InterceptedService;
@@ -21,15 +23,69 @@ use crate::error::MvccError;
 
 type Client = RawLogClient<InterceptedService<Channel, TraceInterceptor>>;
 
-/// Clients for every configured log node.
-pub struct LogClient {
-    nodes: Failover<Client>,
-    /// Counts the times calls moved to another node because it leads.
-    leader_moved: watch::Sender<u64>,
+/// How a call to the log failed: the kind the log said, or what the
+/// transport showed. Cloned to every request that shared the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFailure {
+    pub kind: FailureKind,
+    /// False when the call never reached a log node.
+    pub sent: bool,
+    pub first_index: u64,
+    pub message: String,
 }
 
-fn log_error(status: Status) -> MvccError {
-    MvccError::Log(status.message().to_owned())
+impl LogFailure {
+    /// A subscription that broke in a way the log did not name.
+    pub fn broken(message: String) -> Self {
+        Self {
+            kind: FailureKind::Unspecified,
+            sent: true,
+            first_index: 0,
+            message,
+        }
+    }
+
+    pub fn from_status(status: &Status) -> Self {
+        let failure = Failure::from_status(status);
+        Self {
+            kind: failure
+                .as_ref()
+                .map_or(FailureKind::Unspecified, Failure::kind),
+            sent: !failover::never_sent(status),
+            first_index: failure.map_or(0, |failure| failure.first_index),
+            message: status.message().to_owned(),
+        }
+    }
+
+    /// Whether the outcome of a write is unknown: it reached a node that may
+    /// have appended it.
+    pub fn outcome_unknown(&self) -> bool {
+        match self.kind {
+            FailureKind::TimedOut => true,
+            FailureKind::Unspecified => self.sent,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for LogFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn log_error(status: Status) -> LogFailure {
+    LogFailure::from_status(&status)
+}
+
+/// Whether a proposal that failed may be sent to another node: it never
+/// left, or the node said it appended nothing and another node may lead.
+fn proposal_may_move(status: &Status) -> bool {
+    failover::never_sent(status)
+        || matches!(
+            cairn_proto::contract::failure_kind(status),
+            FailureKind::Stopping | FailureKind::NotLeader
+        )
 }
 
 /// Keeps the leader a node forwarded a call to, if it named one.
@@ -38,30 +94,30 @@ fn note_leader<T>(
     leader: &Mutex<Option<String>>,
 ) -> Result<tonic::Response<T>, Status> {
     if let Ok(response) = &response {
-        if let Some(address) = response
-            .metadata()
-            .get(LEADER_METADATA)
-            .and_then(|value| value.to_str().ok())
-        {
+        if let Some(address) = metadata::leader(response.metadata()) {
             *leader.lock() = Some(address.to_owned());
         }
     }
     response
 }
 
+/// Clients for every configured log node.
+pub struct LogClient {
+    nodes: Failover<Client>,
+    /// Counts the times calls moved to another node because it leads.
+    leader_moved: watch::Sender<u64>,
+}
+
 impl LogClient {
-    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, MvccError> {
-        let mut nodes = Vec::with_capacity(endpoints.len());
-        for address in endpoints {
-            let channel = failover::lazy_channel(address, "log.endpoints")
-                .map_err(|error| MvccError::Settings(error.to_string()))?;
-            let client = RawLogClient::with_interceptor(channel, TraceInterceptor)
+    pub fn new(peers: &PeerSettings) -> Result<Self, MvccError> {
+        let nodes = Failover::connect(peers, "log", |channel| {
+            RawLogClient::with_interceptor(channel, TraceInterceptor)
                 .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024);
-            nodes.push((address.clone(), client));
-        }
+                .max_encoding_message_size(64 * 1024 * 1024)
+        })
+        .map_err(|error| MvccError::Settings(error.to_string()))?;
         Ok(Self {
-            nodes: Failover::new(nodes, timeout),
+            nodes,
             leader_moved: watch::Sender::new(0),
         })
     }
@@ -87,33 +143,17 @@ impl LogClient {
         }
     }
 
-    /// Appends a command. Sent elsewhere only if it never reached a node: a
-    /// proposal that failed after that may still commit.
-    pub async fn propose(&self, command: Vec<u8>) -> Result<ProposeResponse, MvccError> {
-        let leader = Mutex::new(None);
-        let proposed = self
-            .nodes
-            .call("propose", failover::never_sent, |mut client| {
-                let command = command.clone();
-                let leader = &leader;
-                async move { note_leader(client.propose(ProposeRequest { command }).await, leader) }
-            })
-            .await
-            .map_err(log_error);
-        self.follow_leader(leader);
-        proposed
-    }
-
     /// Appends several commands into one entry, in order; all or none
-    /// commit. Sent elsewhere only if it never reached a node.
+    /// commit. Sent elsewhere only if no node took it: a proposal that failed
+    /// after that may still commit.
     pub async fn propose_batch(
         &self,
         commands: Vec<Vec<u8>>,
-    ) -> Result<ProposeResponse, MvccError> {
+    ) -> Result<ProposeResponse, LogFailure> {
         let leader = Mutex::new(None);
         let proposed = self
             .nodes
-            .call("propose", failover::never_sent, |mut client| {
+            .call("propose", proposal_may_move, |mut client| {
                 let commands = commands.clone();
                 let leader = &leader;
                 async move {
@@ -128,7 +168,7 @@ impl LogClient {
     }
 
     /// A linearizable read point. Idempotent, so any failure moves on.
-    pub async fn read_index(&self) -> Result<ReadIndexResponse, MvccError> {
+    pub async fn read_index(&self) -> Result<ReadIndexResponse, LogFailure> {
         let leader = Mutex::new(None);
         let point = self
             .nodes
@@ -143,7 +183,7 @@ impl LogClient {
     }
 
     /// Reports the index this replica has durably applied.
-    pub async fn ack(&self, consumer: &str, applied_index: u64) -> Result<(), MvccError> {
+    pub async fn ack(&self, consumer: &str, applied_index: u64) -> Result<(), LogFailure> {
         let leader = Mutex::new(None);
         let acknowledged = self
             .nodes
@@ -166,6 +206,8 @@ impl LogClient {
     }
 
     /// Committed entries from `from_index` on, from whichever node answers.
+    /// An index the log has purged is [`MvccError::Purged`]: this replica can
+    /// only go on from a copy of another's state.
     pub async fn subscribe(
         &self,
         from_index: u64,
@@ -179,13 +221,31 @@ impl LogClient {
             )
             .await
             .map_err(log_error);
-        if let Err(MvccError::Log(message)) = &subscribed {
-            if message.contains("purged") {
-                return Err(MvccError::Corrupt(format!(
-                    "the log no longer holds index {from_index}; this replica needs a copy of another's state: {message}"
-                )));
-            }
-        }
-        subscribed
+        subscribed.map_err(|failure| match failure.kind {
+            FailureKind::Purged => MvccError::Purged {
+                wanted: from_index,
+                first: failure.first_index,
+            },
+            _ => MvccError::Log(failure),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_proposal_has_an_unknown_outcome_and_a_refused_one_does_not() {
+        let timed_out =
+            Failure::of(FailureKind::TimedOut).into_status(tonic::Code::Unavailable, "late");
+        assert!(LogFailure::from_status(&timed_out).outcome_unknown());
+        let no_leader =
+            Failure::of(FailureKind::NoLeader).into_status(tonic::Code::Unavailable, "none");
+        assert!(!LogFailure::from_status(&no_leader).outcome_unknown());
+        let stopping =
+            Failure::of(FailureKind::Stopping).into_status(tonic::Code::Unavailable, "bye");
+        assert!(proposal_may_move(&stopping));
+        assert!(!proposal_may_move(&timed_out));
     }
 }

@@ -85,7 +85,7 @@ mod tests {
             .observe(0.001);
         let names: Vec<String> = prometheus::gather()
             .iter()
-            .map(|family| family.get_name().to_owned())
+            .map(|family| family.name().to_owned())
             .collect();
         assert!(names
             .iter()

@@ -27,8 +27,8 @@ use tracing::Instrument;
 use crate::error::MvccError;
 use crate::metrics::MVCC_METRICS;
 use crate::replica::{Published, Replica};
-use crate::settings::NatsSettings;
 use crate::tree_index::KeyRange;
+use cairn_kit::settings::NatsSettings;
 
 /// Publishes in flight before the first acknowledgement is awaited.
 const WINDOW: usize = 256;

@@ -2,6 +2,8 @@
 //! count, more, filters, sort, keys_only and count_only, as etcd's
 //! `txn/range.go` does them. Used for client reads and for Range ops inside a Txn.
 
+use std::sync::Arc;
+
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
@@ -44,22 +46,45 @@ impl ReadBounds {
     }
 }
 
-/// Runs `request` against `source`. The header carries only the revision
-/// (`header_revision`, the store's current one); the caller fills the rest.
-pub fn range(
-    source: &impl RangeSource,
+/// What a Range found in the key index: every key of its range that
+/// existed at the revision read, with the revision of its value. Taken under
+/// the index lock; the values are read after, without it.
+#[derive(Debug, Default)]
+pub struct Found {
+    keys: Vec<(Arc<[u8]>, Revision)>,
+}
+
+/// The keys `request` covers at the revision it reads.
+pub fn find(
+    tree: &TreeIndex,
     request: &RangeRequest,
     bounds: ReadBounds,
-    header_revision: i64,
-) -> Result<RangeResponse, MvccError> {
+) -> Result<Found, MvccError> {
     let at = bounds.resolve(request.revision)?;
     let key_range = KeyRange::new(&request.key, &request.range_end);
-    let found: Vec<(&[u8], Revision)> = source
-        .tree()
+    let keys = tree
         .range(&key_range, at)
-        .map(|(key, key_at)| (key, key_at.modified))
+        .map(|(key, key_at)| (key.clone(), key_at.modified))
         .collect();
-    let count = found.len() as i64;
+    Ok(Found { keys })
+}
+
+/// etcd's gRPC limit on a response's size: what a Range may return at most.
+pub const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+/// Builds the answer to `request` from what [`find`] found, reading values
+/// through `record`. The header carries only the revision
+/// (`header_revision`, the store's current one); the caller fills the rest.
+/// An answer larger than `max_bytes` is refused as gRPC refuses to send it,
+/// before it is all in memory.
+pub fn fill(
+    found: Found,
+    request: &RangeRequest,
+    header_revision: i64,
+    max_bytes: usize,
+    mut record: impl FnMut(Revision) -> Result<Record, MvccError>,
+) -> Result<RangeResponse, MvccError> {
+    let count = found.keys.len() as i64;
     let header = Some(ResponseHeader {
         revision: header_revision,
         ..Default::default()
@@ -81,18 +106,26 @@ pub fn range(
         || request.min_create_revision != 0
         || request.max_create_revision != 0;
     let fetch = if sort_order != SortOrder::None || filtered || request.limit <= 0 {
-        found.len()
+        found.keys.len()
     } else {
-        found.len().min(request.limit.saturating_add(1) as usize)
+        found
+            .keys
+            .len()
+            .min(request.limit.saturating_add(1) as usize)
     };
 
     let mut kvs = Vec::with_capacity(fetch);
-    for (key, revision) in found.into_iter().take(fetch) {
-        let record = source.record(revision)?;
-        if record.kv.key != key {
+    let mut bytes = 0_usize;
+    for (key, revision) in found.keys.into_iter().take(fetch) {
+        let record = record(revision)?;
+        if record.kv.key.as_slice() != &*key {
             return Err(MvccError::Corrupt(format!(
                 "revision {revision:?} holds another key than the index says"
             )));
+        }
+        bytes = bytes.saturating_add(record.kv.key.len() + record.kv.value.len() + 32);
+        if bytes > max_bytes {
+            return Err(MvccError::ResponseTooLarge { limit: max_bytes });
         }
         kvs.push(record.kv);
     }
@@ -117,6 +150,23 @@ pub fn range(
         more,
         count,
     })
+}
+
+/// Runs `request` against `source` at once (inside an apply, for a Txn).
+pub fn range(
+    source: &impl RangeSource,
+    request: &RangeRequest,
+    bounds: ReadBounds,
+    header_revision: i64,
+) -> Result<RangeResponse, MvccError> {
+    let found = find(source.tree(), request, bounds)?;
+    fill(
+        found,
+        request,
+        header_revision,
+        MAX_RESPONSE_BYTES,
+        |revision| source.record(revision),
+    )
 }
 
 fn passes_filters(kv: &KeyValue, request: &RangeRequest) -> bool {

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tonic::Streaming;
 
 use crate::error::MvccError;
-use crate::log_client::LogClient;
+use crate::log_client::{LogClient, LogFailure};
 use crate::metrics::MVCC_METRICS;
 use crate::store::{Applied, LogEntry, LogPosition, Response, Store};
 
@@ -45,6 +45,9 @@ pub struct Replica {
     recent: Mutex<VecDeque<Published>>,
     recent_capacity: usize,
     current_revision: watch::Sender<i64>,
+    /// Set, for good, when applying failed: why. A replica that could not
+    /// write what it applied may differ from its peers, so it answers nothing.
+    failed: watch::Sender<Option<String>>,
 }
 
 impl Replica {
@@ -63,7 +66,36 @@ impl Replica {
             recent: Mutex::new(VecDeque::new()),
             recent_capacity: 16 * 1024,
             current_revision: watch::Sender::new(status.current),
+            failed: watch::Sender::new(None),
         })
+    }
+
+    /// Refuses once applying has failed; every request checks it first.
+    pub fn check_serving(&self) -> Result<(), MvccError> {
+        match self.failed.borrow().as_ref() {
+            Some(reason) => Err(MvccError::Failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves once applying has failed, with why.
+    pub async fn stopped_applying(&self) -> String {
+        let mut failed = self.failed.subscribe();
+        let reason = match failed.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        reason
+    }
+
+    /// Stops this replica for good: nothing more is applied or answered, and
+    /// every request waiting for an apply hears why.
+    fn fail(&self, error: &MvccError) {
+        tracing::error!(%error, "applying the log failed; this replica answers nothing from now on");
+        self.failed.send_replace(Some(error.to_string()));
+        // Dropping the senders wakes every waiting write, which then reads
+        // the reason from `check_serving`.
+        self.waiters.lock().clear();
     }
 
     /// Reserves a sequence number and the place its result will arrive.
@@ -175,13 +207,19 @@ pub async fn tail(replica: Arc<Replica>, mut shutdown: ShutdownWatch) -> Result<
                 tokio::select! {
                     result = follow(&replica, stream) => match result {
                         Ok(()) => tracing::info!("log subscription ended; resuming"),
-                        Err(MvccError::Log(message)) => tracing::warn!(%message, "log subscription broke; resuming"),
-                        Err(fatal) => return Err(fatal),
+                        Err(MvccError::Log(failure)) => tracing::warn!(%failure, "log subscription broke; resuming"),
+                        Err(fatal) => {
+                            replica.fail(&fatal);
+                            return Err(fatal);
+                        }
                     },
                     () = shutdown.cancelled() => return Ok(()),
                 }
             }
-            Err(error @ MvccError::Corrupt(_)) => return Err(error),
+            Err(error @ MvccError::Purged { .. }) => {
+                replica.fail(&error);
+                return Err(error);
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot subscribe to the log; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -202,7 +240,7 @@ async fn follow(
             // The leader learns of a commit first: follow it there.
             _ = leader_moved.changed() => return Ok(()),
         };
-        let message = message.map_err(|status| MvccError::Log(status.message().to_owned()))?;
+        let message = message.map_err(|status| MvccError::Log(LogFailure::from_status(&status)))?;
         let Some(message) = message else {
             return Ok(());
         };
@@ -213,11 +251,11 @@ async fn follow(
                 continue;
             }
             if entry.index != expected {
-                return Err(MvccError::Log(format!(
+                return Err(MvccError::Log(LogFailure::broken(format!(
                     "the log skipped from {} to {}",
                     expected - 1,
                     entry.index
-                )));
+                ))));
             }
             expected += 1;
             let commands = if entry.kind == EntryKind::Command as i32 {

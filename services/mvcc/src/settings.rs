@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use cairn_kit::metrics::MetricsSettings;
+use cairn_kit::settings::{NatsSettings, PeerSettings};
 use cairn_kit::telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
@@ -10,15 +11,31 @@ use crate::error::MvccError;
 use crate::validate::Limits;
 
 /// Everything a replica needs to start.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MvccSettings {
     pub node: NodeSettings,
-    pub log: LogClientSettings,
+    /// The log nodes; a write or read index that takes longer than the
+    /// timeout gets etcd's "request timed out".
+    pub log: PeerSettings,
     pub limits: LimitSettings,
+    /// Where revisions are published; an empty `url` publishes nothing.
     pub nats: NatsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
+}
+
+impl Default for MvccSettings {
+    fn default() -> Self {
+        Self {
+            node: NodeSettings::default(),
+            log: PeerSettings::at(&["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]),
+            limits: LimitSettings::default(),
+            nats: NatsSettings::default(),
+            metrics: MetricsSettings::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
 }
 
 /// Who this replica is and where it keeps its state.
@@ -46,30 +63,6 @@ impl Default for NodeSettings {
             data_dir: PathBuf::from("data/mvcc-1"),
             cluster_id: 0x6361_6972_6e00_0001,
             ack_interval_ms: 1000,
-        }
-    }
-}
-
-/// How the replica reaches cairn-log.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogClientSettings {
-    /// Log nodes as host:port; any of them takes every call.
-    pub endpoints: Vec<String>,
-    /// How long a write or a read-index may take before the client gets
-    /// etcd's "request timed out".
-    pub request_timeout_ms: u64,
-}
-
-impl Default for LogClientSettings {
-    fn default() -> Self {
-        Self {
-            endpoints: vec![
-                "127.0.0.1:7001".to_owned(),
-                "127.0.0.1:7002".to_owned(),
-                "127.0.0.1:7003".to_owned(),
-            ],
-            request_timeout_ms: 5000,
         }
     }
 }
@@ -108,29 +101,6 @@ impl LimitSettings {
     }
 }
 
-/// The JetStream stream revision events are published to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsSettings {
-    /// NATS server URL; empty publishes nothing.
-    pub url: String,
-    pub stream: String,
-    pub subject: String,
-    /// Revisions the stream keeps; older ones are served from history.
-    pub max_messages: i64,
-}
-
-impl Default for NatsSettings {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
-            stream: "CAIRN_REVISIONS".to_owned(),
-            subject: "cairn.revisions".to_owned(),
-            max_messages: 1_000_000,
-        }
-    }
-}
-
 impl MvccSettings {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), MvccError> {
@@ -138,12 +108,9 @@ impl MvccSettings {
         if self.node.name.is_empty() {
             return fail("setting `node.name`: must not be empty");
         }
-        if self.log.endpoints.is_empty() {
-            return fail("setting `log.endpoints`: at least one log node is needed");
-        }
-        if self.log.request_timeout_ms == 0 {
-            return fail("setting `log.request_timeout_ms`: must be above 0");
-        }
+        self.log
+            .validate("log")
+            .map_err(|error| MvccError::Settings(error.to_string()))?;
         if self.node.ack_interval_ms == 0 {
             return fail("setting `node.ack_interval_ms`: must be above 0");
         }
@@ -153,10 +120,10 @@ impl MvccSettings {
         if self.limits.max_request_bytes == 0 {
             return fail("setting `limits.max_request_bytes`: must be above 0");
         }
-        if !self.nats.url.is_empty()
-            && (self.nats.stream.is_empty() || self.nats.subject.is_empty())
-        {
-            return fail("setting `nats.stream` and `nats.subject`: must not be empty when `nats.url` is set");
+        if !self.nats.url.is_empty() {
+            self.nats
+                .validate()
+                .map_err(|error| MvccError::Settings(error.to_string()))?;
         }
         Ok(())
     }

@@ -12,7 +12,11 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use cairn_proto::cairn::mvcc::v1::SnapshotChunk;
 use sha2::Digest;
+use tonic::Status;
 
 use crate::error::MvccError;
 use crate::store::Store;
@@ -227,6 +231,90 @@ impl<R: Read> Read for Crc32Reader<R> {
         let read = self.inner.read(buf)?;
         self.hasher.update(&buf[..read]);
         Ok(read)
+    }
+}
+
+/// The snapshot of `store` as the chunks Mvcc/Snapshot streams: a
+/// checkpoint taken beside the store (on its filesystem, so its files are
+/// hard links), framed, read on a blocking thread and sent as it fills. A
+/// receiver that goes away ends the copy.
+pub fn stream(
+    store: Arc<Store>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<SnapshotChunk, Status>> {
+    let (chunks, received) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let name = store.dir().file_name().map_or_else(
+            || "store".into(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default();
+        let dir = store
+            .dir()
+            .with_file_name(format!("{name}.snapshot-{nanos}"));
+        let sent = Checkpoint::take(&store, dir).and_then(|checkpoint| {
+            let mut sender = ChunkSender::new(chunks.clone(), checkpoint.total_bytes());
+            checkpoint.write_to(&mut sender)?;
+            sender.finish()
+        });
+        if let Err(error) = sent {
+            let _ = chunks.blocking_send(Err(Status::from(error)));
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(received)
+}
+
+/// Cuts the snapshot stream into chunks and sends them as they fill.
+struct ChunkSender {
+    chunks: tokio::sync::mpsc::Sender<Result<SnapshotChunk, Status>>,
+    buffer: Vec<u8>,
+    remaining: u64,
+}
+
+impl ChunkSender {
+    fn new(chunks: tokio::sync::mpsc::Sender<Result<SnapshotChunk, Status>>, total: u64) -> Self {
+        Self {
+            chunks,
+            buffer: Vec::with_capacity(CHUNK),
+            remaining: total,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let blob = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.remaining = self.remaining.saturating_sub(blob.len() as u64);
+        self.chunks
+            .blocking_send(Ok(SnapshotChunk {
+                blob,
+                remaining_bytes: self.remaining,
+            }))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+
+    fn finish(mut self) -> Result<(), MvccError> {
+        if !self.buffer.is_empty() {
+            self.send()
+                .map_err(|error| MvccError::Snapshot(error.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = CHUNK - self.buffer.len();
+        let taken = room.min(bytes.len());
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

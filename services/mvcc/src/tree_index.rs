@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::key_index::{KeyAt, KeyIndex, KeyIndexError};
 use crate::revision::Revision;
@@ -50,16 +51,31 @@ impl KeyRange {
 /// A key range as `BTreeMap::range` takes it.
 type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
-/// The key index of the whole store.
+/// The key index of the whole store. Keys are shared, so a reader can take
+/// what a range found under the lock for the price of a reference count each.
 #[derive(Clone, Debug, Default)]
 pub struct TreeIndex {
-    keys: BTreeMap<Vec<u8>, KeyIndex>,
+    keys: BTreeMap<Arc<[u8]>, KeyIndex>,
 }
 
 impl TreeIndex {
+    /// Changes the history of `key`, starting an empty one if it has none;
+    /// the key is copied into the index only when it is new.
+    fn change<T>(&mut self, key: &[u8], change: impl FnOnce(&mut KeyIndex) -> T) -> T {
+        if let Some(index) = self.keys.get_mut(key) {
+            return change(index);
+        }
+        let mut index = KeyIndex::default();
+        let changed = change(&mut index);
+        if !index.is_empty() {
+            self.keys.insert(Arc::from(key), index);
+        }
+        changed
+    }
+
     /// Records a put of `key` at `revision`.
     pub fn put(&mut self, key: &[u8], revision: Revision) -> Result<(), KeyIndexError> {
-        self.keys.entry(key.to_vec()).or_default().put(revision)
+        self.change(key, |index| index.put(revision))
     }
 
     /// Re-records a put read back from disk (see [`KeyIndex::restore`]).
@@ -70,10 +86,7 @@ impl TreeIndex {
         created: Revision,
         version: i64,
     ) -> Result<(), KeyIndexError> {
-        self.keys
-            .entry(key.to_vec())
-            .or_default()
-            .restore(revision, created, version)
+        self.change(key, |index| index.restore(revision, created, version))
     }
 
     /// Re-records a delete read back from disk (see [`KeyIndex::restore_tombstone`]).
@@ -82,10 +95,7 @@ impl TreeIndex {
         key: &[u8],
         revision: Revision,
     ) -> Result<(), KeyIndexError> {
-        self.keys
-            .entry(key.to_vec())
-            .or_default()
-            .restore_tombstone(revision)
+        self.change(key, |index| index.restore_tombstone(revision))
     }
 
     /// Records a delete of `key` at `revision`; the key must be live.
@@ -106,22 +116,22 @@ impl TreeIndex {
         &'a self,
         range: &KeyRange,
         at: i64,
-    ) -> impl Iterator<Item = (&'a [u8], KeyAt)> + 'a {
+    ) -> impl Iterator<Item = (&'a Arc<[u8]>, KeyAt)> + 'a {
         let entries = range
             .bounds()
             .map(|bounds| self.keys.range::<[u8], _>(bounds));
         entries
             .into_iter()
             .flatten()
-            .filter_map(move |(key, index)| Some((key.as_slice(), index.get(at)?)))
+            .filter_map(move |(key, index)| Some((key, index.get(at)?)))
     }
 
     /// Each key's changes from main revision `from` on, for the keys of `range`.
-    pub fn since(&self, range: &KeyRange, from: i64) -> Vec<(Vec<u8>, Revision)> {
+    pub fn since(&self, range: &KeyRange, from: i64) -> Vec<(Arc<[u8]>, Revision)> {
         let Some(bounds) = range.bounds() else {
             return Vec::new();
         };
-        let mut changes: Vec<(Vec<u8>, Revision)> = self
+        let mut changes: Vec<(Arc<[u8]>, Revision)> = self
             .keys
             .range::<[u8], _>(bounds)
             .flat_map(|(key, index)| {

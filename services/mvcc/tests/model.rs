@@ -1210,7 +1210,7 @@ impl Run {
         &self,
         request: &RangeRequest,
     ) -> Result<Result<RangeResponse, Refusal>, TestCaseError> {
-        match self.store.range(request) {
+        match self.store.range_now(request) {
             Ok(response) => Ok(Ok(response)),
             Err(error) => match Refusal::of(&error) {
                 Some(refusal) => Ok(Err(refusal)),

@@ -193,7 +193,7 @@ impl Kv {
     }
 
     fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        self.store.range(request)
+        self.store.range_now(request)
     }
 
     fn read(&self, request: &RangeRequest) -> RangeResponse {

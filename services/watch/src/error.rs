@@ -1,5 +1,6 @@
 //! cairn-watch's one error type, and its mapping to gRPC status at the boundary.
 
+use cairn_proto::etcd_error::EtcdError;
 use tonic::Status;
 
 /// Everything that can go wrong in a gateway.
@@ -7,14 +8,10 @@ use tonic::Status;
 pub enum WatchError {
     #[error("{0}")]
     Settings(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kit(#[from] cairn_kit::KitError),
     /// History below the compact revision was asked for.
-    #[error("etcdserver: mvcc: required revision has been compacted")]
+    #[error("{}", EtcdError::Compacted.message())]
     Compacted { compact_revision: i64 },
     /// A replica could not be reached or refused.
     #[error("{0}")]
@@ -24,15 +21,13 @@ pub enum WatchError {
     /// Something on the revision stream does not decode.
     #[error("revision stream: {0}")]
     Corrupt(String),
-    #[error("grpc transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 impl From<WatchError> for Status {
     fn from(error: WatchError) -> Self {
         match error {
             WatchError::Replica(status) => status,
-            WatchError::Compacted { .. } => Status::out_of_range(error.to_string()),
+            WatchError::Compacted { .. } => Status::from(EtcdError::Compacted),
             _ => Status::unavailable(error.to_string()),
         }
     }

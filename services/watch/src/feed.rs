@@ -11,18 +11,15 @@ use async_nats::jetstream::consumer::push::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use cairn_kit::shutdown::ShutdownWatch;
 use cairn_proto::cairn::mvcc::v1::RevisionEvents;
+use cairn_proto::contract::revision_stream::{self, Body};
 use futures::StreamExt;
 use prost::Message;
 
 use crate::error::WatchError;
 use crate::history::{stream_error, History};
 use crate::hub::Hub;
-use crate::settings::NatsSettings;
+use cairn_kit::settings::NatsSettings;
 
-/// Marks a placeholder for a revision compacted before it was published.
-const COMPACTED_HEADER: &str = "Cairn-Compacted";
-/// Marks a revision too large for one message: its events are in history.
-const OVERSIZED_HEADER: &str = "Cairn-Oversized";
 /// How long to wait before connecting or subscribing again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -91,15 +88,16 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
         if hub.latest() > 0 && revision > hub.latest() + 1 {
             fill_gap(hub, history, revision).await?;
         }
-        let marked = |name: &str| {
+        let body = revision_stream::body(|name| {
             message
                 .headers
                 .as_ref()
-                .is_some_and(|headers| headers.get(name).is_some())
-        };
-        let events = if marked(OVERSIZED_HEADER) {
+                .and_then(|headers| headers.get(name))
+                .map(|value| value.as_str())
+        });
+        let events = if body == Body::Oversized {
             revision_from_history(history, revision).await?
-        } else if marked(COMPACTED_HEADER) || message.payload.is_empty() {
+        } else if matches!(body, Body::Compacted(_)) || message.payload.is_empty() {
             RevisionEvents {
                 revision,
                 events: Vec::new(),

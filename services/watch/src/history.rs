@@ -1,22 +1,19 @@
 //! The replicas, for what the live feed cannot give: the current revision,
 //! and the history of watchers that start behind or fall behind.
 
-use std::time::Duration;
-
 use cairn_kit::failover::{self, Failover};
+use cairn_kit::settings::PeerSettings;
 use cairn_kit::telemetry::TraceInterceptor;
 use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
 use cairn_proto::cairn::mvcc::v1::{EventsRequest, EventsResponse, StatusRequest};
+use cairn_proto::contract::{Failure, FailureKind};
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use crate::error::WatchError;
 
 type Client = MvccClient<InterceptedService<Channel, TraceInterceptor>>;
-
-/// Metadata the replicas put the compact revision in, on a compacted error.
-const COMPACT_REVISION_METADATA: &str = "cairn-compact-revision";
 
 /// Clients of every configured replica.
 pub struct History {
@@ -24,34 +21,21 @@ pub struct History {
 }
 
 fn replica_error(status: Status) -> WatchError {
-    if status.code() == Code::OutOfRange {
-        if let Some(compact_revision) = status
-            .metadata()
-            .get(COMPACT_REVISION_METADATA)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok())
-        {
-            return WatchError::Compacted { compact_revision };
-        }
+    match Failure::from_status(&status) {
+        Some(failure) if failure.kind() == FailureKind::Compacted => WatchError::Compacted {
+            compact_revision: failure.compact_revision,
+        },
+        _ => WatchError::Replica(status),
     }
-    WatchError::Replica(status)
 }
 
 impl History {
-    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, WatchError> {
-        let mut nodes = Vec::with_capacity(endpoints.len());
-        for address in endpoints {
-            let channel = failover::lazy_channel(address, "mvcc.endpoints")
-                .map_err(|error| WatchError::Settings(error.to_string()))?;
-            nodes.push((
-                address.clone(),
-                MvccClient::with_interceptor(channel, TraceInterceptor)
-                    .max_decoding_message_size(usize::MAX),
-            ));
-        }
-        Ok(Self {
-            nodes: Failover::new(nodes, timeout),
-        })
+    pub fn new(peers: &PeerSettings) -> Result<Self, WatchError> {
+        let nodes = Failover::connect(peers, "mvcc", |channel| {
+            MvccClient::with_interceptor(channel, TraceInterceptor)
+                .max_decoding_message_size(usize::MAX)
+        })?;
+        Ok(Self { nodes })
     }
 
     /// The store's current and compact revisions.

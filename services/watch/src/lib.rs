@@ -25,9 +25,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_kit::telemetry::GrpcServerTraceLayer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 
 pub use error::WatchError;
 pub use settings::WatchSettings;
@@ -42,12 +42,7 @@ pub async fn serve(
     settings: WatchSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WatchError> {
-    let listener = TcpListener::bind(&settings.node.listen)
-        .await
-        .map_err(|source| WatchError::Bind {
-            addr: settings.node.listen.clone(),
-            source,
-        })?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     serve_on(listener, settings, shutdown).await
 }
 
@@ -59,10 +54,7 @@ pub async fn serve_on(
 ) -> Result<(), WatchError> {
     settings.validate()?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
-    let history = Arc::new(History::new(
-        &settings.mvcc.endpoints,
-        Duration::from_millis(settings.mvcc.request_timeout_ms),
-    )?);
+    let history = Arc::new(History::new(&settings.mvcc)?);
     let hub = Hub::new(settings.window.revisions);
     tokio::spawn(feed::run(
         hub.clone(),
@@ -71,38 +63,23 @@ pub async fn serve_on(
         shutdown.clone(),
     ));
 
-    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone())
-        .await
-        .map_err(|error| WatchError::Settings(format!("setting `metrics.listen`: {error}")))?;
-    let local = listener.local_addr().map_err(|source| WatchError::Bind {
-        addr: settings.node.listen.clone(),
-        source,
-    })?;
+    let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone()).await?;
+    let local = cairn_kit::grpc::local_addr(&listener)?;
     let shared = Arc::new(Shared {
         hub,
         history,
         cluster_id: settings.node.cluster_id,
-        member_id: u64::from(local.port()),
+        member_id: cairn_proto::contract::member_id(&local.to_string()),
         progress_interval: Duration::from_millis(settings.node.progress_interval_ms),
     });
-    let (mut health_reporter, health_service) = cairn_kit::health::grpc_health();
+    let (health_reporter, health_service) = cairn_kit::health::grpc_health();
     health_reporter.set_serving::<WatchServer<WatchApi>>().await;
     tracing::info!(listen = %local, metrics = ?metrics_addr, "cairn-watch ready");
-    let incoming = cairn_kit::grpc::incoming(listener).map_err(|error| WatchError::Bind {
-        addr: local.to_string(),
-        source: std::io::Error::other(error.to_string()),
-    })?;
-    let mut stop = shutdown.clone();
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .layer(GrpcServerTraceLayer)
-        .add_service(health_service)
-        .add_service(
-            WatchServer::new(WatchApi::new(shared, settings.window.stream_queue))
-                .max_encoding_message_size(usize::MAX),
-        )
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
-        .await?;
+    let routes = Routes::new(health_service).add_service(
+        WatchServer::new(WatchApi::new(shared, settings.window.stream_queue))
+            .max_encoding_message_size(usize::MAX),
+    );
+    cairn_kit::grpc::serve(listener, routes, shutdown).await?;
     tracing::info!("cairn-watch stopping");
     Ok(())
 }

@@ -62,7 +62,7 @@ mod tests {
         WATCH_METRICS.events.inc();
         let names: Vec<String> = prometheus::gather()
             .iter()
-            .map(|family| family.get_name().to_owned())
+            .map(|family| family.name().to_owned())
             .collect();
         assert!(names.iter().any(|name| name == "cairn_watch_events_total"));
     }

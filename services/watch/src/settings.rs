@@ -1,21 +1,37 @@
 //! cairn-watch's settings: `configs/watch.toml`, `--config FILE`, `CAIRN_<SECTION>__<KEY>`.
 
 use cairn_kit::metrics::MetricsSettings;
+use cairn_kit::settings::{NatsSettings, PeerSettings};
 use cairn_kit::telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::WatchError;
 
 /// Everything a gateway needs to start.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatchSettings {
     pub node: NodeSettings,
-    pub mvcc: MvccClientSettings,
+    /// The replicas that serve history (catch-up, gaps) and the current revision.
+    pub mvcc: PeerSettings,
+    /// The revision stream the replicas publish.
     pub nats: NatsSettings,
     pub window: WindowSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            node: NodeSettings::default(),
+            mvcc: PeerSettings::at(&["127.0.0.1:7101", "127.0.0.1:7102"]),
+            nats: NatsSettings::default(),
+            window: WindowSettings::default(),
+            metrics: MetricsSettings::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
 }
 
 /// Where the gateway listens.
@@ -37,42 +53,6 @@ impl Default for NodeSettings {
             listen: "127.0.0.1:7301".to_owned(),
             cluster_id: 0x6361_6972_6e00_0001,
             progress_interval_ms: 600_000,
-        }
-    }
-}
-
-/// The replicas that serve history (catch-up, gaps) and the current revision.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MvccClientSettings {
-    pub endpoints: Vec<String>,
-    pub request_timeout_ms: u64,
-}
-
-impl Default for MvccClientSettings {
-    fn default() -> Self {
-        Self {
-            endpoints: vec!["127.0.0.1:7101".to_owned(), "127.0.0.1:7102".to_owned()],
-            request_timeout_ms: 5000,
-        }
-    }
-}
-
-/// The JetStream revision stream the replicas publish.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsSettings {
-    pub url: String,
-    pub stream: String,
-    pub subject: String,
-}
-
-impl Default for NatsSettings {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
-            stream: "CAIRN_REVISIONS".to_owned(),
-            subject: "cairn.revisions".to_owned(),
         }
     }
 }
@@ -102,17 +82,14 @@ impl WatchSettings {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), WatchError> {
         let fail = |message: &str| Err(WatchError::Settings(message.to_owned()));
-        if self.mvcc.endpoints.is_empty() {
-            return fail("setting `mvcc.endpoints`: at least one replica is needed");
-        }
-        if self.nats.url.is_empty() || self.nats.stream.is_empty() || self.nats.subject.is_empty() {
-            return fail("setting `nats.url`, `nats.stream`, `nats.subject`: must not be empty");
-        }
+        let kit = |error: cairn_kit::KitError| WatchError::Settings(error.to_string());
+        self.mvcc.validate("mvcc").map_err(kit)?;
+        self.nats.validate().map_err(kit)?;
         if self.window.revisions == 0 || self.window.stream_queue == 0 {
             return fail("setting `window.revisions` and `window.stream_queue`: must be above 0");
         }
-        if self.node.progress_interval_ms == 0 || self.mvcc.request_timeout_ms == 0 {
-            return fail("setting `node.progress_interval_ms` and `mvcc.request_timeout_ms`: must be above 0");
+        if self.node.progress_interval_ms == 0 {
+            return fail("setting `node.progress_interval_ms`: must be above 0");
         }
         Ok(())
     }

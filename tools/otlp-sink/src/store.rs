@@ -205,8 +205,9 @@ mod tests {
                         value: Some(Any {
                             value: Some(AnyValue::StringValue(service.into())),
                         }),
+                        ..Default::default()
                     }],
-                    dropped_attributes_count: 0,
+                    ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
                     spans,

@@ -182,7 +182,7 @@ impl LogApi {
             .await
             .map(|_| ())
             .map_err(|status| {
-                LogError::Unavailable(format!(
+                LogError::NoLeader(format!(
                     "{} could not stand for election: {}",
                     target.addr,
                     status.message()
@@ -202,10 +202,8 @@ impl LogApi {
         let waited =
             tokio::time::timeout_at(ends, async { metrics.wait_for(done).await.map(|_| ()) }).await;
         match waited {
-            Err(_) => Err(LogError::Unavailable(late.to_owned())),
-            Ok(Err(_)) => Err(LogError::Unavailable(
-                "this log node is shutting down".to_owned(),
-            )),
+            Err(_) => Err(LogError::NoLeader(late.to_owned())),
+            Ok(Err(_)) => Err(LogError::Stopping),
             Ok(Ok(())) => Ok(()),
         }
     }

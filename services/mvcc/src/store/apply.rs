@@ -358,23 +358,30 @@ impl Change<'_> {
         revision
     }
 
-    /// Writes one record to the revision index and the key index.
-    fn write(&mut self, revision: Revision, record: Record, created: Revision, version: i64) {
-        let revs = family(self.db, schema::REVS);
-        let keys = family(self.db, schema::KEYS);
-        if let (Ok(revs), Ok(keys)) = (revs, keys) {
-            let row = KeyRow {
-                key: record.kv.key.clone(),
-                revision,
-                tombstone: record.tombstone,
-                created,
-                version,
-            };
-            self.batch.put_cf(revs, revision.to_key(), record.encode());
-            self.batch
-                .put_cf(keys, KeyRow::row_key(&row.key, revision), row.value());
-        }
+    /// Writes one record to the revision index and the key index. A column
+    /// family that cannot be found fails the apply: skipping the write would
+    /// leave the in-memory index ahead of what is on disk.
+    fn write(
+        &mut self,
+        revision: Revision,
+        record: Record,
+        created: Revision,
+        version: i64,
+    ) -> Result<(), MvccError> {
+        let revs = family(self.db, schema::REVS)?;
+        let keys = family(self.db, schema::KEYS)?;
+        let row = KeyRow {
+            key: record.kv.key.clone(),
+            revision,
+            tombstone: record.tombstone,
+            created,
+            version,
+        };
+        self.batch.put_cf(revs, revision.to_key(), record.encode());
+        self.batch
+            .put_cf(keys, KeyRow::row_key(&row.key, revision), row.value());
         self.overlay.insert(revision, record);
+        Ok(())
     }
 
     fn put(&mut self, put: &PutRequest) -> Result<PutResponse, MvccError> {
@@ -411,8 +418,8 @@ impl Change<'_> {
             .map_or(revision, |found| found.created);
         let old_lease = previous.as_ref().map_or(0, |previous| previous.lease);
         if old_lease != lease {
-            self.detach(old_lease, &put.key);
-            self.attach(lease, &put.key);
+            self.detach(old_lease, &put.key)?;
+            self.attach(lease, &put.key)?;
         }
         self.write(
             revision,
@@ -422,7 +429,7 @@ impl Change<'_> {
             },
             created_at,
             version,
-        );
+        )?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -470,7 +477,7 @@ impl Change<'_> {
             .tree
             .tombstone(key, revision)
             .map_err(|error| MvccError::Corrupt(format!("key index: {error}")))?;
-        self.detach(previous_kv.lease, key);
+        self.detach(previous_kv.lease, key)?;
         let tombstone = KeyValue {
             key: key.to_vec(),
             mod_revision: self.main,
@@ -484,7 +491,7 @@ impl Change<'_> {
             },
             revision,
             0,
-        );
+        )?;
         // etcd's event carries the key as it was before this revision, even
         // when an earlier op of the same txn wrote it.
         let before = match self.state.tree.get(key, self.main - 1) {
@@ -499,35 +506,35 @@ impl Change<'_> {
         Ok(Some(previous_kv))
     }
 
-    fn attach(&mut self, lease: i64, key: &[u8]) {
+    fn attach(&mut self, lease: i64, key: &[u8]) -> Result<(), MvccError> {
         if lease == 0 {
-            return;
+            return Ok(());
         }
+        let family = family(self.db, schema::LEASE_KEYS)?;
         self.state
             .lease_keys
             .entry(lease)
             .or_default()
             .insert(key.to_vec());
-        if let Ok(family) = family(self.db, schema::LEASE_KEYS) {
-            self.batch
-                .put_cf(family, schema::lease_key_row(lease, key), []);
-        }
+        self.batch
+            .put_cf(family, schema::lease_key_row(lease, key), []);
+        Ok(())
     }
 
-    fn detach(&mut self, lease: i64, key: &[u8]) {
+    fn detach(&mut self, lease: i64, key: &[u8]) -> Result<(), MvccError> {
         if lease == 0 {
-            return;
+            return Ok(());
         }
+        let family = family(self.db, schema::LEASE_KEYS)?;
         if let Some(keys) = self.state.lease_keys.get_mut(&lease) {
             keys.remove(key);
             if keys.is_empty() {
                 self.state.lease_keys.remove(&lease);
             }
         }
-        if let Ok(family) = family(self.db, schema::LEASE_KEYS) {
-            self.batch
-                .delete_cf(family, schema::lease_key_row(lease, key));
-        }
+        self.batch
+            .delete_cf(family, schema::lease_key_row(lease, key));
+        Ok(())
     }
 
     /// etcd's Txn: every compare on the path is evaluated against the state

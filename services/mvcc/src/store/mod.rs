@@ -8,6 +8,7 @@ pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, RevisionEvents};
 use cairn_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
@@ -202,14 +203,48 @@ impl Store {
         Ok(())
     }
 
-    /// A Range from local state; the header carries only the current revision.
-    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        let state = self.state.read();
-        let view = View {
-            db: &self.db,
-            tree: &state.tree,
+    /// A Range from local state; the header carries only the current
+    /// revision. One key is read at once; a range of keys is read on a
+    /// blocking thread, so a large one holds no async worker.
+    pub async fn range(
+        self: &Arc<Self>,
+        request: RangeRequest,
+    ) -> Result<RangeResponse, MvccError> {
+        if request.range_end.is_empty() {
+            return self.range_now(&request);
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.range_now(&request))
+            .await
+            .map_err(|_| MvccError::Stopped)?
+    }
+
+    /// A Range, read through a RocksDB snapshot taken with the index: the
+    /// index lock is held only while the range's keys are found, never while
+    /// their values are read, so a large range does not hold the applier back.
+    pub fn range_now(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let (found, snapshot, current) = {
+            let state = self.state.read();
+            let found = range::find(&state.tree, request, state.bounds())?;
+            (found, self.db.snapshot(), state.current)
         };
-        range::range(&view, request, state.bounds(), state.current)
+        let revs = self.family(schema::REVS)?;
+        range::fill(
+            found,
+            request,
+            current,
+            range::MAX_RESPONSE_BYTES,
+            |revision| {
+                let bytes = snapshot
+                    .get_pinned_cf(revs, revision.to_key())?
+                    .ok_or_else(|| {
+                        MvccError::Corrupt(format!(
+                            "revision {revision:?} is indexed but not stored"
+                        ))
+                    })?;
+                Record::decode(&bytes)
+            },
+        )
     }
 
     /// Whether a lease exists, and its keys.

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::time::Duration;
 
 use clap::Parser;
-use etcd_client::{WatchOptions, WatchStream, Watcher};
+use etcd_client::{WatchOptions, WatchRequestSender, WatchResponseStream};
 use tokio::sync::mpsc;
 
 use super::{bytes, Ctx};
@@ -65,7 +65,7 @@ async fn open(
     client: &etcd_client::Client,
     key: Vec<u8>,
     options: WatchOptions,
-) -> Result<(Watcher, WatchStream), CtlError> {
+) -> Result<(WatchRequestSender, WatchResponseStream), CtlError> {
     let mut backoff = Duration::from_millis(25);
     loop {
         match client
@@ -77,7 +77,7 @@ async fn open(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
-            result => return result.map_err(CtlError::from),
+            result => return result.map(|stream| stream.split()).map_err(CtlError::from),
         }
     }
 }
@@ -112,8 +112,8 @@ struct WatchLine {
 /// watcher to it.
 #[derive(Default)]
 struct Streams {
-    watcher: Option<Watcher>,
-    stream: Option<WatchStream>,
+    watcher: Option<WatchRequestSender>,
+    stream: Option<WatchResponseStream>,
 }
 
 async fn interactive(ctx: &Ctx) -> Result<(), CtlError> {
@@ -164,7 +164,7 @@ fn stdin_lines() -> mpsc::Receiver<String> {
     receiver
 }
 
-async fn next_answer(stream: &mut Option<WatchStream>) -> Option<WatchResult> {
+async fn next_answer(stream: &mut Option<WatchResponseStream>) -> Option<WatchResult> {
     match stream {
         Some(stream) => match stream.message().await {
             Ok(Some(response)) => Some(WatchResult::from(&response)),
@@ -224,7 +224,8 @@ async fn add_watch(
     let result = match streams.watcher.as_mut() {
         Some(watcher) => watcher.watch(key, Some(options)).await,
         None => match client.watch(key, Some(options)).await {
-            Ok((watcher, stream)) => {
+            Ok(opened) => {
+                let (watcher, stream) = opened.split();
                 *streams = Streams {
                     watcher: Some(watcher),
                     stream: Some(stream),

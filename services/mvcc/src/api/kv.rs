@@ -1,0 +1,146 @@
+//! etcd's KV service, as clients see it through the edge: etcd's checks
+//! first (nothing malformed reaches the log), then the write or read
+//! protocol, then etcd's headers.
+
+use cairn_proto::cairn::mvcc::v1::command::Op;
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::protocol::{revision_of, unexpected};
+use super::{answer, MvccApi};
+use crate::error::MvccError;
+use crate::store::Response as Applied;
+use crate::validate;
+
+/// etcd gives every response inside a txn a header with the revision alone;
+/// only the txn's own header names the cluster, member and term.
+fn fill_headers(response: &mut TxnResponse, revision: i64) {
+    use cairn_proto::etcdserverpb::response_op::Response as Inner;
+    let header = Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    });
+    let header = &header;
+    for op in &mut response.responses {
+        match &mut op.response {
+            Some(Inner::ResponseRange(inner)) => inner.header = *header,
+            Some(Inner::ResponsePut(inner)) => inner.header = *header,
+            Some(Inner::ResponseDeleteRange(inner)) => inner.header = *header,
+            Some(Inner::ResponseTxn(inner)) => {
+                inner.header = *header;
+                fill_headers(inner, revision);
+            }
+            None => {}
+        }
+    }
+}
+
+impl MvccApi {
+    async fn range_of(&self, request: RangeRequest) -> Result<RangeResponse, MvccError> {
+        validate::check_range(&request)?;
+        if !request.serializable {
+            self.linearize().await?;
+        }
+        let mut response = self.replica.store.range(request).await?;
+        response.header = self.header(revision_of(&response.header));
+        Ok(response)
+    }
+
+    async fn put_of(&self, request: PutRequest) -> Result<PutResponse, MvccError> {
+        validate::check_size(request.encoded_len(), &self.limits)?;
+        validate::check_put(&request)?;
+        match self.write(Op::Put(request)).await? {
+            Applied::Put(mut response) => {
+                response.header = self.header(revision_of(&response.header));
+                Ok(response)
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    async fn delete_of(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        validate::check_size(request.encoded_len(), &self.limits)?;
+        validate::check_delete_range(&request)?;
+        match self.write(Op::DeleteRange(request)).await? {
+            Applied::DeleteRange(mut response) => {
+                response.header = self.header(revision_of(&response.header));
+                Ok(response)
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    async fn txn_of(&self, request: TxnRequest) -> Result<TxnResponse, MvccError> {
+        validate::check_size(request.encoded_len(), &self.limits)?;
+        validate::check_txn(&request, &self.limits)?;
+        match self.write(Op::Txn(request)).await? {
+            Applied::Txn(mut response) => {
+                let revision = revision_of(&response.header);
+                response.header = self.header(revision);
+                fill_headers(&mut response, revision);
+                Ok(response)
+            }
+            _ => Err(unexpected("txn")),
+        }
+    }
+
+    async fn compact_of(
+        &self,
+        request: CompactionRequest,
+    ) -> Result<CompactionResponse, MvccError> {
+        // Refuse what cannot succeed without spending a log entry on it.
+        let status = self.replica.store.status();
+        if request.revision <= status.compacted {
+            return Err(MvccError::Compacted {
+                compact_revision: status.compacted,
+            });
+        }
+        match self.write(Op::Compaction(request)).await? {
+            Applied::Compaction(mut response) => {
+                response.header = self.header(revision_of(&response.header));
+                Ok(response)
+            }
+            _ => Err(unexpected("compaction")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for MvccApi {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        answer(self, "Range", self.range_of(request.into_inner())).await
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        answer(self, "Put", self.put_of(request.into_inner())).await
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        answer(self, "DeleteRange", self.delete_of(request.into_inner())).await
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        answer(self, "Txn", self.txn_of(request.into_inner())).await
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        answer(self, "Compact", self.compact_of(request.into_inner())).await
+    }
+}
