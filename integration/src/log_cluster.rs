@@ -207,6 +207,34 @@ impl LogCluster {
         Ok(tokio::time::timeout(Duration::from_secs(10), child.wait()).await??)
     }
 
+    /// Freezes node `id` with SIGSTOP: it holds its connections but answers
+    /// nothing, as a process stuck in a long pause would.
+    pub fn pause(&self, id: u64) -> Result<()> {
+        self.signal(id, "-STOP")
+    }
+
+    /// Lets a node frozen by [`LogCluster::pause`] run again (SIGCONT).
+    pub fn resume(&self, id: u64) -> Result<()> {
+        self.signal(id, "-CONT")
+    }
+
+    fn signal(&self, id: u64, signal: &str) -> Result<()> {
+        let pid = self
+            .node(id)?
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .with_context(|| format!("node {id} is not running"))?;
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     pub fn is_running(&self, id: u64) -> bool {
         self.nodes.get(&id).is_some_and(|node| node.child.is_some())
     }

@@ -14,6 +14,7 @@ use cairn_proto::cairn::log::v1::{
     AckRequest, AddLearnerRequest, PromoteVoterRequest, ProposeRequest, ReadIndexRequest,
     RemoveMemberRequest, SubscribeRequest, UnregisterRequest,
 };
+use cairn_proto::contract::Failure;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -460,11 +461,8 @@ async fn t50_the_log_never_purges_what_a_consumer_still_needs() -> Result<()> {
         .err()
         .context("subscribing below the first index succeeded")?;
     ensure!(status.code() == Code::OutOfRange, "got {status:?}");
-    let first = status
-        .metadata()
-        .get("cairn-first-index")
-        .and_then(|value| value.to_str().ok());
-    ensure!(first == Some("201"), "first index metadata: {first:?}");
+    let first = Failure::from_status(&status).map(|failure| failure.first_index);
+    ensure!(first == Some(201), "first index in the failure: {first:?}");
     let entries = cluster.entries(1, 201, last).await?;
     ensure!(entries.first().map(|entry| entry.index) == Some(201));
 
@@ -772,13 +770,10 @@ async fn t100_a_follower_behind_the_purge_catches_up_from_a_snapshot() -> Result
         .err()
         .context("subscribing below the follower's first index succeeded")?;
     ensure!(refused.code() == Code::OutOfRange, "got {refused:?}");
-    let first = refused
-        .metadata()
-        .get("cairn-first-index")
-        .and_then(|value| value.to_str().ok());
+    let first = Failure::from_status(&refused).map(|failure| failure.first_index);
     ensure!(
-        first == Some(status.first_index.to_string().as_str()),
-        "first index metadata {first:?} vs {status:?}"
+        first == Some(status.first_index),
+        "first index in the failure {first:?} vs {status:?}"
     );
 
     // The follower serves what it holds and takes new writes.

@@ -406,7 +406,7 @@ async fn t120_a_stream_that_lost_everything_is_rebuilt_from_history() -> Result<
         );
         let marked = message
             .headers
-            .get("Cairn-Compacted")
+            .get(cairn_proto::contract::revision_stream::COMPACTED)
             .map(|value| value.to_string());
         if (2..30).contains(&sequence) {
             ensure!(

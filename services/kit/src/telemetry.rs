@@ -160,6 +160,13 @@ pub fn extract_from(carrier: &std::collections::HashMap<String, String>) -> Cont
     global::get_text_map_propagator(|propagator| propagator.extract(carrier))
 }
 
+/// Whether `carrier` (headers of any kind, as a map) holds a trace context a
+/// span can continue.
+pub fn carries_trace(carrier: &std::collections::HashMap<String, String>) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    extract_from(carrier).span().span_context().is_valid()
+}
+
 /// Makes `span` a child of the trace in `carrier` (written by [`inject_into`]),
 /// so work done later or elsewhere — applying a logged command, delivering a
 /// published revision — joins the request's trace. An empty carrier leaves

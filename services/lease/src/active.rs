@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_proto::cairn::mvcc::v1::apply_response::Result as Applied;
+use cairn_proto::cairn::mvcc::v1::apply_response::Result as ApplyResult;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::{LeaseCheckpoint, LeaseExpire, LeaseRemaining};
 use parking_lot::Mutex;
@@ -118,8 +118,8 @@ impl Active {
 }
 
 /// Whether a fenced command was applied under our claim.
-fn accepted(applied: &Option<Applied>) -> bool {
-    matches!(applied, Some(Applied::Fenced(fenced)) if fenced.accepted)
+fn accepted(applied: &Option<ApplyResult>) -> bool {
+    matches!(applied, Some(ApplyResult::Fenced(fenced)) if fenced.accepted)
 }
 
 /// Writes one checkpoint of `leases` under the claim; false if it was void.

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cairn_kit::telemetry::TraceInterceptor;
-use cairn_proto::cairn::mvcc::v1::apply_response::Result as Applied;
+use cairn_proto::cairn::mvcc::v1::apply_response::Result as ApplyResult;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::contract::metadata;
 use cairn_proto::etcd_error::EtcdError;
@@ -181,7 +181,7 @@ impl Lease for LeaseApi {
             .apply_fenced(Op::LeaseRevoke(LeaseRevokeRequest { id }), active.epoch)
             .await?;
         self.instance.saw_revision(applied.revision);
-        if let Some(Applied::LeaseRevoke(_)) = applied.result {
+        if let Some(ApplyResult::LeaseRevoke(_)) = applied.result {
             active.revoked(id);
         }
         Ok(Response::new(LeaseRevokeResponse {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_kit::shutdown::ShutdownWatch;
-use cairn_proto::cairn::mvcc::v1::apply_response::Result as Applied;
+use cairn_proto::cairn::mvcc::v1::apply_response::Result as ApplyResult;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::{LeaseClaim, LeaseHolder};
 use parking_lot::RwLock;
@@ -104,7 +104,7 @@ impl Instance {
             }))
             .await?;
         self.saw_revision(applied.revision);
-        let Some(Applied::Fenced(fenced)) = applied.result else {
+        let Some(ApplyResult::Fenced(fenced)) = applied.result else {
             return Err(LeaseError::NoActive("a claim got no fenced result".into()));
         };
         self.saw_holder(fenced.holder.as_ref());

@@ -54,6 +54,12 @@ pub struct Found {
     keys: Vec<(Arc<[u8]>, Revision)>,
 }
 
+impl From<Vec<(Arc<[u8]>, Revision)>> for Found {
+    fn from(keys: Vec<(Arc<[u8]>, Revision)>) -> Self {
+        Self { keys }
+    }
+}
+
 /// The keys `request` covers at the revision it reads.
 pub fn find(
     tree: &TreeIndex,

@@ -17,10 +17,10 @@ use tonic::Streaming;
 use crate::error::MvccError;
 use crate::log_client::{LogClient, LogFailure};
 use crate::metrics::MVCC_METRICS;
-use crate::store::{Applied, LogEntry, LogPosition, Response, Store};
+use crate::store::{Applied, LogEntry, LogPosition, Reply, Store};
 
 /// The result of one proposed command, as the applier computed it.
-pub type CommandResult = Result<Response, MvccError>;
+pub type CommandResult = Result<Reply, MvccError>;
 
 /// A revision's events with the trace they belong to, for the publisher.
 #[derive(Clone, Debug)]
@@ -139,6 +139,27 @@ impl Replica {
         (found.events.revision == revision).then(|| found.clone())
     }
 
+    /// Applies committed entries in order and hands each result to the
+    /// request waiting for it. A failure other than an etcd refusal stops
+    /// this replica for good: its memory may now be ahead of its disk.
+    pub fn apply_entries(&self, entries: &[LogEntry]) -> Result<(), MvccError> {
+        self.check_serving()?;
+        let started = std::time::Instant::now();
+        match self.store.apply(entries) {
+            Ok(applied) => {
+                MVCC_METRICS
+                    .apply_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.delivered(applied);
+                Ok(())
+            }
+            Err(error) => {
+                self.fail(&error);
+                Err(error)
+            }
+        }
+    }
+
     fn delivered(&self, applied: Applied) {
         {
             let mut waiters = self.waiters.lock();
@@ -208,10 +229,7 @@ pub async fn tail(replica: Arc<Replica>, mut shutdown: ShutdownWatch) -> Result<
                     result = follow(&replica, stream) => match result {
                         Ok(()) => tracing::info!("log subscription ended; resuming"),
                         Err(MvccError::Log(failure)) => tracing::warn!(%failure, "log subscription broke; resuming"),
-                        Err(fatal) => {
-                            replica.fail(&fatal);
-                            return Err(fatal);
-                        }
+                        Err(fatal) => return Err(fatal),
                     },
                     () = shutdown.cancelled() => return Ok(()),
                 }
@@ -276,15 +294,10 @@ async fn follow(
         if entries.is_empty() {
             continue;
         }
-        let store = replica.store.clone();
-        let started = std::time::Instant::now();
-        let applied = tokio::task::spawn_blocking(move || store.apply(&entries))
+        let applier = replica.clone();
+        tokio::task::spawn_blocking(move || applier.apply_entries(&entries))
             .await
             .map_err(|_| MvccError::Stopped)??;
-        MVCC_METRICS
-            .apply_seconds
-            .observe(started.elapsed().as_secs_f64());
-        replica.delivered(applied);
     }
 }
 
@@ -314,5 +327,80 @@ pub async fn acknowledge(replica: Arc<Replica>, interval: Duration, mut shutdown
             Ok(()) => acknowledged = applied,
             Err(error) => tracing::warn!(%error, "cannot acknowledge the applied index"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_kit::settings::PeerSettings;
+    use cairn_proto::cairn::mvcc::v1::command::Op;
+    use cairn_proto::cairn::mvcc::v1::Command;
+    use cairn_proto::contract::{failure_kind, FailureKind};
+    use cairn_proto::etcdserverpb::kv_server::Kv;
+    use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
+    use prost::Message;
+    use tonic::{Code, Status};
+
+    use super::*;
+    use crate::api::MvccApi;
+    use crate::store::schema;
+    use crate::validate::Limits;
+
+    fn put(sequence: u64, key: &str) -> Vec<u8> {
+        Command {
+            origin: 7,
+            sequence,
+            op: Some(Op::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn entry(index: u64, commands: Vec<Vec<u8>>) -> LogEntry {
+        LogEntry {
+            index,
+            term: 1,
+            commands,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_storage_fails_stops_applying_and_answers_nothing() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open_without(dir.path(), schema::KEYS).expect("a damaged store");
+        let log = LogClient::new(&PeerSettings::at(&["127.0.0.1:1"])).expect("a log client");
+        let replica = Replica::new(Arc::new(store), log, "mvcc-test".into());
+        let api = MvccApi::new(replica.clone(), Limits::default(), 1);
+
+        let failed = replica
+            .apply_entries(&[entry(1, vec![put(1, "k")])])
+            .expect_err("a put into a store without its key index must fail");
+        assert!(matches!(failed, MvccError::Corrupt(_)), "{failed:?}");
+
+        // Nothing more is applied, so nothing diverges further.
+        let next = replica.apply_entries(&[entry(2, vec![put(2, "other")])]);
+        assert!(matches!(next, Err(MvccError::Failed(_))), "{next:?}");
+        assert_eq!(replica.applied().index, 0);
+
+        // Every request is refused, with a kind the edge sends elsewhere.
+        let range = RangeRequest {
+            key: b"k".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
+        let refused: Status = Kv::range(&api, tonic::Request::new(range))
+            .await
+            .expect_err("a failed replica must not answer a read");
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert_eq!(failure_kind(&refused), FailureKind::ReplicaFailed);
+        assert!(
+            refused.message().contains("stopped applying"),
+            "{refused:?}"
+        );
+        assert!(!replica.stopped_applying().await.is_empty());
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_mvcc::store::{FencedResponse, LogEntry, Response, Store};
+use cairn_mvcc::store::{FencedResponse, LogEntry, Reply as StoreReply, Store};
 use cairn_mvcc::tree_index::KeyRange;
 use cairn_mvcc::validate::{self, Limits};
 use cairn_mvcc::MvccError;
@@ -67,19 +67,19 @@ enum Reply {
 }
 
 impl Reply {
-    fn from_store(response: Response) -> Self {
+    fn from_store(response: StoreReply) -> Self {
         match response {
-            Response::Put(put) => Self::Put(put),
-            Response::DeleteRange(delete) => Self::DeleteRange(delete),
-            Response::Txn(mut txn) => {
+            StoreReply::Put(put) => Self::Put(put),
+            StoreReply::DeleteRange(delete) => Self::DeleteRange(delete),
+            StoreReply::Txn(mut txn) => {
                 strip_op_headers(&mut txn.responses);
                 Self::Txn(txn)
             }
-            Response::Compaction(compaction) => Self::Compaction(compaction),
-            Response::LeaseGrant(grant) => Self::LeaseGrant(grant),
-            Response::LeaseRevoke(revoke) => Self::LeaseRevoke(revoke),
-            Response::Fenced(fenced) => Self::Fenced(fenced),
-            Response::Alarm(_) => unreachable!("the model raises no alarms"),
+            StoreReply::Compaction(compaction) => Self::Compaction(compaction),
+            StoreReply::LeaseGrant(grant) => Self::LeaseGrant(grant),
+            StoreReply::LeaseRevoke(revoke) => Self::LeaseRevoke(revoke),
+            StoreReply::Fenced(fenced) => Self::Fenced(fenced),
+            StoreReply::Alarm(_) => unreachable!("the model raises no alarms"),
         }
     }
 

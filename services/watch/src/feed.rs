@@ -116,7 +116,7 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
         // A traced write's revision continues its trace here: the hand-off
         // to every stream of this gateway.
         let trace = trace_context(message.headers.as_ref());
-        let span = if trace.is_empty() {
+        let span = if !cairn_kit::telemetry::carries_trace(&trace) {
             tracing::Span::none()
         } else {
             let span = tracing::info_span!(
@@ -136,17 +136,20 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
     Err(WatchError::Nats("the revision stream ended".into()))
 }
 
-/// The W3C trace context a publisher put in a message's headers.
+/// A message's headers as a plain map, from which the trace context the
+/// publisher wrote is read back (the propagator knows its header names).
 fn trace_context(headers: Option<&async_nats::HeaderMap>) -> HashMap<String, String> {
-    let mut context = HashMap::new();
-    if let Some(headers) = headers {
-        for name in ["traceparent", "tracestate"] {
-            if let Some(value) = headers.get(name) {
-                context.insert(name.to_owned(), value.as_str().to_owned());
-            }
-        }
-    }
-    context
+    headers
+        .map(|headers| {
+            headers
+                .iter()
+                .filter_map(|(name, values)| {
+                    let value = values.first()?;
+                    Some((name.to_string(), value.as_str().to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One revision's events out of history, for a revision too large for the

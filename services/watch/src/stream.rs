@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairn::mvcc::v1::RevisionEvents;
+use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
@@ -393,8 +394,7 @@ impl WatchStream {
                     watch_id: id,
                     canceled: true,
                     compact_revision,
-                    cancel_reason: "etcdserver: mvcc: required revision has been compacted"
-                        .to_owned(),
+                    cancel_reason: EtcdError::Compacted.message().to_owned(),
                     ..Default::default()
                 })
                 .await

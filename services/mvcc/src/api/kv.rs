@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::protocol::{revision_of, unexpected};
 use super::{answer, MvccApi};
 use crate::error::MvccError;
-use crate::store::Response as Applied;
+use crate::store::Reply;
 use crate::validate;
 
 /// etcd gives every response inside a txn a header with the revision alone;
@@ -55,7 +55,7 @@ impl MvccApi {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_put(&request)?;
         match self.write(Op::Put(request)).await? {
-            Applied::Put(mut response) => {
+            Reply::Put(mut response) => {
                 response.header = self.header(revision_of(&response.header));
                 Ok(response)
             }
@@ -70,7 +70,7 @@ impl MvccApi {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_delete_range(&request)?;
         match self.write(Op::DeleteRange(request)).await? {
-            Applied::DeleteRange(mut response) => {
+            Reply::DeleteRange(mut response) => {
                 response.header = self.header(revision_of(&response.header));
                 Ok(response)
             }
@@ -82,7 +82,7 @@ impl MvccApi {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_txn(&request, &self.limits)?;
         match self.write(Op::Txn(request)).await? {
-            Applied::Txn(mut response) => {
+            Reply::Txn(mut response) => {
                 let revision = revision_of(&response.header);
                 response.header = self.header(revision);
                 fill_headers(&mut response, revision);
@@ -104,7 +104,7 @@ impl MvccApi {
             });
         }
         match self.write(Op::Compaction(request)).await? {
-            Applied::Compaction(mut response) => {
+            Reply::Compaction(mut response) => {
                 response.header = self.header(revision_of(&response.header));
                 Ok(response)
             }

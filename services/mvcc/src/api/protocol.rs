@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::MvccApi;
 use crate::error::MvccError;
-use crate::store::Response as Applied;
+use crate::store::Reply;
 
 /// The revision a response header carries.
 pub(super) fn revision_of(header: &Option<ResponseHeader>) -> i64 {
@@ -38,17 +38,13 @@ impl MvccApi {
     }
 
     /// Proposes `op` and waits for this replica's apply of it.
-    pub(super) async fn write(&self, op: Op) -> Result<Applied, MvccError> {
+    pub(super) async fn write(&self, op: Op) -> Result<Reply, MvccError> {
         self.write_fenced(op, 0).await
     }
 
     /// Proposes `op`, void unless `fence_epoch` (when not 0) is the lease
     /// claim in force, and waits for this replica's apply of it.
-    pub(super) async fn write_fenced(
-        &self,
-        op: Op,
-        fence_epoch: u64,
-    ) -> Result<Applied, MvccError> {
+    pub(super) async fn write_fenced(&self, op: Op, fence_epoch: u64) -> Result<Reply, MvccError> {
         let (sequence, result) = self.replica.register();
         let mut trace_context = std::collections::HashMap::new();
         cairn_kit::telemetry::inject_into(&mut trace_context);
@@ -80,20 +76,20 @@ impl MvccApi {
 
     /// A lease command's apply as Mvcc/Apply answers it, headers filled as
     /// the KV service fills them.
-    pub(super) fn apply_response(&self, applied: Applied) -> Result<ApplyResponse, MvccError> {
+    pub(super) fn apply_response(&self, applied: Reply) -> Result<ApplyResponse, MvccError> {
         let (revision, result) = match applied {
-            Applied::LeaseGrant(mut response) => {
+            Reply::LeaseGrant(mut response) => {
                 let revision = revision_of(&response.header);
                 response.header = self.header(revision);
                 (revision, ApplyResult::LeaseGrant(response))
             }
-            Applied::LeaseRevoke(mut response) => {
+            Reply::LeaseRevoke(mut response) => {
                 let revision = revision_of(&response.header);
                 response.header = self.header(revision);
                 (revision, ApplyResult::LeaseRevoke(response))
             }
-            Applied::Fenced(fenced) => (fenced.revision, ApplyResult::Fenced(fenced.result)),
-            Applied::Alarm(mut response) => {
+            Reply::Fenced(fenced) => (fenced.revision, ApplyResult::Fenced(fenced.result)),
+            Reply::Alarm(mut response) => {
                 let revision = revision_of(&response.header);
                 response.header = self.header(revision);
                 (revision, ApplyResult::Alarm(response))

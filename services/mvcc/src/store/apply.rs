@@ -47,7 +47,7 @@ pub struct LogEntry {
 
 /// What applying a command gave its proposer.
 #[derive(Debug)]
-pub enum Response {
+pub enum Reply {
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
@@ -67,7 +67,7 @@ pub struct FencedResponse {
     pub result: FencedResult,
 }
 
-impl Response {
+impl Reply {
     fn set_revision(&mut self, revision: i64) {
         let header = Some(ResponseHeader {
             revision,
@@ -91,7 +91,7 @@ impl Response {
 pub struct Outcome {
     pub origin: u64,
     pub sequence: u64,
-    pub result: Result<Response, MvccError>,
+    pub result: Result<Reply, MvccError>,
 }
 
 /// What one call to [`apply`] did.
@@ -227,7 +227,7 @@ impl RangeSource for Change<'_> {
 }
 
 impl Change<'_> {
-    fn run(&mut self, op: Option<Op>) -> Result<Response, MvccError> {
+    fn run(&mut self, op: Option<Op>) -> Result<Reply, MvccError> {
         if self.out_of_space() && op.as_ref().is_some_and(adds_data) {
             return Err(EtcdError::NoSpace.into());
         }
@@ -235,19 +235,19 @@ impl Change<'_> {
             None => Err(EtcdError::KeyNotFound.into()),
             Some(Op::Put(put)) => {
                 self.check_put(&put)?;
-                self.put(&put).map(Response::Put)
+                self.put(&put).map(Reply::Put)
             }
-            Some(Op::DeleteRange(delete)) => self.delete_range(&delete).map(Response::DeleteRange),
-            Some(Op::Txn(txn)) => self.txn(&txn).map(Response::Txn),
-            Some(Op::Compaction(compaction)) => self.compact(&compaction).map(Response::Compaction),
-            Some(Op::LeaseGrant(grant)) => self.lease_grant(&grant).map(Response::LeaseGrant),
-            Some(Op::LeaseRevoke(revoke)) => self.lease_revoke(&revoke).map(Response::LeaseRevoke),
-            Some(Op::LeaseClaim(claim)) => self.lease_claim(claim).map(Response::Fenced),
-            Some(Op::LeaseExpire(expire)) => self.lease_expire(&expire).map(Response::Fenced),
+            Some(Op::DeleteRange(delete)) => self.delete_range(&delete).map(Reply::DeleteRange),
+            Some(Op::Txn(txn)) => self.txn(&txn).map(Reply::Txn),
+            Some(Op::Compaction(compaction)) => self.compact(&compaction).map(Reply::Compaction),
+            Some(Op::LeaseGrant(grant)) => self.lease_grant(&grant).map(Reply::LeaseGrant),
+            Some(Op::LeaseRevoke(revoke)) => self.lease_revoke(&revoke).map(Reply::LeaseRevoke),
+            Some(Op::LeaseClaim(claim)) => self.lease_claim(claim).map(Reply::Fenced),
+            Some(Op::LeaseExpire(expire)) => self.lease_expire(&expire).map(Reply::Fenced),
             Some(Op::LeaseCheckpoint(checkpoint)) => {
-                self.lease_checkpoint(&checkpoint).map(Response::Fenced)
+                self.lease_checkpoint(&checkpoint).map(Reply::Fenced)
             }
-            Some(Op::Alarm(alarm)) => self.alarm(&alarm).map(Response::Alarm),
+            Some(Op::Alarm(alarm)) => self.alarm(&alarm).map(Reply::Alarm),
         }
     }
 

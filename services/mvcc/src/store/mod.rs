@@ -22,7 +22,7 @@ use crate::revision::Revision;
 use crate::tree_index::{KeyRange, TreeIndex};
 use schema::{KeyRow, Record};
 
-pub use apply::{Applied, FencedResponse, LogEntry, Outcome, Response};
+pub use apply::{Applied, FencedResponse, LogEntry, Outcome, Reply};
 
 /// The position in the log the state reflects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,6 +127,25 @@ impl Store {
         })
     }
 
+    /// An empty store whose database lacks the column family `missing`, as
+    /// a damaged data directory would: what writes there fails to apply.
+    #[cfg(test)]
+    pub(crate) fn open_without(dir: &Path, missing: &str) -> Result<Self, MvccError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = schema::FAMILIES
+            .iter()
+            .filter(|name| **name != missing)
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families)?;
+        Ok(Self {
+            db,
+            dir: dir.to_path_buf(),
+            state: RwLock::new(State::default()),
+        })
+    }
+
     pub fn status(&self) -> StoreStatus {
         let state = self.state.read();
         StoreStatus {
@@ -219,18 +238,53 @@ impl Store {
             .map_err(|_| MvccError::Stopped)?
     }
 
-    /// A Range, read through a RocksDB snapshot taken with the index: the
-    /// index lock is held only while the range's keys are found, never while
-    /// their values are read, so a large range does not hold the applier back.
+    /// A Range, read through a RocksDB snapshot taken with the index. The
+    /// index lock is held only while a piece of the range's keys is found,
+    /// never while values are read, so a large range does not hold the
+    /// applier back. Between pieces a compaction past the revision read
+    /// would leave the rest unreadable: a read at the latest revision then
+    /// starts again, a read at a given revision fails as compacted.
     pub fn range_now(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        let (found, snapshot, current) = {
+        let key_range = KeyRange::new(&request.key, &request.range_end);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.range_once(request, &key_range) {
+                Err(MvccError::Compacted { .. }) if request.revision <= 0 && attempts < 3 => {}
+                answered => return answered,
+            }
+        }
+    }
+
+    fn range_once(
+        &self,
+        request: &RangeRequest,
+        key_range: &KeyRange,
+    ) -> Result<RangeResponse, MvccError> {
+        let (at, current, snapshot, mut keys) = {
             let state = self.state.read();
-            let found = range::find(&state.tree, request, state.bounds())?;
-            (found, self.db.snapshot(), state.current)
+            let at = state.bounds().resolve(request.revision)?;
+            let piece = piece_of(&state.tree, key_range, None, at);
+            (at, state.current, self.db.snapshot(), piece)
         };
+        while keys.len() % RANGE_PIECE == 0 && !keys.is_empty() {
+            let after = keys.last().map(|(key, _)| key.clone());
+            let state = self.state.read();
+            if state.compacted > at {
+                return Err(MvccError::Compacted {
+                    compact_revision: state.compacted,
+                });
+            }
+            let piece = piece_of(&state.tree, key_range, after.as_deref(), at);
+            drop(state);
+            if piece.is_empty() {
+                break;
+            }
+            keys.extend(piece);
+        }
         let revs = self.family(schema::REVS)?;
         range::fill(
-            found,
+            range::Found::from(keys),
             request,
             current,
             range::MAX_RESPONSE_BYTES,
@@ -380,6 +434,22 @@ impl Store {
 pub(crate) fn family<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, MvccError> {
     db.cf_handle(name)
         .ok_or_else(|| MvccError::Corrupt(format!("column family {name} is missing")))
+}
+
+/// Keys a Range finds under one hold of the index lock.
+const RANGE_PIECE: usize = 256;
+
+/// Up to [`RANGE_PIECE`] keys of `range` after `after` that existed at `at`.
+fn piece_of(
+    tree: &TreeIndex,
+    range: &KeyRange,
+    after: Option<&[u8]>,
+    at: i64,
+) -> Vec<(Arc<[u8]>, Revision)> {
+    tree.range_after(range, after, at)
+        .take(RANGE_PIECE)
+        .map(|(key, key_at)| (key.clone(), key_at.modified))
+        .collect()
 }
 
 /// A reader's view: the index under the lock, values from RocksDB.
