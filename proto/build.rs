@@ -39,6 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cairn = protox::compile(CAIRN_PROTOS, [".", "etcd"])?;
     tonic_prost_build::configure()
         .out_dir(&scratch)
+        // Shared, not copied: a committed entry's commands go to every
+        // subscriber, and a replica decodes them in place.
+        .bytes(".cairn.log.v1.Entry.commands")
         .codec_path("crate::codec::StrictCodec")
         .extern_path(".etcdserverpb", "crate::etcdserverpb")
         .extern_path(".mvccpb", "crate::mvccpb")

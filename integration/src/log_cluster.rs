@@ -323,7 +323,7 @@ impl LogCluster {
                     .commands
                     .iter()
                     .enumerate()
-                    .map(|(offset, command)| ((entry.index, offset as u32), command.clone()))
+                    .map(|(offset, command)| ((entry.index, offset as u32), command.to_vec()))
             })
             .collect()
     }

@@ -58,6 +58,16 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Set once spans leave this process (an OTLP endpoint is configured).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans leave this process. Only then are per-request spans worth
+/// their cost and trace context worth carrying: without an exporter they
+/// would be built, timed and dropped on every call.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs logging and, when configured, span export for `service`. Call once,
 /// inside the tokio runtime (the span exporter runs on it).
 pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, KitError> {
@@ -101,6 +111,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
             .build();
         let tracer = provider.tracer(service.to_owned());
         global::set_tracer_provider(provider.clone());
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         (
             Some(tracing_opentelemetry::layer().with_tracer(tracer)),
             Some(provider),
@@ -142,6 +153,9 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// Writes the current span's trace context into outgoing gRPC metadata.
 pub fn inject_context(metadata: &mut MetadataMap) {
+    if !exporting() {
+        return;
+    }
     let context = tracing::Span::current().context();
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut MetadataInjector(metadata));
@@ -151,6 +165,9 @@ pub fn inject_context(metadata: &mut MetadataMap) {
 /// Writes the current span's trace context into a plain map, for carriers
 /// other than gRPC: log commands, NATS headers.
 pub fn inject_into(carrier: &mut std::collections::HashMap<String, String>) {
+    if !exporting() {
+        return;
+    }
     let context = tracing::Span::current().context();
     global::get_text_map_propagator(|propagator| propagator.inject_context(&context, carrier));
 }
@@ -254,6 +271,19 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().trim_start_matches('/');
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let timer = GRPC_SERVER_SECONDS.as_ref().map(|histogram| {
+            histogram
+                .with_label_values(&[service, method])
+                .start_timer()
+        });
+        if !exporting() {
+            let call = self.inner.call(request);
+            return Box::pin(async move {
+                let answer = call.await;
+                drop(timer);
+                answer
+            });
+        }
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = %path,
@@ -263,11 +293,6 @@ where
             rpc.method = %method,
         );
         let _ = span.set_parent(extract_context(request.headers()));
-        let timer = GRPC_SERVER_SECONDS.as_ref().map(|histogram| {
-            histogram
-                .with_label_values(&[service, method])
-                .start_timer()
-        });
         let call = self.inner.call(request).instrument(span);
         Box::pin(async move {
             let answer = call.await;

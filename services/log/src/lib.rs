@@ -57,6 +57,7 @@ pub async fn serve_on(
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let (log_store, state_machine) = store::open(&settings.node.data_dir)?;
     let bookkeeping = state_machine.state();
+    let tail = state_machine.tail();
 
     let raft_config = raft_config(&settings)?;
     let raft = Raft::new(
@@ -86,6 +87,7 @@ pub async fn serve_on(
     let api = LogApi::new(
         raft.clone(),
         log_store,
+        tail,
         bookkeeping,
         settings.advertise().to_owned(),
         &settings.raft,
@@ -166,12 +168,14 @@ async fn bootstrap(raft: &Raft, settings: &LogSettings) -> Result<(), LogError> 
     Ok(())
 }
 
-/// Mirrors raft's own metrics into Prometheus.
+/// Mirrors raft's own metrics into Prometheus: when the leader, term or
+/// membership changes, and twice a second for the indexes. (Following every
+/// change of raft's metrics would wake this task on every raft event.)
 async fn export_raft_metrics(raft: Raft, mut shutdown: ShutdownWatch) {
-    let mut metrics = raft.metrics();
+    let mut server = raft.server_metrics();
     loop {
         {
-            let current = metrics.borrow_and_update();
+            let current = raft.metrics().borrow().clone();
             LOG_METRICS.term.set(current.current_term as i64);
             LOG_METRICS
                 .is_leader
@@ -184,7 +188,8 @@ async fn export_raft_metrics(raft: Raft, mut shutdown: ShutdownWatch) {
             LOG_METRICS.commit_index.set(applied as i64);
         }
         tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { return },
+            changed = server.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
             () = shutdown.cancelled() => return,
         }
     }

@@ -88,20 +88,20 @@ pub async fn serve_on(
         ack_interval,
         shutdown.clone(),
     ));
-    let published = !settings.nats.url.is_empty();
-    if published {
-        tokio::spawn(publish::run(
-            replica.clone(),
-            settings.nats.clone(),
-            shutdown.clone(),
-        ));
-    }
-
     let api = MvccApi::new(
         replica.clone(),
         settings.limits.limits(),
         settings.node.cluster_id,
     );
+    let published = !settings.nats.url.is_empty();
+    if published {
+        tokio::spawn(publish::run(
+            api.clone(),
+            settings.nats.clone(),
+            Duration::from_millis(settings.node.publisher_takeover_ms),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(housekeeping::run(
         api.clone(),
         ack_interval,

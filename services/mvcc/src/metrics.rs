@@ -9,6 +9,8 @@ pub struct MvccMetrics {
     pub applied_index: IntGauge,
     pub current_revision: IntGauge,
     pub published_revision: IntGauge,
+    /// 1 while this replica holds the publisher claim.
+    pub publisher: IntGauge,
     /// Revisions applied here and not yet known to be on the stream.
     pub publish_lag: IntGauge,
     /// RocksDB's size on disk: what the NOSPACE quota is measured against.
@@ -60,6 +62,10 @@ impl MvccMetrics {
             published_revision: gauge(
                 "cairn_mvcc_published_revision",
                 "Last revision known to be on the JetStream stream",
+            ),
+            publisher: gauge(
+                "cairn_mvcc_publisher",
+                "1 while this replica publishes the revision stream",
             ),
             publish_lag: gauge(
                 "cairn_mvcc_publish_lag_revisions",

@@ -78,15 +78,20 @@ async fn call(replica: &Replica, batch: Vec<Waiting>) {
         spans.push(waiting.span);
     }
     // The call belongs to the first request's trace; the others' traces link to it.
-    let span = tracing::info_span!(
-        parent: spans.first().and_then(tracing::Span::id),
-        "cairn.log propose",
-        otel.kind = "client",
-        cairn.commands = commands.len(),
-    );
-    for other in spans.iter().skip(1) {
-        span.follows_from(other);
-    }
+    let span = if cairn_kit::telemetry::exporting() {
+        let span = tracing::info_span!(
+            parent: spans.first().and_then(tracing::Span::id),
+            "cairn.log propose",
+            otel.kind = "client",
+            cairn.commands = commands.len(),
+        );
+        for other in spans.iter().skip(1) {
+            span.follows_from(other);
+        }
+        span
+    } else {
+        tracing::Span::none()
+    };
     let outcome = replica
         .log
         .propose_batch(commands)

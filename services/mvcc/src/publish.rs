@@ -1,12 +1,16 @@
 //! Publishes every revision's events to the JetStream revision stream, one
 //! message per revision, so that the stream sequence equals the revision.
 //!
-//! Each message is published with `Nats-Expected-Last-Sequence` = revision − 1:
-//! every replica may publish, the first one wins, and the others' copies are
-//! refused, so the stream stays in order with no gap and no duplicate. A
-//! publisher that is refused re-reads where the stream is and goes on from
-//! there; one that finds the stream behind (NATS restarted and lost its tail,
-//! or no replica published for a while) re-publishes the gap from history.
+//! One replica publishes at a time: the holder of the publisher claim, a
+//! command in the log like the lease claim. The others stand by, watching
+//! the stream; when it stays behind their store for `takeover_after`, one
+//! claims the next epoch and takes over, and the old holder stops once it
+//! applies that claim. Each message is published with
+//! `Nats-Expected-Last-Sequence` = revision − 1, so even two publishers for a
+//! moment (a takeover under way) leave the stream in order with no gap and no
+//! duplicate: the second copy is refused, and its publisher re-reads where the
+//! stream is. A publisher that finds the stream behind (NATS restarted and
+//! lost its tail) re-publishes the gap from history.
 //! Revision 1, the empty store, is a message without events, so that the
 //! stream's first sequence is the first revision. A revision that compaction
 //! removed before it reached the stream (only when NATS lost its data) is
@@ -20,10 +24,13 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use bytes::Bytes;
 use cairn_kit::shutdown::ShutdownWatch;
-use cairn_proto::cairn::mvcc::v1::RevisionEvents;
+use cairn_proto::cairn::mvcc::v1::command::Op;
+use cairn_proto::cairn::mvcc::v1::{PublisherClaim, RevisionEvents};
+use cairn_proto::contract::revision_stream::{self, Body};
 use prost::Message;
 use tracing::Instrument;
 
+use crate::api::MvccApi;
 use crate::error::MvccError;
 use crate::metrics::MVCC_METRICS;
 use crate::replica::{Published, Replica};
@@ -33,30 +40,124 @@ use cairn_kit::settings::NatsSettings;
 /// Publishes in flight before the first acknowledgement is awaited.
 const WINDOW: usize = 256;
 
-/// The header carrying the revision, for readers that want it without decoding.
-pub const REVISION_HEADER: &str = "Cairn-Revision";
-
-/// On a placeholder for a revision whose events compaction removed before it
-/// reached the stream: the compact revision. A reader must treat the revision
-/// as compacted (etcd cancels a watcher that asks for it).
-pub const COMPACTED_HEADER: &str = "Cairn-Compacted";
-/// Marks a revision whose events exceed the server's largest message: the
-/// body is empty and readers take the revision from a replica's history.
-pub const OVERSIZED_HEADER: &str = "Cairn-Oversized";
 /// Bytes kept free for headers below the server's max_payload.
 const HEADER_ROOM: usize = 4096;
+/// How often a standby looks at the stream, and the publisher at its claim.
+const STANDBY_CHECK: Duration = Duration::from_secs(1);
 
-/// Publishes until shutdown, reconnecting to NATS whenever it is lost.
-pub async fn run(replica: Arc<Replica>, settings: NatsSettings, mut shutdown: ShutdownWatch) {
+/// Publishes while this replica holds the publisher claim and stands by
+/// otherwise, until shutdown, reconnecting to NATS whenever it is lost.
+pub async fn run(
+    api: MvccApi,
+    settings: NatsSettings,
+    takeover_after: Duration,
+    mut shutdown: ShutdownWatch,
+) {
     loop {
-        let stop = shutdown.clone();
-        match publish(&replica, &settings, stop).await {
+        match session(&api, &settings, takeover_after, shutdown.clone()).await {
             Ok(()) => return,
             Err(error) => tracing::warn!(%error, "revision publishing interrupted; retrying"),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One connection to NATS: publishing or standing by, as the claim says.
+async fn session(
+    api: &MvccApi,
+    settings: &NatsSettings,
+    takeover_after: Duration,
+    shutdown: ShutdownWatch,
+) -> Result<(), MvccError> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(&settings.url)
+        .await
+        .map_err(nats)?;
+    // What the server takes in one message, less room for the headers.
+    let max_payload = client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+    let context = jetstream::new(client);
+    let mut stream = context
+        .get_or_create_stream(stream_config(settings))
+        .await
+        .map_err(nats)?;
+    let mut publisher = Publisher {
+        replica: api.replica_handle(),
+        context,
+        subject: settings.subject.clone(),
+        history: VecDeque::new(),
+        max_payload,
+    };
+    loop {
+        let go_on = if is_publisher(api.replica()) {
+            tracing::info!(stream = settings.stream, "publishing revisions");
+            publisher.publish(&mut stream, shutdown.clone()).await?
+        } else {
+            stand_by(api, &mut stream, takeover_after, shutdown.clone()).await?
+        };
+        if !go_on || shutdown.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether this replica holds the publisher claim.
+fn is_publisher(replica: &Replica) -> bool {
+    let holds = replica.store.publisher().holder == replica.name;
+    MVCC_METRICS.publisher.set(i64::from(holds));
+    holds
+}
+
+/// Waits while another replica publishes. Claims the next epoch when none
+/// has yet, or when the stream has stayed behind this replica's store without
+/// moving for `takeover_after`. Returns true once this replica holds the
+/// claim, false at shutdown.
+async fn stand_by(
+    api: &MvccApi,
+    stream: &mut stream::Stream,
+    takeover_after: Duration,
+    mut shutdown: ShutdownWatch,
+) -> Result<bool, MvccError> {
+    let replica = api.replica();
+    let mut stalled: Option<(i64, tokio::time::Instant)> = None;
+    loop {
+        if is_publisher(replica) {
+            return Ok(true);
+        }
+        let claim = replica.store.publisher();
+        let last = last_sequence(stream).await?;
+        let behind = last < replica.store.status().current;
+        let takeover = match stalled {
+            _ if claim.epoch == 0 => true,
+            Some((seen, since)) if behind && seen == last => since.elapsed() >= takeover_after,
+            _ => {
+                stalled = behind.then(|| (last, tokio::time::Instant::now()));
+                false
+            }
+        };
+        if takeover {
+            tracing::info!(
+                holder = claim.holder,
+                epoch = claim.epoch,
+                published = last,
+                "the revision stream has stopped following the store; claiming it"
+            );
+            let claimed = PublisherClaim {
+                holder: replica.name.clone(),
+                epoch: claim.epoch + 1,
+            };
+            if let Err(error) = api.raise(Op::PublisherClaim(claimed)).await {
+                tracing::warn!(%error, "cannot claim the revision stream yet");
+            }
+            stalled = None;
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STANDBY_CHECK) => {}
+            () = shutdown.cancelled() => return Ok(false),
         }
     }
 }
@@ -74,51 +175,6 @@ pub fn stream_config(settings: &NatsSettings) -> stream::Config {
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
-    }
-}
-
-async fn publish(
-    replica: &Arc<Replica>,
-    settings: &NatsSettings,
-    mut shutdown: ShutdownWatch,
-) -> Result<(), MvccError> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(&settings.url)
-        .await
-        .map_err(nats)?;
-    // What the server takes in one message, less room for the headers.
-    let max_payload = client.server_info().max_payload.saturating_sub(HEADER_ROOM);
-    let context = jetstream::new(client);
-    let mut stream = context
-        .get_or_create_stream(stream_config(settings))
-        .await
-        .map_err(nats)?;
-    let mut publisher = Publisher {
-        replica: replica.clone(),
-        context,
-        subject: settings.subject.clone(),
-        history: VecDeque::new(),
-        max_payload,
-    };
-    let mut current = replica.current_revision();
-    let mut next = last_sequence(&mut stream).await? + 1;
-    tracing::info!(stream = settings.stream, next, "publishing revisions");
-    loop {
-        let target = *current.borrow_and_update();
-        if next <= target {
-            next = publisher.publish_up_to(&mut stream, next, target).await?;
-            continue;
-        }
-        tokio::select! {
-            changed = current.changed() => if changed.is_err() { return Ok(()) },
-            // Another replica may have published ahead, or NATS may have lost
-            // its tail: look where the stream is now and then.
-            () = tokio::time::sleep(Duration::from_secs(1)) => {
-                next = last_sequence(&mut stream).await? + 1;
-            }
-            () = shutdown.cancelled() => return Ok(()),
-        }
     }
 }
 
@@ -141,6 +197,37 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Publishes every revision as the store reaches it, while this replica
+    /// holds the claim. Returns true once it no longer does, false at shutdown.
+    async fn publish(
+        &mut self,
+        stream: &mut stream::Stream,
+        mut shutdown: ShutdownWatch,
+    ) -> Result<bool, MvccError> {
+        let mut current = self.replica.current_revision();
+        let mut next = last_sequence(stream).await? + 1;
+        loop {
+            if !is_publisher(&self.replica) {
+                tracing::info!("another replica publishes revisions now; standing by");
+                return Ok(true);
+            }
+            let target = *current.borrow_and_update();
+            if next <= target {
+                next = self.publish_up_to(stream, next, target).await?;
+                continue;
+            }
+            tokio::select! {
+                changed = current.changed() => if changed.is_err() { return Ok(false) },
+                // NATS may have lost its tail, or the claim moved: look at
+                // where the stream is now and then.
+                () = tokio::time::sleep(STANDBY_CHECK) => {
+                    next = last_sequence(stream).await? + 1;
+                }
+                () = shutdown.cancelled() => return Ok(false),
+            }
+        }
+    }
+
     /// Publishes `next..=target`, pipelined; returns the next revision to publish.
     async fn publish_up_to(
         &mut self,
@@ -178,33 +265,40 @@ impl Publisher {
         published: Published,
     ) -> Result<jetstream::context::PublishAckFuture, MvccError> {
         let revision = published.events.revision;
-        let span = tracing::info_span!(
-            "cairn.revisions publish",
-            otel.kind = "producer",
-            messaging.system = "nats",
-            messaging.destination.name = %self.subject,
-            messaging.operation = "publish",
-            cairn.revision = revision,
-        );
-        cairn_kit::telemetry::continue_trace(&span, &published.trace_context);
+        // Only a traced write's revision gets a span: the others would each
+        // be a trace of their own.
+        let span = if published.trace_context.is_empty() {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(
+                "cairn.revisions publish",
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = %self.subject,
+                messaging.operation = "publish",
+                cairn.revision = revision,
+            );
+            cairn_kit::telemetry::continue_trace(&span, &published.trace_context);
+            span
+        };
+        let mut payload = Bytes::from(published.events.encode_to_vec());
+        let size = payload.len();
+        let body = if size > self.max_payload {
+            payload = Bytes::new();
+            Body::Oversized
+        } else if published.compacted > 0 {
+            Body::Compacted(published.compacted)
+        } else {
+            Body::Events
+        };
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            "Nats-Expected-Last-Sequence",
-            (revision - 1).to_string().as_str(),
-        );
-        headers.insert(REVISION_HEADER, revision.to_string().as_str());
-        if published.compacted > 0 {
-            headers.insert(COMPACTED_HEADER, published.compacted.to_string().as_str());
+        for (name, value) in revision_stream::headers(revision, body, size) {
+            headers.insert(name, value.as_str());
         }
         let mut trace = std::collections::HashMap::new();
         span.in_scope(|| cairn_kit::telemetry::inject_into(&mut trace));
         for (name, value) in &trace {
             headers.insert(name.as_str(), value.as_str());
-        }
-        let mut payload = Bytes::from(published.events.encode_to_vec());
-        if payload.len() > self.max_payload {
-            headers.insert(OVERSIZED_HEADER, payload.len().to_string().as_str());
-            payload = Bytes::new();
         }
         self.context
             .publish_with_headers(self.subject.clone(), headers, payload)

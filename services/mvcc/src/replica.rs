@@ -11,7 +11,7 @@ use cairn_kit::shutdown::ShutdownWatch;
 use cairn_proto::cairn::log::v1::{EntryKind, SubscribeResponse};
 use cairn_proto::cairn::mvcc::v1::RevisionEvents;
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
 use crate::error::MvccError;
@@ -205,6 +205,31 @@ impl Replica {
     }
 }
 
+/// Batches of entries that may wait for the applier; the subscription is
+/// read no further ahead than this.
+const APPLY_QUEUE: usize = 64;
+
+/// Starts the applier: one thread that applies what the subscription brings,
+/// in order, and hands each result to the request waiting for it. One
+/// thread, not a hand-off per message: an apply is a RocksDB write of
+/// microseconds, which a thread-pool hop would double. It stops when the
+/// queue closes or an apply fails.
+fn start_applier(replica: &Arc<Replica>) -> Result<mpsc::Sender<Vec<LogEntry>>, MvccError> {
+    let (batches, mut queued) = mpsc::channel::<Vec<LogEntry>>(APPLY_QUEUE);
+    let applier = replica.clone();
+    std::thread::Builder::new()
+        .name("cairn-mvcc-apply".into())
+        .spawn(move || {
+            while let Some(entries) = queued.blocking_recv() {
+                if applier.apply_entries(&entries).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|error| MvccError::Corrupt(format!("cannot start the applier: {error}")))?;
+    Ok(batches)
+}
+
 /// Tails the log from the applied index on, for good: a broken subscription
 /// is resumed on another node.
 pub async fn tail(replica: Arc<Replica>, mut shutdown: ShutdownWatch) -> Result<(), MvccError> {
@@ -217,16 +242,19 @@ pub async fn tail(replica: Arc<Replica>, mut shutdown: ShutdownWatch) -> Result<
             () = shutdown.cancelled() => return Ok(()),
         }
     }
+    let applier = start_applier(&replica)?;
+    // The next index to hand the applier: what it already has may still be
+    // queued, so a new subscription starts after it, not after the applied index.
+    let mut next = start + 1;
     loop {
-        let from = replica.applied().index + 1;
         let stream = tokio::select! {
-            stream = replica.log.subscribe(from) => stream,
+            stream = replica.log.subscribe(next) => stream,
             () = shutdown.cancelled() => return Ok(()),
         };
         match stream {
             Ok(stream) => {
                 tokio::select! {
-                    result = follow(&replica, stream) => match result {
+                    result = follow(&replica, stream, &applier, &mut next) => match result {
                         Ok(()) => tracing::info!("log subscription ended; resuming"),
                         Err(MvccError::Log(failure)) => tracing::warn!(%failure, "log subscription broke; resuming"),
                         Err(fatal) => return Err(fatal),
@@ -246,13 +274,15 @@ pub async fn tail(replica: Arc<Replica>, mut shutdown: ShutdownWatch) -> Result<
     }
 }
 
+/// Hands the applier every entry `stream` brings from `next` on, in order.
 async fn follow(
     replica: &Arc<Replica>,
     mut stream: Streaming<SubscribeResponse>,
+    applier: &mpsc::Sender<Vec<LogEntry>>,
+    next: &mut u64,
 ) -> Result<(), MvccError> {
     let mut leader_moved = replica.log.leader_moved();
     loop {
-        // Between messages only, so an apply is never cut short.
         let message = tokio::select! {
             message = stream.message() => message,
             // The leader learns of a commit first: follow it there.
@@ -262,26 +292,21 @@ async fn follow(
         let Some(message) = message else {
             return Ok(());
         };
-        let mut expected = replica.applied().index + 1;
         let mut entries = Vec::with_capacity(message.entries.len());
         for entry in message.entries {
-            if entry.index < expected {
+            if entry.index < *next {
                 continue;
             }
-            if entry.index != expected {
+            if entry.index != *next {
                 return Err(MvccError::Log(LogFailure::broken(format!(
                     "the log skipped from {} to {}",
-                    expected - 1,
+                    *next - 1,
                     entry.index
                 ))));
             }
-            expected += 1;
+            *next += 1;
             let commands = if entry.kind == EntryKind::Command as i32 {
-                entry
-                    .commands
-                    .into_iter()
-                    .map(|command| command.to_vec())
-                    .collect()
+                entry.commands
             } else {
                 Vec::new()
             };
@@ -294,10 +319,9 @@ async fn follow(
         if entries.is_empty() {
             continue;
         }
-        let applier = replica.clone();
-        tokio::task::spawn_blocking(move || applier.apply_entries(&entries))
-            .await
-            .map_err(|_| MvccError::Stopped)??;
+        if applier.send(entries).await.is_err() {
+            return Err(replica.check_serving().err().unwrap_or(MvccError::Stopped));
+        }
     }
 }
 
@@ -364,7 +388,7 @@ mod tests {
         LogEntry {
             index,
             term: 1,
-            commands,
+            commands: commands.into_iter().map(Into::into).collect(),
         }
     }
 

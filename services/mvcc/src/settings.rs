@@ -53,6 +53,9 @@ pub struct NodeSettings {
     /// How often the state is synced to disk and the applied index acknowledged
     /// to the log, which may then purge entries before it.
     pub ack_interval_ms: u64,
+    /// A standby replica claims the revision stream when it has stayed
+    /// behind its store, without moving, for this long.
+    pub publisher_takeover_ms: u64,
 }
 
 impl Default for NodeSettings {
@@ -63,6 +66,7 @@ impl Default for NodeSettings {
             data_dir: PathBuf::from("data/mvcc-1"),
             cluster_id: 0x6361_6972_6e00_0001,
             ack_interval_ms: 1000,
+            publisher_takeover_ms: 2000,
         }
     }
 }
@@ -111,6 +115,9 @@ impl MvccSettings {
         self.log
             .validate("log")
             .map_err(|error| MvccError::Settings(error.to_string()))?;
+        if self.node.publisher_takeover_ms == 0 {
+            return fail("setting `node.publisher_takeover_ms`: must be above 0");
+        }
         if self.node.ack_interval_ms == 0 {
             return fail("setting `node.ack_interval_ms`: must be above 0");
         }

@@ -342,7 +342,7 @@ mod tests {
         store.apply(&[LogEntry {
             index,
             term: 1,
-            commands: vec![command.encode_to_vec()],
+            commands: vec![command.encode_to_vec().into()],
         }])?;
         Ok(())
     }

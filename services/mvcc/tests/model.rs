@@ -80,6 +80,7 @@ impl Reply {
             StoreReply::LeaseRevoke(revoke) => Self::LeaseRevoke(revoke),
             StoreReply::Fenced(fenced) => Self::Fenced(fenced),
             StoreReply::Alarm(_) => unreachable!("the model raises no alarms"),
+            StoreReply::Publisher(_) => unreachable!("the model claims no publishing"),
         }
     }
 
@@ -389,9 +390,13 @@ impl Model {
                     Err(Refusal::Etcd(EtcdError::LeaseNotFound))
                 }
             }
-            Op::LeaseClaim(_) | Op::LeaseExpire(_) | Op::LeaseCheckpoint(_) | Op::Alarm(_) => {
+            Op::LeaseClaim(_)
+            | Op::LeaseExpire(_)
+            | Op::LeaseCheckpoint(_)
+            | Op::Alarm(_)
+            | Op::PublisherClaim(_) => {
                 unreachable!(
-                    "no plan makes fenced lease commands or alarms; tests/semantics.rs covers them"
+                    "no plan makes fenced lease commands, alarms or publisher claims; tests/semantics covers them"
                 )
             }
         };
@@ -1131,7 +1136,7 @@ impl Run {
                 let entry = LogEntry {
                     index: self.index,
                     term: 1,
-                    commands: vec![command.encode_to_vec()],
+                    commands: vec![command.encode_to_vec().into()],
                 };
                 let applied = self
                     .store
@@ -1173,7 +1178,7 @@ impl Run {
                     op: Some(op.clone()),
                     ..Default::default()
                 };
-                encoded.push(command.encode_to_vec());
+                encoded.push(command.encode_to_vec().into());
                 ops.push(op);
             }
             log.push(LogEntry {

@@ -15,7 +15,7 @@ use prost::Message;
 const KEYS: usize = 100_000;
 const READERS: usize = 1;
 
-fn put(key: String) -> Vec<u8> {
+fn put(key: String) -> bytes::Bytes {
     Command {
         origin: 1,
         sequence: 1,
@@ -27,6 +27,7 @@ fn put(key: String) -> Vec<u8> {
         ..Default::default()
     }
     .encode_to_vec()
+    .into()
 }
 
 /// The longest of `count` single-put applies, from index `first` on.

@@ -33,7 +33,7 @@ use self::handover::Holds;
 use self::propose::Pending;
 use self::read::ReadWaiter;
 use self::route::Forwarder;
-use crate::store::{Bookkeeping, LogStore};
+use crate::store::{Bookkeeping, LogStore, Tail};
 use crate::types::Raft;
 
 /// The Log service of one node.
@@ -45,6 +45,8 @@ pub struct LogApi {
 struct Inner {
     raft: Raft,
     store: LogStore,
+    /// The newest applied entries, which subscribers are fed from.
+    tail: Arc<Tail>,
     bookkeeping: Arc<RwLock<Bookkeeping>>,
     advertise: String,
     request_timeout: std::time::Duration,
@@ -66,6 +68,7 @@ impl LogApi {
     pub fn new(
         raft: Raft,
         store: LogStore,
+        tail: Arc<Tail>,
         bookkeeping: Arc<RwLock<Bookkeeping>>,
         advertise: String,
         settings: &crate::settings::RaftSettings,
@@ -75,6 +78,7 @@ impl LogApi {
             inner: Arc::new_cyclic(|inner: &std::sync::Weak<Inner>| Inner {
                 raft,
                 store,
+                tail,
                 bookkeeping,
                 advertise,
                 request_timeout: settings.request_timeout(),

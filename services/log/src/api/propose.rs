@@ -124,12 +124,16 @@ impl LogApi {
         // The wait for a quorum to make the proposal durable, as its own span
         // under the Propose call; on a follower it only learns where the
         // leader is.
-        let span = tracing::info_span!(
-            "raft commit",
-            otel.kind = "internal",
-            raft.log.index = tracing::field::Empty,
-            cairn.placed = tracing::field::Empty,
-        );
+        let span = if cairn_kit::telemetry::exporting() {
+            tracing::info_span!(
+                "raft commit",
+                otel.kind = "internal",
+                raft.log.index = tracing::field::Empty,
+                cairn.placed = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         self.inner.proposals.submit(Pending {
             commands,
             deadline,

@@ -3,37 +3,19 @@
 //! too (without commands), so indexes are contiguous across the stream.
 
 use cairn_proto::cairn::log::v1 as pb;
-use openraft::EntryPayload;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::LogApi;
 use crate::error::LogError;
-use crate::types::{Entry, LogCommand};
+use crate::store::to_wire;
 
 /// Entries per Subscribe message.
 const SUBSCRIBE_BATCH: usize = 512;
 
 /// What Subscribe streams.
 pub(super) type EntryStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
-
-fn to_wire(entry: Entry) -> pb::Entry {
-    let (kind, commands) = match entry.payload {
-        EntryPayload::Blank => (pb::EntryKind::Blank, Vec::new()),
-        EntryPayload::Membership(_) => (pb::EntryKind::Membership, Vec::new()),
-        EntryPayload::Normal(LogCommand::Commands(commands)) => (pb::EntryKind::Command, commands),
-        EntryPayload::Normal(
-            LogCommand::ConsumerAck { .. } | LogCommand::ConsumerRemove { .. },
-        ) => (pb::EntryKind::Consumer, Vec::new()),
-    };
-    pb::Entry {
-        index: entry.log_id.index,
-        term: entry.log_id.leader_id.term,
-        kind: kind as i32,
-        commands,
-    }
-}
 
 impl LogApi {
     /// Starts streaming from `requested` (0: the first index held); an
@@ -53,38 +35,44 @@ impl LogApi {
         Ok(ReceiverStream::new(receiver))
     }
 
-    /// Streams applied entries from `next` on until the subscriber leaves or the node stops.
+    /// Up to a batch of applied entries from `next` on, through `applied`:
+    /// from the tail in memory when it still holds them, else from disk.
+    fn entries_from(&self, next: u64, applied: u64) -> Result<Vec<pb::Entry>, LogError> {
+        if let Some(entries) = self.inner.tail.read(next, SUBSCRIBE_BATCH) {
+            return Ok(entries);
+        }
+        let batch = self.inner.store.read(next, applied + 1, SUBSCRIBE_BATCH)?;
+        // A snapshot install or purge took the entries away underneath.
+        if batch.first().map(|entry| entry.log_id.index) != Some(next) {
+            let first = self.inner.store.first_index().unwrap_or(next);
+            return Err(LogError::Truncated {
+                requested: next,
+                first,
+            });
+        }
+        Ok(batch.into_iter().map(to_wire).collect())
+    }
+
+    /// Streams applied entries from `next` on until the subscriber leaves or
+    /// the node stops, each as soon as it is applied.
     async fn feed(
         self,
         mut next: u64,
         sender: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
     ) {
-        let mut metrics = self.inner.raft.metrics();
+        let mut applied = self.inner.tail.applied();
         let mut shutdown = self.inner.shutdown.clone();
         loop {
-            let applied = metrics.borrow_and_update().last_applied.map(|id| id.index);
-            if let Some(applied) = applied.filter(|applied| next <= *applied) {
-                let batch = match self.inner.store.read(next, applied + 1, SUBSCRIBE_BATCH) {
-                    Ok(batch) => batch,
+            let last = *applied.borrow_and_update();
+            if next <= last {
+                let entries = match self.entries_from(next, last) {
+                    Ok(entries) => entries,
                     Err(error) => {
                         let _ = sender.send(Err(error.into())).await;
                         return;
                     }
                 };
-                // A snapshot install or purge took the entries away underneath.
-                if batch.first().map(|entry| entry.log_id.index) != Some(next) {
-                    let first = self.inner.store.first_index().unwrap_or(next);
-                    let _ = sender
-                        .send(Err(LogError::Truncated {
-                            requested: next,
-                            first,
-                        }
-                        .into()))
-                        .await;
-                    return;
-                }
-                next = batch.last().map_or(next, |entry| entry.log_id.index + 1);
-                let entries = batch.into_iter().map(to_wire).collect();
+                next = entries.last().map_or(next, |entry| entry.index + 1);
                 if sender
                     .send(Ok(pb::SubscribeResponse { entries }))
                     .await
@@ -95,7 +83,7 @@ impl LogApi {
                 continue;
             }
             tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { return },
+                changed = applied.changed() => if changed.is_err() { return },
                 () = shutdown.cancelled() => return,
                 () = sender.closed() => return,
             }

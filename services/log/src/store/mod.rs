@@ -5,6 +5,7 @@
 
 mod log_store;
 mod state_machine;
+mod tail;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 pub use log_store::LogStore;
 pub use state_machine::{Bookkeeping, StateMachineStore};
+pub use tail::{to_wire, Tail};
 
 use crate::error::LogError;
 

@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
+use super::tail::{to_wire, Tail};
 use super::{cf, decode, encode, read_meta, sync_write, CF_META};
 use crate::error::LogError;
 use crate::types::{
@@ -66,6 +67,8 @@ struct StoredSnapshot {
 pub struct StateMachineStore {
     db: Arc<DB>,
     state: Arc<RwLock<Bookkeeping>>,
+    /// The newest applied entries, for subscribers.
+    tail: Arc<Tail>,
 }
 
 impl StateMachineStore {
@@ -77,7 +80,13 @@ impl StateMachineStore {
         Ok(Self {
             db,
             state: Arc::new(RwLock::new(state)),
+            tail: Arc::new(Tail::default()),
         })
+    }
+
+    /// The newest applied entries, which subscribers are fed from.
+    pub fn tail(&self) -> Arc<Tail> {
+        self.tail.clone()
     }
 
     /// A shared view of the bookkeeping, for Status and the purge policy.
@@ -149,12 +158,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut state = self.state.write();
         let mut responses = Vec::new();
-        for entry in entries {
-            state.apply(&entry);
-            responses.push(());
+        let mut applied = Vec::new();
+        {
+            let mut state = self.state.write();
+            for entry in entries {
+                state.apply(&entry);
+                responses.push(());
+                applied.push(to_wire(entry));
+            }
         }
+        self.tail.push(applied);
         Ok(responses)
     }
 
@@ -179,7 +193,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         self.save_snapshot(&stored)
             .map_err(|error| snapshot_error(error, true))?;
+        let applied = state.last_applied.map_or(0, |id| id.index);
         *self.state.write() = state;
+        self.tail.reset(applied);
         Ok(())
     }
 

@@ -56,6 +56,11 @@ impl MvccApi {
         &self.replica
     }
 
+    /// A shared handle on the replica, for tasks that outlive a call.
+    pub fn replica_handle(&self) -> Arc<Replica> {
+        self.replica.clone()
+    }
+
     /// Proposes a command of the replica's own (an alarm) and waits for it.
     pub async fn raise(
         &self,

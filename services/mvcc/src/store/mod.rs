@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, RevisionEvents};
+use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, PublisherClaim, RevisionEvents};
 use cairn_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::{event::EventType, Event};
 use parking_lot::RwLock;
@@ -22,7 +22,7 @@ use crate::revision::Revision;
 use crate::tree_index::{KeyRange, TreeIndex};
 use schema::{KeyRow, Record};
 
-pub use apply::{Applied, FencedResponse, LogEntry, Outcome, Reply};
+pub use apply::{Applied, FencedResponse, LogEntry, Outcome, PublisherClaimed, Reply};
 
 /// The position in the log the state reflects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct State {
     pub holder: LeaseHolder,
     /// etcd's alarms raised, sorted by member and type.
     pub alarms: Vec<AlarmMember>,
+    /// The replica that publishes the revision stream; epoch 0 is none.
+    pub publisher: PublisherClaim,
 }
 
 impl Default for State {
@@ -60,6 +62,7 @@ impl Default for State {
             lease_keys: BTreeMap::new(),
             holder: LeaseHolder::default(),
             alarms: Vec::new(),
+            publisher: PublisherClaim::default(),
         }
     }
 }
@@ -155,6 +158,11 @@ impl Store {
             keys: state.tree.len(),
             leases: state.leases.len(),
         }
+    }
+
+    /// The replica that publishes the revision stream.
+    pub fn publisher(&self) -> PublisherClaim {
+        self.state.read().publisher.clone()
     }
 
     /// The alarms raised.
@@ -499,6 +507,9 @@ fn rebuild(db: &DB) -> Result<State, MvccError> {
     }
     if let Some(bytes) = db.get_cf(meta, schema::META_ALARMS)? {
         state.alarms = schema::decode_alarms(&bytes)?.alarms;
+    }
+    if let Some(bytes) = db.get_cf(meta, schema::META_PUBLISHER)? {
+        state.publisher = schema::decode_publisher(&bytes)?;
     }
 
     let keys = family(db, schema::KEYS)?;

@@ -11,7 +11,7 @@
 //!   the lease claim in force (`LeaseHolder`), written in the same batch as
 //!   the state they describe.
 
-use cairn_proto::cairn::mvcc::v1::{AlarmList, LeaseHolder, LeaseRecord};
+use cairn_proto::cairn::mvcc::v1::{AlarmList, LeaseHolder, LeaseRecord, PublisherClaim};
 use cairn_proto::mvccpb::KeyValue;
 use prost::Message;
 
@@ -33,6 +33,7 @@ pub const META_COMPACTED: &[u8] = b"compacted";
 pub const META_LEASE_HOLDER: &[u8] = b"lease_holder";
 /// Meta key of the alarms raised (`AlarmList`).
 pub const META_ALARMS: &[u8] = b"alarms";
+pub const META_PUBLISHER: &[u8] = b"publisher";
 
 const TAG_PUT: u8 = 0;
 const TAG_DELETE: u8 = 1;
@@ -160,6 +161,11 @@ pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
 /// than unfence the lease service.
 pub fn decode_alarms(bytes: &[u8]) -> Result<AlarmList, MvccError> {
     AlarmList::decode(bytes).map_err(|error| MvccError::Corrupt(format!("alarms: {error}")))
+}
+
+pub fn decode_publisher(bytes: &[u8]) -> Result<PublisherClaim, MvccError> {
+    PublisherClaim::decode(bytes)
+        .map_err(|error| MvccError::Corrupt(format!("publisher claim: {error}")))
 }
 
 pub fn decode_holder(bytes: &[u8]) -> Result<LeaseHolder, MvccError> {

@@ -66,6 +66,7 @@ impl Kv {
                         ..Default::default()
                     }
                     .encode_to_vec()
+                    .into()
                 })
                 .collect(),
         }

@@ -214,7 +214,8 @@ fn a_grant_or_revoke_fenced_by_a_superseded_claim_is_void() {
             fence_epoch,
             ..Default::default()
         }
-        .encode_to_vec()],
+        .encode_to_vec()
+        .into()],
     };
     let stale = kv
         .store

@@ -21,7 +21,8 @@ fn entries_already_applied_are_skipped() {
             op: Some(Op::Put(put("a", "again"))),
             ..Default::default()
         }
-        .encode_to_vec()],
+        .encode_to_vec()
+        .into()],
     };
     let applied = kv
         .store
