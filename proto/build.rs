@@ -42,6 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Shared, not copied: a committed entry's commands go to every
         // subscriber, and a replica decodes them in place.
         .bytes(".cairn.log.v1.Entry.commands")
+        .bytes(".cairn.mvcc.v1.KvCall.body")
+        .bytes(".cairn.mvcc.v1.KvAnswer.body")
         .codec_path("crate::codec::StrictCodec")
         .extern_path(".etcdserverpb", "crate::etcdserverpb")
         .extern_path(".mvccpb", "crate::mvccpb")

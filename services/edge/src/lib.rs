@@ -9,6 +9,7 @@
 //! # Layout
 //! - `pool`: discovery and balancing; `proxy`: forwarding whole services.
 //! - `shed`: load shedding; `backends`: typed clients of the log and replicas.
+//! - `tunnel`: unary KV calls as messages on a few streams per replica.
 //! - `cluster`, `maintenance`: the etcd services answered here.
 
 pub mod backends;
@@ -20,6 +21,7 @@ pub mod pool;
 pub mod proxy;
 pub mod settings;
 pub mod shed;
+pub mod tunnel;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -14,11 +14,17 @@ use rand::seq::IndexedRandom;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::metrics::EDGE_METRICS;
+use crate::tunnel::Tunnel;
+
+/// Bytes a backend may send on one stream before the edge acknowledges them.
+const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// One address of a service, with its connection.
 pub struct Backend {
     pub addr: SocketAddr,
     pub channel: Channel,
+    /// Unary KV calls as messages on shared streams (replicas only).
+    pub tunnel: Tunnel,
     in_flight: AtomicUsize,
     down_until: Mutex<Option<Instant>>,
 }
@@ -39,9 +45,14 @@ impl Backend {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true)
+            // Many calls' answers share a stream: a small window would make
+            // a large answer wait for a window update every 64 KiB.
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(2 * STREAM_WINDOW))
             .connect_lazy();
         Ok(Self {
             addr,
+            tunnel: Tunnel::new(channel.clone()),
             channel,
             in_flight: AtomicUsize::new(0),
             down_until: Mutex::new(None),

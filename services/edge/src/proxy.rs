@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use cairn_proto::cairn::mvcc::v1::{KvAnswer, KvCall, KvMethod};
+use cairn_proto::contract::{Failure, FailureKind};
 use cairn_proto::etcd_error::EtcdError;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use tonic::body::Body as BoxBody;
 use tonic::server::NamedService;
 use tonic::Status;
@@ -29,6 +31,7 @@ use tower::{Service, ServiceExt};
 
 use crate::metrics::EDGE_METRICS;
 use crate::pool::{BackendPool, InFlight};
+use crate::tunnel::TunnelError;
 
 /// Which etcd service a proxy carries, and how its methods may be retried.
 pub trait Route: Clone + Send + Sync + 'static {
@@ -39,6 +42,12 @@ pub trait Route: Clone + Send + Sync + 'static {
     /// Unary methods that change nothing, so a call whose connection broke
     /// after sending may be sent again.
     const READS: &'static [&'static str];
+
+    /// The method a unary call is, when the backend takes it as a message on
+    /// a shared stream rather than as a call of its own.
+    fn tunnelled(_method: &str) -> Option<KvMethod> {
+        None
+    }
 }
 
 /// etcd's KV service, served by cairn-mvcc.
@@ -49,6 +58,17 @@ impl Route for Kv {
     const NAME: &'static str = "etcdserverpb.KV";
     const STREAMING: &'static [&'static str] = &[];
     const READS: &'static [&'static str] = &["Range"];
+
+    fn tunnelled(method: &str) -> Option<KvMethod> {
+        match method {
+            "Range" => Some(KvMethod::Range),
+            "Put" => Some(KvMethod::Put),
+            "DeleteRange" => Some(KvMethod::DeleteRange),
+            "Txn" => Some(KvMethod::Txn),
+            "Compact" => Some(KvMethod::Compact),
+            _ => None,
+        }
+    }
 }
 
 /// etcd's Watch service, served by cairn-watch.
@@ -127,10 +147,12 @@ impl<R: Route> Service<http::Request<BoxBody>> for Proxy<R> {
             let path = request.uri().path().to_owned();
             let method = path.rsplit('/').next().unwrap_or_default().to_owned();
             let started = Instant::now();
+            let read = R::READS.contains(&method.as_str());
             let answer = if R::STREAMING.contains(&method.as_str()) {
                 inner.forward_stream(request).await
+            } else if let Some(kv) = R::tunnelled(&method) {
+                inner.forward_call(request, kv, read).await
             } else {
-                let read = R::READS.contains(&method.as_str());
                 inner.forward_unary(request, read).await
             };
             EDGE_METRICS
@@ -195,17 +217,7 @@ impl ProxyInner {
     ) -> Result<http::Response<BoxBody>, Status> {
         let deadline = tokio::time::Instant::now() + self.unary_timeout;
         let (parts, body) = request.into_parts();
-        let body: Bytes = Limited::new(body, self.max_request_bytes)
-            .collect()
-            .await
-            .map_err(|error| {
-                if error.is::<http_body_util::LengthLimitError>() {
-                    Status::from(EtcdError::RequestTooLarge)
-                } else {
-                    Status::cancelled(format!("the request body did not arrive: {error}"))
-                }
-            })?
-            .to_bytes();
+        let body = self.collect(body).await?;
         let headers = onward_headers(&parts.headers);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_failure = None;
@@ -251,6 +263,92 @@ impl ProxyInner {
         Err(last_failure.map_or_else(|| self.no_backend(), Status::unavailable))
     }
 
+    /// A unary KV call as a message on one of the backend's shared streams.
+    /// Like a forwarded call, it goes to another backend when it never
+    /// reached this one, or (a read) when the stream broke under it, or
+    /// when the replica answered that it has stopped applying.
+    async fn forward_call(
+        &self,
+        request: http::Request<BoxBody>,
+        method: KvMethod,
+        read: bool,
+    ) -> Result<http::Response<BoxBody>, Status> {
+        let deadline = tokio::time::Instant::now() + self.unary_timeout;
+        let (parts, body) = request.into_parts();
+        let body = self.collect(body).await?;
+        let Some(message) = grpc_message(&body) else {
+            // Compressed or several frames: let the backend read it as sent.
+            let request = http::Request::from_parts(parts, BoxBody::new(Full::new(body)));
+            return self.forward_unary(request, read).await;
+        };
+        let mut trace_context = std::collections::HashMap::new();
+        cairn_kit::telemetry::inject_into(&mut trace_context);
+        let call = KvCall {
+            id: 0,
+            method: method as i32,
+            body: message,
+            trace_context,
+        };
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last_failure = None;
+        while let Some(backend) = self.pool.pick(&tried) {
+            if !tried.is_empty() {
+                EDGE_METRICS
+                    .retries
+                    .with_label_values(&[self.pool.service()])
+                    .inc();
+            }
+            tried.push(backend.addr);
+            let _call = backend.start();
+            let sent = tokio::time::timeout_at(deadline, backend.tunnel.call(call.clone())).await;
+            let failure = match sent {
+                Err(_) => return Err(Status::from(EtcdError::Timeout)),
+                Ok(Ok(answer)) if failure_kind_of(&answer) == FailureKind::ReplicaFailed => {
+                    self.pool.mark_down(&backend);
+                    answer.message
+                }
+                Ok(Ok(answer)) => return Ok(grpc_response(answer)),
+                Ok(Err(TunnelError::NotSent(reason))) => {
+                    self.pool.mark_down(&backend);
+                    reason
+                }
+                Ok(Err(TunnelError::Lost(reason))) => {
+                    self.pool.mark_down(&backend);
+                    if !read {
+                        return Err(Status::unavailable(format!(
+                            "cairn: the {} backend at {}: {reason}; the request may or may not have taken effect",
+                            self.pool.service(),
+                            backend.addr
+                        )));
+                    }
+                    reason
+                }
+            };
+            last_failure = Some(format!(
+                "cairn: the {} backend at {}: {failure}",
+                self.pool.service(),
+                backend.addr
+            ));
+        }
+        Err(last_failure.map_or_else(|| self.no_backend(), Status::unavailable))
+    }
+
+    /// A unary call's body, whole; larger than the request limit is etcd's
+    /// "request is too large".
+    async fn collect(&self, body: BoxBody) -> Result<Bytes, Status> {
+        Ok(Limited::new(body, self.max_request_bytes)
+            .collect()
+            .await
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    Status::from(EtcdError::RequestTooLarge)
+                } else {
+                    Status::cancelled(format!("the request body did not arrive: {error}"))
+                }
+            })?
+            .to_bytes())
+    }
+
     async fn forward_stream(
         &self,
         request: http::Request<BoxBody>,
@@ -280,6 +378,51 @@ impl ProxyInner {
             }
         }
     }
+}
+
+/// The one message of a unary gRPC request body: a single uncompressed
+/// length-prefixed frame, or `None` for anything else.
+fn grpc_message(body: &Bytes) -> Option<Bytes> {
+    let (&compressed, rest) = body.split_first()?;
+    let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    (compressed == 0 && rest.len() == 4 + length).then(|| body.slice(5..))
+}
+
+/// The kind of cairn failure an answer carries, if any.
+fn failure_kind_of(answer: &KvAnswer) -> FailureKind {
+    Failure::from_details(&answer.details)
+        .map_or(FailureKind::Unspecified, |failure| failure.kind())
+}
+
+/// The HTTP response a unary call with this answer gets: the encoded
+/// message and an OK status in the trailers, or a trailers-only error with
+/// the replica's code, message and details.
+fn grpc_response(answer: KvAnswer) -> http::Response<BoxBody> {
+    if answer.code != 0 {
+        return Status::with_details(
+            tonic::Code::from(answer.code),
+            answer.message,
+            answer.details.into(),
+        )
+        .into_http();
+    }
+    let mut framed = BytesMut::with_capacity(5 + answer.body.len());
+    framed.put_u8(0);
+    framed.put_u32(u32::try_from(answer.body.len()).unwrap_or(u32::MAX));
+    framed.extend_from_slice(&answer.body);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames: [Result<Frame<Bytes>, Status>; 2] = [
+        Ok(Frame::data(framed.freeze())),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut response =
+        http::Response::new(BoxBody::new(StreamBody::new(futures::stream::iter(frames))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// A response body that keeps its stream counted against its backend until

@@ -8,8 +8,8 @@ use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::Mvcc;
 use cairn_proto::cairn::mvcc::v1::{
     ApplyResponse, Command, DefragmentRequest, DefragmentResponse, EventsRequest, EventsResponse,
-    HashKvRequest, HashKvResponse, LeaseRequest, LeaseResponse, LeasesRequest, LeasesResponse,
-    SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
+    HashKvRequest, HashKvResponse, KvCall, LeaseRequest, LeaseResponse, LeasesRequest,
+    LeasesResponse, SnapshotChunk, SnapshotRequest, StatusRequest, StatusResponse,
 };
 use cairn_proto::etcd_error::EtcdError;
 use futures::Stream;
@@ -168,6 +168,16 @@ impl MvccApi {
 
 #[tonic::async_trait]
 impl Mvcc for MvccApi {
+    type CallsStream = super::calls::AnswerStream;
+
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<KvCall>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        self.replica.check_serving()?;
+        Ok(Response::new(self.serve_calls(request.into_inner())))
+    }
+
     type EventsStream = BoxStream<EventsResponse>;
 
     async fn events(

@@ -41,7 +41,7 @@ fn fill_headers(response: &mut TxnResponse, revision: i64) {
 }
 
 impl MvccApi {
-    async fn range_of(&self, request: RangeRequest) -> Result<RangeResponse, MvccError> {
+    pub(super) async fn range_of(&self, request: RangeRequest) -> Result<RangeResponse, MvccError> {
         validate::check_range(&request)?;
         if !request.serializable {
             self.linearize().await?;
@@ -51,7 +51,7 @@ impl MvccApi {
         Ok(response)
     }
 
-    async fn put_of(&self, request: PutRequest) -> Result<PutResponse, MvccError> {
+    pub(super) async fn put_of(&self, request: PutRequest) -> Result<PutResponse, MvccError> {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_put(&request)?;
         match self.write(Op::Put(request)).await? {
@@ -63,7 +63,7 @@ impl MvccApi {
         }
     }
 
-    async fn delete_of(
+    pub(super) async fn delete_of(
         &self,
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, MvccError> {
@@ -78,7 +78,7 @@ impl MvccApi {
         }
     }
 
-    async fn txn_of(&self, request: TxnRequest) -> Result<TxnResponse, MvccError> {
+    pub(super) async fn txn_of(&self, request: TxnRequest) -> Result<TxnResponse, MvccError> {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_txn(&request, &self.limits)?;
         match self.write(Op::Txn(request)).await? {
@@ -92,7 +92,7 @@ impl MvccApi {
         }
     }
 
-    async fn compact_of(
+    pub(super) async fn compact_of(
         &self,
         request: CompactionRequest,
     ) -> Result<CompactionResponse, MvccError> {

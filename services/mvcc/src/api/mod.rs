@@ -1,10 +1,11 @@
 //! The replica's gRPC face: etcd's KV service (`kv`), and cairn's Mvcc
 //! service (`internal`) for the watch gateways (history), the edge (HashKV,
-//! status, snapshots) and cairn-lease (lease commands through the log, and
+//! status, snapshots, and KV calls as messages on shared streams: `calls`) and cairn-lease (lease commands through the log, and
 //! the lease table to resume from). Both go through `protocol`: how a write
 //! reaches the log and comes back applied, and how a read is made
 //! linearizable.
 
+mod calls;
 mod internal;
 mod kv;
 mod protocol;

@@ -1,0 +1,125 @@
+//! The edge's KV calls, many on one stream (`Mvcc/Calls`): each is decoded,
+//! answered by the same code as the KV service, and its answer sent back
+//! with the call's id as soon as it is ready, so a slow call holds up no
+//! other. The answer carries exactly what a unary call would have: the
+//! encoded response, or the status code, message and details.
+
+use std::pin::Pin;
+
+use cairn_proto::cairn::mvcc::v1::{KvAnswer, KvCall, KvMethod};
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest,
+};
+use futures::Stream;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::{answer, MvccApi};
+
+/// Answers that may wait for the edge to read them.
+const ANSWER_QUEUE: usize = 1024;
+
+/// The stream of answers `Mvcc/Calls` returns.
+pub(super) type AnswerStream = Pin<Box<dyn Stream<Item = Result<KvAnswer, Status>> + Send>>;
+
+/// The answer to a call, from the response or the status a unary call gives.
+fn to_answer<T: Message>(id: u64, result: Result<Response<T>, Status>) -> KvAnswer {
+    match result {
+        Ok(response) => KvAnswer {
+            id,
+            body: response.into_inner().encode_to_vec().into(),
+            ..Default::default()
+        },
+        Err(status) => KvAnswer {
+            id,
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: status.details().to_vec(),
+            body: bytes::Bytes::new(),
+        },
+    }
+}
+
+fn malformed(id: u64, error: prost::DecodeError) -> KvAnswer {
+    to_answer::<()>(
+        id,
+        Err(Status::invalid_argument(format!(
+            "grpc: error unmarshalling request: {error}"
+        ))),
+    )
+}
+
+impl MvccApi {
+    /// Serves one edge's stream of calls until the edge closes it.
+    pub(super) fn serve_calls(&self, mut calls: Streaming<KvCall>) -> AnswerStream {
+        let (answers, out) = mpsc::channel(ANSWER_QUEUE);
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(call)) = calls.message().await {
+                let api = api.clone();
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let answer = api.one_call(call).await;
+                    let _ = answers.send(Ok(answer)).await;
+                });
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
+    }
+
+    /// One call, as the KV service would answer it.
+    async fn one_call(&self, call: KvCall) -> KvAnswer {
+        let span = if cairn_kit::telemetry::carries_trace(&call.trace_context) {
+            let span = tracing::info_span!(
+                "grpc.server",
+                otel.name = call.method().as_str_name(),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = "etcdserverpb.KV",
+            );
+            cairn_kit::telemetry::continue_trace(&span, &call.trace_context);
+            span
+        } else {
+            tracing::Span::none()
+        };
+        self.dispatch(call).instrument(span).await
+    }
+
+    async fn dispatch(&self, call: KvCall) -> KvAnswer {
+        let id = call.id;
+        let body = call.body;
+        match KvMethod::try_from(call.method).unwrap_or(KvMethod::Unspecified) {
+            KvMethod::Range => match RangeRequest::decode(body) {
+                Ok(request) => to_answer(id, answer(self, "Range", self.range_of(request)).await),
+                Err(error) => malformed(id, error),
+            },
+            KvMethod::Put => match PutRequest::decode(body) {
+                Ok(request) => to_answer(id, answer(self, "Put", self.put_of(request)).await),
+                Err(error) => malformed(id, error),
+            },
+            KvMethod::DeleteRange => match DeleteRangeRequest::decode(body) {
+                Ok(request) => to_answer(
+                    id,
+                    answer(self, "DeleteRange", self.delete_of(request)).await,
+                ),
+                Err(error) => malformed(id, error),
+            },
+            KvMethod::Txn => match TxnRequest::decode(body) {
+                Ok(request) => to_answer(id, answer(self, "Txn", self.txn_of(request)).await),
+                Err(error) => malformed(id, error),
+            },
+            KvMethod::Compact => match CompactionRequest::decode(body) {
+                Ok(request) => {
+                    to_answer(id, answer(self, "Compact", self.compact_of(request)).await)
+                }
+                Err(error) => malformed(id, error),
+            },
+            KvMethod::Unspecified => to_answer::<()>(
+                id,
+                Err(Status::unimplemented("unknown KV method in a call")),
+            ),
+        }
+    }
+}
