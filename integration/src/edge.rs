@@ -81,18 +81,22 @@ impl Edge {
         Ok(())
     }
 
+    /// SIGKILL: no shutdown path runs.
     pub async fn kill(&mut self) -> Result<()> {
         crate::kill_child(self.child.take(), "cairn-edge").await
     }
 
+    /// A channel to the edge that connects on first use.
     pub fn channel(&self) -> Result<Channel> {
         crate::channel(&self.addr)
     }
 
+    /// An etcd KV client through the edge.
     pub fn kv(&self) -> Result<KvClient<Channel>> {
         Ok(KvClient::new(self.channel()?))
     }
 
+    /// The last `lines` lines the edge printed, to explain a failure.
     pub fn output_tail(&self, lines: usize) -> String {
         crate::tail_of(&self.output, lines)
     }

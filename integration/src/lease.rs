@@ -9,7 +9,7 @@ use crate::service::Service;
 
 /// Configures a lease instance under `dir`; `rules` is the body of its
 /// `[lease]` table (e.g. `checkpoint_interval_ms = 500`).
-pub fn configure(dir: &Path, name: &str, mvcc: &[String], rules: &str) -> Result<Service> {
+pub(crate) fn configure(dir: &Path, name: &str, mvcc: &[String], rules: &str) -> Result<Service> {
     Service::configure(dir, name, "cairn-lease", |addr| {
         format!(
             "[node]\nlisten = \"{addr}\"\n\n[mvcc]\nendpoints = [{mvcc}]\n\n\

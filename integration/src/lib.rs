@@ -6,14 +6,14 @@
 //! (`just test` builds them first); `CAIRNTEST_BIN_DIR` overrides it.
 
 pub mod edge;
-pub mod lease;
+mod lease;
 pub mod log_cluster;
 pub mod mvcc_cluster;
 pub mod raw_grpc;
-pub mod service;
+mod service;
 pub mod stack;
 pub mod walkthrough;
-pub mod watch;
+mod watch;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};

@@ -143,6 +143,7 @@ impl LogCluster {
         self.nodes.keys().copied().collect()
     }
 
+    /// Node `id`'s address.
     pub fn addr(&self, id: u64) -> Result<&str> {
         Ok(&self.node(id)?.addr)
     }
@@ -235,6 +236,7 @@ impl LogCluster {
         Ok(())
     }
 
+    /// Whether node `id`'s process was started and not killed.
     pub fn is_running(&self, id: u64) -> bool {
         self.nodes.get(&id).is_some_and(|node| node.child.is_some())
     }
@@ -247,12 +249,14 @@ impl LogCluster {
         Ok(endpoint.connect_lazy())
     }
 
+    /// A Log client of node `id`, with no message size limits.
     pub fn client(&self, id: u64) -> Result<LogClient<Channel>> {
         Ok(LogClient::new(self.channel(id)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
     }
 
+    /// Node `id`'s Status, waiting at most a second.
     pub async fn status(&self, id: u64) -> Result<StatusResponse> {
         let mut client = self.client(id)?;
         let mut request = tonic::Request::new(StatusRequest {});
@@ -336,6 +340,7 @@ impl LogCluster {
         crate::tail_of(&node.output, lines)
     }
 
+    /// The directory the nodes' data, configs and output are in.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }

@@ -23,6 +23,7 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// Starts `nats-server` with JetStream on a free port, its files under `dir`.
     pub async fn start(dir: &Path) -> Result<Self> {
         let port = free_port()?;
         let mut server = Self {
@@ -161,6 +162,7 @@ impl MvccReplica {
         })
     }
 
+    /// Starts the replica's process; an error if it is running.
     pub fn start(&mut self) -> Result<()> {
         if self.child.is_some() {
             bail!("{} is running", self.name);
@@ -178,18 +180,22 @@ impl MvccReplica {
         crate::kill_child(self.child.take(), &self.name).await
     }
 
+    /// A channel to the replica that connects on first use.
     pub fn channel(&self) -> Result<Channel> {
         crate::channel(&self.addr)
     }
 
+    /// An etcd KV client of the replica.
     pub fn kv(&self) -> Result<KvClient<Channel>> {
         Ok(KvClient::new(self.channel()?))
     }
 
+    /// A client of the replica's internal Mvcc service.
     pub fn mvcc(&self) -> Result<MvccClient<Channel>> {
         Ok(MvccClient::new(self.channel()?))
     }
 
+    /// The replica's HashKV at `revision`, to compare replicas.
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
         Ok(self
             .mvcc()?

@@ -40,6 +40,7 @@ impl Service {
         })
     }
 
+    /// Starts the process; an error if it is running.
     pub fn start(&mut self) -> Result<()> {
         if self.child.is_some() {
             bail!("{} is running", self.name);
@@ -57,6 +58,7 @@ impl Service {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// Whether the process was started and not killed.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -126,6 +126,7 @@ impl Stack {
         Ok(stack)
     }
 
+    /// An etcd Lease client through the edge.
     pub fn lease(&self) -> Result<LeaseClient<Channel>> {
         Ok(LeaseClient::new(self.edge.channel()?))
     }
@@ -149,6 +150,7 @@ impl Stack {
         .await
     }
 
+    /// SIGKILLs the instance holding the claim; returns its index in `leases`.
     pub async fn kill_holder(&mut self) -> Result<usize> {
         let holder = self.holder(Duration::from_secs(20)).await?;
         let index = self
@@ -160,6 +162,7 @@ impl Stack {
         Ok(index)
     }
 
+    /// Whether `key` exists now, read through the edge.
     pub async fn exists(&self, key: &str) -> Result<bool> {
         let found = self
             .edge
@@ -173,6 +176,7 @@ impl Stack {
         Ok(!found.kvs.is_empty())
     }
 
+    /// Puts `key` (value `v`) under `lease` through the edge; returns the revision.
     pub async fn put(&self, key: &str, lease: i64) -> Result<i64> {
         let put = self
             .edge
@@ -188,6 +192,7 @@ impl Stack {
         Ok(put.header.map_or(0, |header| header.revision))
     }
 
+    /// Grants a lease of `ttl` seconds through the edge; returns its id.
     pub async fn grant(&self, ttl: i64) -> Result<i64> {
         Ok(self
             .lease()?

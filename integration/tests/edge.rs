@@ -33,26 +33,26 @@ mod parking_lot_free {
     use std::time::Instant;
 
     #[derive(Default)]
-    pub struct Outcomes {
+    pub(crate) struct Outcomes {
         pub acked: Mutex<HashMap<String, String>>,
         pub failures: Mutex<Vec<(Instant, tonic::Code, String)>>,
         pub ops_after: Mutex<usize>,
     }
 
     impl Outcomes {
-        pub fn ack(&self, key: &str, value: &str) {
+        pub(crate) fn ack(&self, key: &str, value: &str) {
             if let Ok(mut acked) = self.acked.lock() {
                 acked.insert(key.to_owned(), value.to_owned());
             }
         }
 
-        pub fn fail(&self, status: &tonic::Status) {
+        pub(crate) fn fail(&self, status: &tonic::Status) {
             if let Ok(mut failures) = self.failures.lock() {
                 failures.push((Instant::now(), status.code(), status.message().to_owned()));
             }
         }
 
-        pub fn count_after(&self) {
+        pub(crate) fn count_after(&self) {
             if let Ok(mut ops) = self.ops_after.lock() {
                 *ops += 1;
             }

@@ -30,27 +30,27 @@ mod parking_lot_free {
     use std::sync::Mutex;
 
     #[derive(Default)]
-    pub struct Shared {
+    pub(crate) struct Shared {
         pub acked: Mutex<HashMap<Vec<u8>, i64>>,
         pub violations: Mutex<Vec<String>>,
     }
 
     impl Shared {
-        pub fn acked_of(&self, key: &[u8]) -> i64 {
+        pub(crate) fn acked_of(&self, key: &[u8]) -> i64 {
             self.acked
                 .lock()
                 .map(|acked| acked.get(key).copied().unwrap_or(0))
                 .unwrap_or(0)
         }
 
-        pub fn record(&self, key: &[u8], revision: i64) {
+        pub(crate) fn record(&self, key: &[u8], revision: i64) {
             if let Ok(mut acked) = self.acked.lock() {
                 let entry = acked.entry(key.to_vec()).or_insert(0);
                 *entry = (*entry).max(revision);
             }
         }
 
-        pub fn violation(&self, message: String) {
+        pub(crate) fn violation(&self, message: String) {
             if let Ok(mut violations) = self.violations.lock() {
                 violations.push(message);
             }

@@ -12,7 +12,7 @@ use tonic::Status;
 
 /// Protobuf codec that reports undecodable messages as `INVALID_ARGUMENT`.
 #[derive(Debug)]
-pub struct StrictCodec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct StrictCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for StrictCodec<T, U> {
     fn default() -> Self {
@@ -41,7 +41,7 @@ where
 
 /// Encodes with prost.
 #[derive(Debug)]
-pub struct StrictEncoder<T>(PhantomData<T>);
+pub(crate) struct StrictEncoder<T>(PhantomData<T>);
 
 impl<T: Message> Encoder for StrictEncoder<T> {
     type Item = T;
@@ -55,7 +55,7 @@ impl<T: Message> Encoder for StrictEncoder<T> {
 
 /// Decodes with prost; a failure is `INVALID_ARGUMENT`.
 #[derive(Debug)]
-pub struct StrictDecoder<U>(PhantomData<U>);
+pub(crate) struct StrictDecoder<U>(PhantomData<U>);
 
 impl<U: Message + Default> Decoder for StrictDecoder<U> {
     type Item = U;

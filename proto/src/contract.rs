@@ -8,7 +8,9 @@ use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
+/// The kinds of failure, by a shorter name.
 pub use crate::cairn::v1::failure::Kind as FailureKind;
+/// A typed failure, carried in a gRPC status's details.
 pub use crate::cairn::v1::Failure;
 use crate::cairn::v1::RpcStatus;
 

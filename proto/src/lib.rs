@@ -1,7 +1,7 @@
 //! The wire: etcd's v3 protos, so etcd clients talk to cairn unmodified, and
 //! cairn's internal `cairn.*.v1` protos between its services.
 
-pub mod codec;
+mod codec;
 pub mod contract;
 pub mod etcd_error;
 

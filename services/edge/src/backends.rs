@@ -21,12 +21,12 @@ type LogRpc = LogClient<InterceptedService<Channel, TraceInterceptor>>;
 type MvccRpc = MvccClient<InterceptedService<Channel, TraceInterceptor>>;
 
 /// The log, reached through whichever node answers.
-pub struct Log {
+pub(crate) struct Log {
     nodes: Failover<LogRpc>,
 }
 
 impl Log {
-    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, EdgeError> {
+    pub(crate) fn new(endpoints: &[String], timeout: Duration) -> Result<Self, EdgeError> {
         let mut nodes = Vec::with_capacity(endpoints.len());
         for address in endpoints {
             let channel = failover::lazy_channel(address, "backends.log")
@@ -42,12 +42,12 @@ impl Log {
     }
 
     /// How long one call may take, retries included.
-    pub fn timeout(&self) -> std::time::Duration {
+    pub(crate) fn timeout(&self) -> std::time::Duration {
         self.nodes.timeout()
     }
 
     /// The answering node's view: leader, term, indexes, members.
-    pub async fn status(&self) -> Result<StatusResponse, Status> {
+    pub(crate) async fn status(&self) -> Result<StatusResponse, Status> {
         self.nodes
             .call(
                 "log status",
@@ -57,7 +57,7 @@ impl Log {
             .await
     }
 
-    pub async fn add_learner(
+    pub(crate) async fn add_learner(
         &self,
         id: u64,
         addr: String,
@@ -74,7 +74,7 @@ impl Log {
             .await
     }
 
-    pub async fn promote(&self, id: u64) -> Result<log::MembershipResponse, Status> {
+    pub(crate) async fn promote(&self, id: u64) -> Result<log::MembershipResponse, Status> {
         self.nodes
             .call("promote", failover::never_sent, |mut client| async move {
                 client.promote_voter(log::PromoteVoterRequest { id }).await
@@ -84,7 +84,7 @@ impl Log {
 
     /// Hands the log's leadership to voter `target`; any node takes the
     /// call and the leader carries it out.
-    pub async fn transfer_leadership(&self, target_id: u64) -> Result<u64, Status> {
+    pub(crate) async fn transfer_leadership(&self, target_id: u64) -> Result<u64, Status> {
         self.nodes
             .call(
                 "transfer leadership",
@@ -99,7 +99,7 @@ impl Log {
             .map(|moved| moved.leader)
     }
 
-    pub async fn remove(&self, id: u64) -> Result<log::MembershipResponse, Status> {
+    pub(crate) async fn remove(&self, id: u64) -> Result<log::MembershipResponse, Status> {
         self.nodes
             .call("remove member", failover::never_sent, |mut client| async move {
                 client.remove_member(log::RemoveMemberRequest { id }).await
@@ -110,7 +110,10 @@ impl Log {
 
 /// Calls `call` on one mvcc replica after another until one answers; only
 /// for calls that change nothing, as a failed one may have been carried out.
-pub async fn on_any_replica<T, F, Fut>(pool: &Arc<BackendPool>, mut call: F) -> Result<T, EdgeError>
+pub(crate) async fn on_any_replica<T, F, Fut>(
+    pool: &Arc<BackendPool>,
+    mut call: F,
+) -> Result<T, EdgeError>
 where
     F: FnMut(MvccRpc) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, Status>>,

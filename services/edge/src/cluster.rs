@@ -17,14 +17,14 @@ use tonic::{Request, Response, Status};
 use crate::backends::Log;
 
 /// The Cluster service of one edge.
-pub struct ClusterApi {
+pub(crate) struct ClusterApi {
     log: Arc<Log>,
     client_urls: Vec<String>,
     cluster_id: u64,
 }
 
 impl ClusterApi {
-    pub fn new(log: Arc<Log>, client_urls: Vec<String>, cluster_id: u64) -> Self {
+    pub(crate) fn new(log: Arc<Log>, client_urls: Vec<String>, cluster_id: u64) -> Self {
         Self {
             log,
             client_urls,

@@ -12,16 +12,16 @@
 //! - `tunnel`: unary KV calls as messages on a few streams per replica.
 //! - `cluster`, `maintenance`: the etcd services answered here.
 
-pub mod backends;
-pub mod cluster;
-pub mod error;
-pub mod maintenance;
-pub mod metrics;
-pub mod pool;
-pub mod proxy;
-pub mod settings;
-pub mod shed;
-pub mod tunnel;
+mod backends;
+mod cluster;
+mod error;
+mod maintenance;
+mod metrics;
+mod pool;
+mod proxy;
+mod settings;
+mod shed;
+mod tunnel;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +33,9 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tower::Layer;
 
+/// What starting or serving the edge can fail with.
 pub use error::EdgeError;
+/// The edge's settings, which the `cairn-edge` binary loads and hands to `serve`.
 pub use settings::EdgeSettings;
 
 use crate::backends::Log;

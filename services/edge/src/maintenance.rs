@@ -26,17 +26,17 @@ use crate::pool::BackendPool;
 const MOVE_LEADER_PAUSE: Duration = Duration::from_millis(200);
 
 /// The etcd API version cairn answers as: what clients check features against.
-pub const ETCD_VERSION: &str = "3.5.0";
+pub(crate) const ETCD_VERSION: &str = "3.5.0";
 
 /// The Maintenance service of one edge.
-pub struct MaintenanceApi {
+pub(crate) struct MaintenanceApi {
     log: Arc<Log>,
     mvcc: Arc<BackendPool>,
     cluster_id: u64,
 }
 
 impl MaintenanceApi {
-    pub fn new(log: Arc<Log>, mvcc: Arc<BackendPool>, cluster_id: u64) -> Self {
+    pub(crate) fn new(log: Arc<Log>, mvcc: Arc<BackendPool>, cluster_id: u64) -> Self {
         Self {
             log,
             mvcc,

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 /// Every metric of the edge.
-pub struct EdgeMetrics {
+pub(crate) struct EdgeMetrics {
     /// Time to the response's headers, by gRPC path (for streams: to the start).
     pub calls: HistogramVec,
     /// Backends known, by service.
@@ -18,7 +18,7 @@ pub struct EdgeMetrics {
     pub shed: IntCounter,
 }
 
-pub static EDGE_METRICS: LazyLock<EdgeMetrics> = LazyLock::new(EdgeMetrics::register);
+pub(crate) static EDGE_METRICS: LazyLock<EdgeMetrics> = LazyLock::new(EdgeMetrics::register);
 
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,

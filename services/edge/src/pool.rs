@@ -20,7 +20,7 @@ use crate::tunnel::Tunnel;
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// One address of a service, with its connection.
-pub struct Backend {
+pub(crate) struct Backend {
     pub addr: SocketAddr,
     pub channel: Channel,
     /// Unary KV calls as messages on shared streams (replicas only).
@@ -30,7 +30,7 @@ pub struct Backend {
 }
 
 /// A call in progress on a backend; dropping it ends the call's count.
-pub struct InFlight(Arc<Backend>);
+pub(crate) struct InFlight(Arc<Backend>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -60,7 +60,7 @@ impl Backend {
     }
 
     /// Counts a call until the returned guard is dropped.
-    pub fn start(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -75,7 +75,7 @@ impl Backend {
 }
 
 /// Every backend of one service.
-pub struct BackendPool {
+pub(crate) struct BackendPool {
     service: &'static str,
     names: Vec<String>,
     /// The addresses each name last resolved to: a name that fails to resolve
@@ -87,7 +87,7 @@ pub struct BackendPool {
 }
 
 impl BackendPool {
-    pub fn new(
+    pub(crate) fn new(
         service: &'static str,
         names: &[String],
         down_backoff: Duration,
@@ -103,21 +103,21 @@ impl BackendPool {
         })
     }
 
-    pub fn service(&self) -> &'static str {
+    pub(crate) fn service(&self) -> &'static str {
         self.service
     }
 
     /// Whether the service is configured at all.
-    pub fn is_configured(&self) -> bool {
+    pub(crate) fn is_configured(&self) -> bool {
         !self.names.is_empty()
     }
 
-    pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
+    pub(crate) fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
         self.backends.read().clone()
     }
 
     /// Resolves every name once more and makes the backends match.
-    pub async fn refresh(&self) {
+    pub(crate) async fn refresh(&self) {
         for name in &self.names {
             match tokio::net::lookup_host(name.as_str()).await {
                 Ok(addrs) => {
@@ -165,7 +165,11 @@ impl BackendPool {
     }
 
     /// Re-resolves the names every `interval` until shutdown.
-    pub fn spawn_discovery(self: &Arc<Self>, interval: Duration, mut shutdown: ShutdownWatch) {
+    pub(crate) fn spawn_discovery(
+        self: &Arc<Self>,
+        interval: Duration,
+        mut shutdown: ShutdownWatch,
+    ) {
         let pool = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
@@ -182,7 +186,7 @@ impl BackendPool {
     /// A backend for the next call: of two random ones not yet `tried` and not
     /// passed over, the one with fewer calls in progress. `None` when every
     /// backend was tried or is down, so the caller fails at once.
-    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
+    pub(crate) fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
         let now = Instant::now();
         let backends = self.backends();
         let candidates: Vec<&Arc<Backend>> = backends
@@ -197,7 +201,7 @@ impl BackendPool {
     }
 
     /// Passes `backend` over for the backoff: it refused or dropped a connection.
-    pub fn mark_down(&self, backend: &Backend) {
+    pub(crate) fn mark_down(&self, backend: &Backend) {
         *backend.down_until.lock() = Some(Instant::now() + self.down_backoff);
         EDGE_METRICS
             .backend_failures

@@ -34,7 +34,7 @@ use crate::pool::{BackendPool, InFlight};
 use crate::tunnel::TunnelError;
 
 /// Which etcd service a proxy carries, and how its methods may be retried.
-pub trait Route: Clone + Send + Sync + 'static {
+pub(crate) trait Route: Clone + Send + Sync + 'static {
     /// The gRPC service name, e.g. `etcdserverpb.KV`.
     const NAME: &'static str;
     /// Methods that open a stream: no buffering, no retry.
@@ -52,7 +52,7 @@ pub trait Route: Clone + Send + Sync + 'static {
 
 /// etcd's KV service, served by cairn-mvcc.
 #[derive(Clone)]
-pub struct Kv;
+pub(crate) struct Kv;
 
 impl Route for Kv {
     const NAME: &'static str = "etcdserverpb.KV";
@@ -73,7 +73,7 @@ impl Route for Kv {
 
 /// etcd's Watch service, served by cairn-watch.
 #[derive(Clone)]
-pub struct Watch;
+pub(crate) struct Watch;
 
 impl Route for Watch {
     const NAME: &'static str = "etcdserverpb.Watch";
@@ -83,7 +83,7 @@ impl Route for Watch {
 
 /// etcd's Lease service, served by the active cairn-lease.
 #[derive(Clone)]
-pub struct Lease;
+pub(crate) struct Lease;
 
 impl Route for Lease {
     const NAME: &'static str = "etcdserverpb.Lease";
@@ -92,7 +92,7 @@ impl Route for Lease {
 }
 
 /// A tonic service that forwards every call of route `R` to `pool`.
-pub struct Proxy<R> {
+pub(crate) struct Proxy<R> {
     inner: Arc<ProxyInner>,
     route: PhantomData<R>,
 }
@@ -117,7 +117,11 @@ impl<R: Route> NamedService for Proxy<R> {
 }
 
 impl<R: Route> Proxy<R> {
-    pub fn new(pool: Arc<BackendPool>, unary_timeout: Duration, max_request_bytes: usize) -> Self {
+    pub(crate) fn new(
+        pool: Arc<BackendPool>,
+        unary_timeout: Duration,
+        max_request_bytes: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(ProxyInner {
                 pool,

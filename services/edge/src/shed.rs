@@ -16,12 +16,12 @@ use crate::metrics::EDGE_METRICS;
 
 /// Wraps every service of the server in a shared limit of calls in progress.
 #[derive(Clone)]
-pub struct ShedLayer {
+pub(crate) struct ShedLayer {
     permits: Arc<Semaphore>,
 }
 
 impl ShedLayer {
-    pub fn new(max_in_progress: usize) -> Self {
+    pub(crate) fn new(max_in_progress: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_in_progress)),
         }
@@ -41,7 +41,7 @@ impl<S> tower::Layer<S> for ShedLayer {
 
 /// The service [`ShedLayer`] wraps around each tonic service.
 #[derive(Clone)]
-pub struct Shed<S> {
+pub(crate) struct Shed<S> {
     inner: S,
     permits: Arc<Semaphore>,
 }

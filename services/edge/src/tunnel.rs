@@ -24,7 +24,7 @@ const LANE_QUEUE: usize = 1024;
 
 /// Why a call through the tunnel got no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum TunnelError {
+pub(crate) enum TunnelError {
     /// The call never reached the replica: safe to send elsewhere.
     #[error("{0}")]
     NotSent(String),
@@ -68,7 +68,7 @@ impl Lane {
 }
 
 /// The streams to one replica.
-pub struct Tunnel {
+pub(crate) struct Tunnel {
     channel: Channel,
     lanes: Vec<tokio::sync::Mutex<Option<Arc<Lane>>>>,
     next_lane: AtomicUsize,
@@ -76,7 +76,7 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(channel: Channel) -> Self {
+    pub(crate) fn new(channel: Channel) -> Self {
         Self {
             channel,
             lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(None)).collect(),
@@ -86,7 +86,7 @@ impl Tunnel {
     }
 
     /// Sends `call` (its id is set here) and waits for its answer.
-    pub async fn call(&self, mut call: KvCall) -> Result<KvAnswer, TunnelError> {
+    pub(crate) async fn call(&self, mut call: KvCall) -> Result<KvAnswer, TunnelError> {
         let slot = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
         let lane = self.lane(slot).await?;
         call.id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -74,6 +74,7 @@ impl<C: Clone> Failover<C> {
         Ok(Self::new(nodes, peers.request_timeout()))
     }
 
+    /// How long a call may take, retries on other nodes included.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }

@@ -3,7 +3,7 @@
 //! health and Prometheus metrics.
 
 pub mod cli;
-pub mod error;
+mod error;
 pub mod failover;
 pub mod grpc;
 pub mod health;
@@ -13,4 +13,5 @@ pub mod share;
 pub mod shutdown;
 pub mod telemetry;
 
+/// What the shared start-up, settings and serving can fail with.
 pub use error::KitError;

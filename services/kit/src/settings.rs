@@ -196,6 +196,7 @@ impl PeerSettings {
         }
     }
 
+    /// `request_timeout_ms` as a duration, for the clients built from these settings.
     pub fn request_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.request_timeout_ms)
     }

@@ -60,6 +60,8 @@ pub struct Sharing<T> {
 }
 
 impl<T: Weighed + Send + 'static> Sharing<T> {
+    /// Queues items for `call`, which carries all that wait when it starts,
+    /// with at most `limits.in_flight` calls out at once.
     pub fn new<F, Fut>(limits: ShareLimits, call: F) -> Arc<Self>
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,

@@ -30,6 +30,7 @@ pub struct ShutdownTrigger {
 }
 
 impl ShutdownTrigger {
+    /// Tells every watch to stop; later calls change nothing.
     pub fn trigger(&self) {
         self.sender.send_replace(true);
     }

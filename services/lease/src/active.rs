@@ -36,7 +36,7 @@ struct Renewal {
 }
 
 /// The state of the instance while it holds claim `epoch`.
-pub struct Active {
+pub(crate) struct Active {
     pub epoch: u64,
     pub table: Mutex<DeadlineTable>,
     renewals: mpsc::Sender<Renewal>,
@@ -48,7 +48,7 @@ pub struct Active {
 
 impl Active {
     /// Starts the active role's tasks with `table` as the deadlines.
-    pub fn start(
+    pub(crate) fn start(
         epoch: u64,
         table: DeadlineTable,
         replicas: Arc<Replicas>,
@@ -75,12 +75,12 @@ impl Active {
         active
     }
 
-    pub fn is_deposed(&self) -> bool {
+    pub(crate) fn is_deposed(&self) -> bool {
         *self.deposed.borrow()
     }
 
     /// Ends the active role: tasks stop, waiting keep-alives fail.
-    pub fn depose(&self) {
+    pub(crate) fn depose(&self) {
         if !self.deposed.send_replace(true) {
             LEASE_METRICS.active.set(0);
             tracing::warn!(epoch = self.epoch, "lost the lease claim; standing by");
@@ -93,21 +93,21 @@ impl Active {
     }
 
     /// Records a granted lease.
-    pub fn granted(&self, id: i64, ttl: i64) {
+    pub(crate) fn granted(&self, id: i64, ttl: i64) {
         self.table.lock().grant(id, ttl, Instant::now());
         LEASE_METRICS.leases.set(self.table.lock().len() as i64);
         self.deadlines_changed.notify_one();
     }
 
     /// Forgets a revoked lease.
-    pub fn revoked(&self, id: i64) {
+    pub(crate) fn revoked(&self, id: i64) {
         self.table.lock().remove(id);
         LEASE_METRICS.leases.set(self.table.lock().len() as i64);
     }
 
     /// A keep-alive: the lease's TTL once its renewal is checkpointed, or 0
     /// for a lease that does not exist (etcd's answer).
-    pub async fn keep_alive(&self, id: i64) -> Result<i64, LeaseError> {
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<i64, LeaseError> {
         let (reply, answer) = oneshot::channel();
         self.renewals
             .send(Renewal { id, reply })

@@ -38,7 +38,7 @@ type Forwarder = LeaseClient<InterceptedService<Channel, TraceInterceptor>>;
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
 /// The Lease service of one instance.
-pub struct LeaseApi {
+pub(crate) struct LeaseApi {
     instance: Arc<Instance>,
     cluster_id: u64,
     member_id: u64,
@@ -52,7 +52,7 @@ enum Route {
 }
 
 impl LeaseApi {
-    pub fn new(instance: Arc<Instance>, cluster_id: u64) -> Self {
+    pub(crate) fn new(instance: Arc<Instance>, cluster_id: u64) -> Self {
         let member_id = cairn_proto::contract::member_id(&instance.me);
         Self {
             instance,

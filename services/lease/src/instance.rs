@@ -24,13 +24,12 @@ use crate::table::DeadlineTable;
 
 /// What the instance knows of the claim in force.
 #[derive(Clone, Debug, Default)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub holder: String,
-    pub epoch: u64,
 }
 
 /// One instance's shared state.
-pub struct Instance {
+pub(crate) struct Instance {
     /// This instance's advertised address: its name in claims.
     pub me: String,
     pub replicas: Arc<Replicas>,
@@ -42,7 +41,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn new(me: String, replicas: Arc<Replicas>, rules: LeaseRules) -> Arc<Self> {
+    pub(crate) fn new(me: String, replicas: Arc<Replicas>, rules: LeaseRules) -> Arc<Self> {
         Arc::new(Self {
             me,
             replicas,
@@ -54,7 +53,7 @@ impl Instance {
     }
 
     /// The active role, while this instance holds the claim.
-    pub fn active(&self) -> Option<Arc<Active>> {
+    pub(crate) fn active(&self) -> Option<Arc<Active>> {
         self.active
             .read()
             .as_ref()
@@ -63,15 +62,15 @@ impl Instance {
     }
 
     /// The claim in force as last seen.
-    pub fn claim(&self) -> Claim {
+    pub(crate) fn claim(&self) -> Claim {
         self.claim.read().clone()
     }
 
-    pub fn revision(&self) -> i64 {
+    pub(crate) fn revision(&self) -> i64 {
         self.revision.load(Ordering::Relaxed)
     }
 
-    pub fn saw_revision(&self, revision: i64) {
+    pub(crate) fn saw_revision(&self, revision: i64) {
         self.revision.fetch_max(revision, Ordering::Relaxed);
     }
 
@@ -79,14 +78,13 @@ impl Instance {
         if let Some(holder) = holder {
             *self.claim.write() = Claim {
                 holder: holder.holder.clone(),
-                epoch: holder.epoch,
             };
         }
     }
 
     /// Reads the claim in force now, for a call that arrived before this
     /// instance's next look at it.
-    pub async fn refresh_claim(&self) -> Result<Claim, LeaseError> {
+    pub(crate) async fn refresh_claim(&self) -> Result<Claim, LeaseError> {
         let state = self.replicas.leases().await?;
         self.saw_revision(state.revision);
         self.saw_holder(state.holder.as_ref());
@@ -132,7 +130,7 @@ impl Instance {
     }
 
     /// Watches the claim and takes over when its holder stops checkpointing.
-    pub async fn run(self: Arc<Self>, mut shutdown: ShutdownWatch) {
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: ShutdownWatch) {
         let poll = Duration::from_millis(self.rules.checkpoint_interval_ms / 2)
             .max(Duration::from_millis(50));
         let takeover_after = Duration::from_millis(self.rules.takeover_after_ms);

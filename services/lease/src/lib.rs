@@ -10,14 +10,14 @@
 //! - `instance`: standing by and claiming; `api`: etcd's Lease service.
 //! - `replicas`: the mvcc replicas every command goes through.
 
-pub mod active;
-pub mod api;
-pub mod error;
-pub mod instance;
-pub mod metrics;
-pub mod replicas;
-pub mod settings;
-pub mod table;
+mod active;
+mod api;
+mod error;
+mod instance;
+mod metrics;
+mod replicas;
+mod settings;
+mod table;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +26,9 @@ use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+/// What starting or serving a lease instance can fail with.
 pub use error::LeaseError;
+/// A lease instance's settings, which the `cairn-lease` binary loads and hands to `serve`.
 pub use settings::LeaseSettings;
 
 use crate::api::LeaseApi;

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use prometheus::{IntCounter, IntGauge};
 
 /// Every metric of a lease instance.
-pub struct LeaseMetrics {
+pub(crate) struct LeaseMetrics {
     /// 1 while this instance holds the claim.
     pub active: IntGauge,
     /// Leases with a deadline here (0 on a standby).
@@ -16,7 +16,7 @@ pub struct LeaseMetrics {
     pub checkpoint_commands: IntCounter,
 }
 
-pub static LEASE_METRICS: LazyLock<LeaseMetrics> = LazyLock::new(LeaseMetrics::register);
+pub(crate) static LEASE_METRICS: LazyLock<LeaseMetrics> = LazyLock::new(LeaseMetrics::register);
 
 // Names are literals checked by the test below, so construction cannot fail
 // at run time; registering twice is harmless and ignored.

@@ -17,12 +17,12 @@ use crate::error::LeaseError;
 type Client = MvccClient<InterceptedService<Channel, TraceInterceptor>>;
 
 /// Clients of every configured replica.
-pub struct Replicas {
+pub(crate) struct Replicas {
     nodes: Failover<Client>,
 }
 
 impl Replicas {
-    pub fn new(peers: &PeerSettings) -> Result<Self, LeaseError> {
+    pub(crate) fn new(peers: &PeerSettings) -> Result<Self, LeaseError> {
         let nodes = Failover::connect(peers, "mvcc", |channel| {
             MvccClient::with_interceptor(channel, TraceInterceptor)
                 .max_decoding_message_size(usize::MAX)
@@ -33,13 +33,13 @@ impl Replicas {
 
     /// Proposes `op` through a replica and answers with its apply. Sent to
     /// another replica only if it never reached one: a failed one may commit.
-    pub async fn apply(&self, op: Op) -> Result<ApplyResponse, LeaseError> {
+    pub(crate) async fn apply(&self, op: Op) -> Result<ApplyResponse, LeaseError> {
         self.apply_fenced(op, 0).await
     }
 
     /// As `apply`, void (etcd's "leader changed") unless `fence_epoch` is
     /// the lease claim in force when it is applied.
-    pub async fn apply_fenced(
+    pub(crate) async fn apply_fenced(
         &self,
         op: Op,
         fence_epoch: u64,
@@ -59,7 +59,7 @@ impl Replicas {
     }
 
     /// Every lease and the claim in force.
-    pub async fn leases(&self) -> Result<LeasesResponse, LeaseError> {
+    pub(crate) async fn leases(&self) -> Result<LeasesResponse, LeaseError> {
         Ok(self
             .nodes
             .call("leases", failover::unavailable, |mut client| async move {
@@ -69,7 +69,7 @@ impl Replicas {
     }
 
     /// One lease and, if asked, its keys.
-    pub async fn lease(&self, id: i64, keys: bool) -> Result<LeaseResponse, LeaseError> {
+    pub(crate) async fn lease(&self, id: i64, keys: bool) -> Result<LeaseResponse, LeaseError> {
         Ok(self
             .nodes
             .call("lease", failover::unavailable, |mut client| async move {

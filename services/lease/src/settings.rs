@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::LeaseError;
 
 /// etcd's largest lease TTL, seconds.
-pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+pub(crate) const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 /// Everything an instance needs to start.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,6 +58,7 @@ impl Default for NodeSettings {
 }
 
 impl NodeSettings {
+    /// The address other instances reach this one at: `advertise`, or `listen` when that is unset.
     pub fn advertised(&self) -> &str {
         if self.advertise.is_empty() {
             &self.listen

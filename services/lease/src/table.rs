@@ -8,7 +8,7 @@ use cairn_proto::cairn::mvcc::v1::LeaseRecord;
 
 /// One lease as the active instance sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// Granted TTL, seconds.
     pub ttl: i64,
     pub deadline: Instant,
@@ -16,7 +16,7 @@ pub struct Lease {
 
 /// Every lease's deadline, and the leases ordered by it.
 #[derive(Default)]
-pub struct DeadlineTable {
+pub(crate) struct DeadlineTable {
     leases: HashMap<i64, Lease>,
     by_deadline: BTreeSet<(Instant, i64)>,
 }
@@ -29,7 +29,7 @@ impl DeadlineTable {
     /// The table a newly active instance starts from: each lease resumes its
     /// last checkpointed remaining TTL (from `now`, which is after the
     /// checkpoint, so never early), or its full TTL if it has none.
-    pub fn resume(records: &[LeaseRecord], now: Instant) -> Self {
+    pub(crate) fn resume(records: &[LeaseRecord], now: Instant) -> Self {
         let mut table = Self::default();
         for record in records {
             let remaining = if record.remaining_ms > 0 {
@@ -42,15 +42,12 @@ impl DeadlineTable {
         table
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.leases.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
-    }
-
-    pub fn get(&self, id: i64) -> Option<Lease> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, id: i64) -> Option<Lease> {
         self.leases.get(&id).copied()
     }
 
@@ -62,30 +59,30 @@ impl DeadlineTable {
     }
 
     /// A lease granted now.
-    pub fn grant(&mut self, id: i64, ttl: i64, now: Instant) {
+    pub(crate) fn grant(&mut self, id: i64, ttl: i64, now: Instant) {
         self.set(id, ttl, now + seconds(ttl));
     }
 
     /// A keep-alive: the full TTL again from `now`. `None` for an unknown lease.
-    pub fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
+    pub(crate) fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
         let ttl = self.leases.get(&id)?.ttl;
         self.set(id, ttl, now + seconds(ttl));
         Some(ttl)
     }
 
-    pub fn remove(&mut self, id: i64) -> Option<Lease> {
+    pub(crate) fn remove(&mut self, id: i64) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
         self.by_deadline.remove(&(lease.deadline, id));
         Some(lease)
     }
 
     /// The earliest deadline, to sleep until.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.by_deadline.first().map(|(deadline, _)| *deadline)
     }
 
     /// Takes out every lease whose deadline is at or before `now`.
-    pub fn take_expired(&mut self, now: Instant) -> Vec<i64> {
+    pub(crate) fn take_expired(&mut self, now: Instant) -> Vec<i64> {
         let mut expired = Vec::new();
         while let Some(&(deadline, id)) = self.by_deadline.first() {
             if deadline > now {
@@ -100,7 +97,7 @@ impl DeadlineTable {
 
     /// Milliseconds left for `id` at `now`, rounded up so a checkpoint never
     /// shortens a lease; at least 1 (0 means "no checkpoint" to the replicas).
-    pub fn remaining_ms(&self, id: i64, now: Instant) -> Option<i64> {
+    pub(crate) fn remaining_ms(&self, id: i64, now: Instant) -> Option<i64> {
         let lease = self.leases.get(&id)?;
         let left = lease.deadline.saturating_duration_since(now);
         let millis = left.as_micros().div_ceil(1000);
@@ -108,7 +105,7 @@ impl DeadlineTable {
     }
 
     /// Every lease with its remaining milliseconds at `now`.
-    pub fn all_remaining(&self, now: Instant) -> Vec<(i64, i64)> {
+    pub(crate) fn all_remaining(&self, now: Instant) -> Vec<(i64, i64)> {
         let mut all: Vec<(i64, i64)> = self
             .leases
             .keys()
@@ -119,7 +116,7 @@ impl DeadlineTable {
     }
 
     /// Seconds left for `id` at `now`, as etcd reports them (rounded up).
-    pub fn remaining_secs(&self, id: i64, now: Instant) -> Option<i64> {
+    pub(crate) fn remaining_secs(&self, id: i64, now: Instant) -> Option<i64> {
         self.remaining_ms(id, now)
             .map(|millis| (millis + 999) / 1000)
     }

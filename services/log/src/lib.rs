@@ -10,14 +10,14 @@
 //!   Proposals and read indexes that arrive together share one round of consensus.
 //! - `purge`: the policy that never drops an entry a consumer still needs.
 
-pub mod api;
-pub mod error;
-pub mod metrics;
-pub mod network;
-pub mod purge;
-pub mod settings;
-pub mod store;
-pub mod types;
+mod api;
+mod error;
+mod metrics;
+mod network;
+mod purge;
+mod settings;
+mod store;
+mod types;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,7 +30,9 @@ use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+/// What starting or serving a log node can fail with.
 pub use error::LogError;
+/// A log node's settings, which the `cairn-log` binary loads and hands to `serve`.
 pub use settings::LogSettings;
 
 use crate::api::LogApi;

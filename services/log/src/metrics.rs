@@ -7,7 +7,7 @@ use prometheus::{
 };
 
 /// The node's metrics. One set per process: a process runs one node.
-pub struct LogMetrics {
+pub(crate) struct LogMetrics {
     pub term: IntGauge,
     pub is_leader: IntGauge,
     pub last_log_index: IntGauge,
@@ -29,7 +29,7 @@ pub struct LogMetrics {
 }
 
 /// The metrics, registered on first use.
-pub static LOG_METRICS: LazyLock<LogMetrics> = LazyLock::new(LogMetrics::register);
+pub(crate) static LOG_METRICS: LazyLock<LogMetrics> = LazyLock::new(LogMetrics::register);
 
 // Metric names are literals checked by the test below, so construction cannot
 // fail at run time; registering twice (several nodes in one test process) is

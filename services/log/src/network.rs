@@ -28,7 +28,7 @@ use crate::metrics::LOG_METRICS;
 use crate::types::{NodeId, Raft, TypeConfig};
 
 /// The largest raft message a node accepts: a full AppendEntries batch of big commands.
-pub const MAX_RAFT_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
+pub(crate) const MAX_RAFT_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Command bytes one AppendEntries carries at most (at least one entry).
 ///
@@ -36,7 +36,7 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 /// a payload of many large entries can never make it, and the follower would
 /// never catch up. A longer batch is cut here and reported to openraft as a
 /// partial success, which sends the rest next (etcd's MaxSizePerMsg).
-pub const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
+pub(crate) const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
 
 /// The command bytes of one entry.
 fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
@@ -72,7 +72,7 @@ fn keep_within(
 
 /// Makes a client per peer for openraft.
 #[derive(Clone, Default)]
-pub struct Network;
+pub(crate) struct Network;
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -98,7 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// One peer, as openraft's replication and election see it.
-pub struct PeerClient {
+pub(crate) struct PeerClient {
     target: NodeId,
     addr: String,
     client: Result<RaftClient<Channel>, String>,
@@ -220,12 +220,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 /// The receiving side: hands peers' messages to the local raft.
-pub struct RaftService {
+pub(crate) struct RaftService {
     raft: Raft,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
+    pub(crate) fn new(raft: Raft) -> Self {
         Self { raft }
     }
 }

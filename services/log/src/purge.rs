@@ -15,7 +15,7 @@ use crate::store::Bookkeeping;
 use crate::types::Raft;
 
 /// The highest index that may be purged, or `None` to keep everything.
-pub fn purge_floor(
+pub(crate) fn purge_floor(
     snapshot_index: Option<u64>,
     consumers: impl IntoIterator<Item = u64>,
     retain_entries: u64,
@@ -30,7 +30,7 @@ pub fn purge_floor(
 }
 
 /// Runs the policy every `interval` until shutdown.
-pub async fn run(
+pub(crate) async fn run(
     raft: Raft,
     bookkeeping: Arc<RwLock<Bookkeeping>>,
     retain_entries: u64,

@@ -5,11 +5,11 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 /// A log node's id.
-pub type NodeId = u64;
+pub(crate) type NodeId = u64;
 
 /// What one log entry carries besides openraft's own blank and membership entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LogCommand {
+pub(crate) enum LogCommand {
     /// Clients' commands, opaque to the log, packed by the leader into one
     /// entry when they arrive together; consumers apply them in order.
     Commands(#[serde(with = "commands_as_bytes")] Vec<Vec<u8>>),
@@ -24,7 +24,7 @@ pub enum LogCommand {
 
 openraft::declare_raft_types!(
     /// The log's raft types: opaque commands, u64 ids, host:port nodes.
-    pub TypeConfig:
+    pub(crate) TypeConfig:
         D = LogCommand,
         R = (),
         NodeId = NodeId,
@@ -35,14 +35,14 @@ openraft::declare_raft_types!(
 );
 
 /// openraft's types with the log's parameters filled in.
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type LogId = openraft::LogId<NodeId>;
+pub(crate) type Vote = openraft::Vote<NodeId>;
+pub(crate) type StorageError = openraft::StorageError<NodeId>;
+pub(crate) type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub(crate) type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub(crate) type Snapshot = openraft::Snapshot<TypeConfig>;
 
 /// Commands serialised as byte strings rather than sequences of numbers: a
 /// memcpy instead of a call per byte, which decides whether an AppendEntries
@@ -94,7 +94,7 @@ mod commands_as_bytes {
         }
     }
 
-    pub fn serialize<S: Serializer>(
+    pub(super) fn serialize<S: Serializer>(
         commands: &[Vec<u8>],
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
@@ -105,7 +105,7 @@ mod commands_as_bytes {
         seq.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Vec<Vec<u8>>, D::Error> {
         let commands: Vec<Bytes> = Vec::deserialize(deserializer)?;

@@ -15,7 +15,7 @@ use crate::replica::Replica;
 
 /// Every `interval` until shutdown: sets the gauges and raises NOSPACE for
 /// this replica once its store is past `quota` bytes (0: no quota).
-pub async fn run(
+pub(crate) async fn run(
     api: MvccApi,
     interval: Duration,
     quota: u64,

@@ -37,7 +37,7 @@ struct Generation {
 
 /// The history of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyIndex {
+pub(crate) struct KeyIndex {
     modified: Revision,
     /// Never empty; only the last may hold no revisions.
     generations: Vec<Generation>,
@@ -53,25 +53,20 @@ impl Default for KeyIndex {
 }
 
 impl KeyIndex {
-    /// The revision of the key's last put or delete.
-    pub fn modified(&self) -> Revision {
-        self.modified
-    }
-
     /// True when nothing of the key is left: the index can be dropped.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.generations.len() == 1 && self.generations[0].revisions.is_empty()
     }
 
     /// Whether the key exists now.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.generations
             .last()
             .is_some_and(|generation| !generation.revisions.is_empty())
     }
 
     /// Records a put at `revision`.
-    pub fn put(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
+    pub(crate) fn put(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
         if revision <= self.modified {
             return Err(KeyIndexError::OutOfOrder {
                 last: self.modified,
@@ -95,7 +90,7 @@ impl KeyIndex {
     /// Re-records a put read back from disk, where compaction may have removed
     /// the writes before it: the stored creation revision and version win over
     /// what counting the surviving writes would give.
-    pub fn restore(
+    pub(crate) fn restore(
         &mut self,
         revision: Revision,
         created: Revision,
@@ -112,14 +107,14 @@ impl KeyIndex {
     /// Re-records a delete read back from disk. Compaction may have removed
     /// every put before it, so unlike [`KeyIndex::tombstone`] it does not ask
     /// for a live key.
-    pub fn restore_tombstone(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
+    pub(crate) fn restore_tombstone(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
         self.put(revision)?;
         self.generations.push(Generation::default());
         Ok(())
     }
 
     /// Records a delete at `revision`: it ends the live generation.
-    pub fn tombstone(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
+    pub(crate) fn tombstone(&mut self, revision: Revision) -> Result<(), KeyIndexError> {
         if !self.is_live() {
             return Err(KeyIndexError::NotLive);
         }
@@ -130,7 +125,7 @@ impl KeyIndex {
 
     /// The key as it was at main revision `at`, or `None` if it did not exist
     /// then (never created yet, deleted, or compacted away).
-    pub fn get(&self, at: i64) -> Option<KeyAt> {
+    pub(crate) fn get(&self, at: i64) -> Option<KeyAt> {
         let last = self.generations.len().checked_sub(1)?;
         for (index, generation) in self.generations.iter().enumerate().rev() {
             let Some(first) = generation.revisions.first() else {
@@ -159,7 +154,7 @@ impl KeyIndex {
     /// The key's changes from main revision `from` on, in order. One txn may
     /// write a key twice (a nested txn puts it, a later one deletes it), and
     /// both writes are events.
-    pub fn since(&self, from: i64) -> Vec<Revision> {
+    pub(crate) fn since(&self, from: i64) -> Vec<Revision> {
         self.generations
             .iter()
             .flat_map(|generation| &generation.revisions)
@@ -173,7 +168,7 @@ impl KeyIndex {
     /// generation whose delete came before `at` goes entirely; one deleted at
     /// exactly `at` keeps its delete. Returns the revision kept at or before
     /// `at`, which the revision index must keep too.
-    pub fn compact(&mut self, at: i64) -> Option<Revision> {
+    pub(crate) fn compact(&mut self, at: i64) -> Option<Revision> {
         let last = self.generations.len().saturating_sub(1);
         let mut first_kept = 0;
         while first_kept < last {

@@ -15,20 +15,20 @@
 //! - `proposals`, `read_point`: calls to the log shared by concurrent requests.
 //! - `publish`: the JetStream revision stream.
 
-pub mod api;
-pub mod error;
-pub mod housekeeping;
-pub mod key_index;
-pub mod log_client;
-pub mod metrics;
-pub mod proposals;
-pub mod publish;
-pub mod range;
-pub mod read_point;
-pub mod replica;
-pub mod revision;
-pub mod settings;
-pub mod snapshot;
+mod api;
+mod error;
+mod housekeeping;
+mod key_index;
+mod log_client;
+mod metrics;
+mod proposals;
+mod publish;
+mod range;
+mod read_point;
+mod replica;
+mod revision;
+mod settings;
+mod snapshot;
 pub mod store;
 pub mod tree_index;
 pub mod validate;
@@ -42,7 +42,9 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+/// What the replica, its store and its requests can fail with.
 pub use error::MvccError;
+/// A replica's settings, which the `cairn-mvcc` binary loads and hands to `serve`.
 pub use settings::MvccSettings;
 
 use crate::api::MvccApi;

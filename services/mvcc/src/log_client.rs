@@ -45,6 +45,7 @@ impl LogFailure {
         }
     }
 
+    /// The failure a call to the log answered with `status`.
     pub fn from_status(status: &Status) -> Self {
         let failure = Failure::from_status(status);
         Self {
@@ -102,14 +103,14 @@ fn note_leader<T>(
 }
 
 /// Clients for every configured log node.
-pub struct LogClient {
+pub(crate) struct LogClient {
     nodes: Failover<Client>,
     /// Counts the times calls moved to another node because it leads.
     leader_moved: watch::Sender<u64>,
 }
 
 impl LogClient {
-    pub fn new(peers: &PeerSettings) -> Result<Self, MvccError> {
+    pub(crate) fn new(peers: &PeerSettings) -> Result<Self, MvccError> {
         let nodes = Failover::connect(peers, "log", |channel| {
             RawLogClient::with_interceptor(channel, TraceInterceptor)
                 .max_decoding_message_size(64 * 1024 * 1024)
@@ -122,14 +123,14 @@ impl LogClient {
         })
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.nodes.timeout()
     }
 
     /// Changes when calls move to another node because it leads: a
     /// subscription is best taken from the leader, which learns of a commit
     /// first.
-    pub fn leader_moved(&self) -> watch::Receiver<u64> {
+    pub(crate) fn leader_moved(&self) -> watch::Receiver<u64> {
         self.leader_moved.subscribe()
     }
 
@@ -146,7 +147,7 @@ impl LogClient {
     /// Appends several commands into one entry, in order; all or none
     /// commit. Sent elsewhere only if no node took it: a proposal that failed
     /// after that may still commit.
-    pub async fn propose_batch(
+    pub(crate) async fn propose_batch(
         &self,
         commands: Vec<Vec<u8>>,
     ) -> Result<ProposeResponse, LogFailure> {
@@ -168,7 +169,7 @@ impl LogClient {
     }
 
     /// A linearizable read point. Idempotent, so any failure moves on.
-    pub async fn read_index(&self) -> Result<ReadIndexResponse, LogFailure> {
+    pub(crate) async fn read_index(&self) -> Result<ReadIndexResponse, LogFailure> {
         let leader = Mutex::new(None);
         let point = self
             .nodes
@@ -183,7 +184,7 @@ impl LogClient {
     }
 
     /// Reports the index this replica has durably applied.
-    pub async fn ack(&self, consumer: &str, applied_index: u64) -> Result<(), LogFailure> {
+    pub(crate) async fn ack(&self, consumer: &str, applied_index: u64) -> Result<(), LogFailure> {
         let leader = Mutex::new(None);
         let acknowledged = self
             .nodes
@@ -208,7 +209,7 @@ impl LogClient {
     /// Committed entries from `from_index` on, from whichever node answers.
     /// An index the log has purged is [`MvccError::Purged`]: this replica can
     /// only go on from a copy of another's state.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         from_index: u64,
     ) -> Result<Streaming<SubscribeResponse>, MvccError> {

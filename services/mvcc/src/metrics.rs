@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntGauge};
 
 /// Every metric of an mvcc replica.
-pub struct MvccMetrics {
+pub(crate) struct MvccMetrics {
     pub applied_index: IntGauge,
     pub current_revision: IntGauge,
     pub published_revision: IntGauge,
@@ -20,7 +20,7 @@ pub struct MvccMetrics {
     pub requests: HistogramVec,
 }
 
-pub static MVCC_METRICS: LazyLock<MvccMetrics> = LazyLock::new(MvccMetrics::register);
+pub(crate) static MVCC_METRICS: LazyLock<MvccMetrics> = LazyLock::new(MvccMetrics::register);
 
 // Names are literals checked by the test below, so construction cannot fail
 // at run time; registering twice (several replicas in one test process) is

@@ -35,12 +35,12 @@ impl Weighed for Waiting {
 }
 
 /// Sends a replica's commands to the log, sharing calls between concurrent writes.
-pub struct Proposals {
+pub(crate) struct Proposals {
     sharing: Arc<Sharing<Waiting>>,
 }
 
 impl Proposals {
-    pub fn new(replica: Arc<Replica>) -> Self {
+    pub(crate) fn new(replica: Arc<Replica>) -> Self {
         let limits = ShareLimits {
             in_flight: IN_FLIGHT,
             max_items: MAX_COMMANDS,
@@ -55,7 +55,7 @@ impl Proposals {
 
     /// Proposes `command` and returns once its entry is committed. An error
     /// may leave the outcome unknown: the command may still commit.
-    pub async fn propose(&self, command: Vec<u8>) -> Result<(), MvccError> {
+    pub(crate) async fn propose(&self, command: Vec<u8>) -> Result<(), MvccError> {
         let (reply, answer) = oneshot::channel();
         self.sharing.submit(Waiting {
             command,

@@ -47,7 +47,7 @@ const STANDBY_CHECK: Duration = Duration::from_secs(1);
 
 /// Publishes while this replica holds the publisher claim and stands by
 /// otherwise, until shutdown, reconnecting to NATS whenever it is lost.
-pub async fn run(
+pub(crate) async fn run(
     api: MvccApi,
     settings: NatsSettings,
     takeover_after: Duration,
@@ -167,7 +167,7 @@ fn nats<E: std::fmt::Display>(error: E) -> MvccError {
 }
 
 /// The stream every replica publishes to and every gateway reads.
-pub fn stream_config(settings: &NatsSettings) -> stream::Config {
+pub(crate) fn stream_config(settings: &NatsSettings) -> stream::Config {
     stream::Config {
         name: settings.stream.clone(),
         subjects: vec![settings.subject.clone()],

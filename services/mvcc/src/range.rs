@@ -15,7 +15,7 @@ use crate::store::schema::Record;
 use crate::tree_index::{KeyRange, TreeIndex};
 
 /// What a Range reads: the key index and the values of revisions.
-pub trait RangeSource {
+pub(crate) trait RangeSource {
     fn tree(&self) -> &TreeIndex;
     fn record(&self, revision: Revision) -> Result<Record, MvccError>;
 }
@@ -50,7 +50,7 @@ impl ReadBounds {
 /// existed at the revision read, with the revision of its value. Taken under
 /// the index lock; the values are read after, without it.
 #[derive(Debug, Default)]
-pub struct Found {
+pub(crate) struct Found {
     keys: Vec<(Arc<[u8]>, Revision)>,
 }
 
@@ -61,7 +61,7 @@ impl From<Vec<(Arc<[u8]>, Revision)>> for Found {
 }
 
 /// The keys `request` covers at the revision it reads.
-pub fn find(
+pub(crate) fn find(
     tree: &TreeIndex,
     request: &RangeRequest,
     bounds: ReadBounds,
@@ -76,14 +76,14 @@ pub fn find(
 }
 
 /// etcd's gRPC limit on a response's size: what a Range may return at most.
-pub const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+pub(crate) const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// Builds the answer to `request` from what [`find`] found, reading values
 /// through `record`. The header carries only the revision
 /// (`header_revision`, the store's current one); the caller fills the rest.
 /// An answer larger than `max_bytes` is refused as gRPC refuses to send it,
 /// before it is all in memory.
-pub fn fill(
+pub(crate) fn fill(
     found: Found,
     request: &RangeRequest,
     header_revision: i64,
@@ -159,7 +159,7 @@ pub fn fill(
 }
 
 /// Runs `request` against `source` at once (inside an apply, for a Txn).
-pub fn range(
+pub(crate) fn range(
     source: &impl RangeSource,
     request: &RangeRequest,
     bounds: ReadBounds,
@@ -186,7 +186,7 @@ fn passes_filters(kv: &KeyValue, request: &RangeRequest) -> bool {
 
 /// etcd sorts by the target, ascending unless told otherwise once the target
 /// is not the key. Ties keep key order ascending (descending when reversed).
-pub fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+pub(crate) fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
     let order = if target != SortTarget::Key && order == SortOrder::None {
         SortOrder::Ascend
     } else {

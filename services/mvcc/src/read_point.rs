@@ -19,12 +19,12 @@ struct Waiting(oneshot::Sender<Result<u64, LogFailure>>);
 impl Weighed for Waiting {}
 
 /// Hands out read points from the log, sharing calls between concurrent reads.
-pub struct ReadPoints {
+pub(crate) struct ReadPoints {
     sharing: Arc<Sharing<Waiting>>,
 }
 
 impl ReadPoints {
-    pub fn new(replica: Arc<Replica>) -> Self {
+    pub(crate) fn new(replica: Arc<Replica>) -> Self {
         let sharing = Sharing::new(ShareLimits::unbounded(1), move |waiting: Vec<Waiting>| {
             let replica = replica.clone();
             async move {
@@ -39,7 +39,7 @@ impl ReadPoints {
 
     /// A log index this replica must have applied before it answers a read
     /// that began before this call.
-    pub async fn read_point(&self) -> Result<u64, MvccError> {
+    pub(crate) async fn read_point(&self) -> Result<u64, MvccError> {
         let (reply, answer) = oneshot::channel();
         self.sharing.submit(Waiting(reply));
         Ok(answer.await.map_err(|_| MvccError::Stopped)??)

@@ -20,11 +20,11 @@ use crate::metrics::MVCC_METRICS;
 use crate::store::{Applied, LogEntry, LogPosition, Reply, Store};
 
 /// The result of one proposed command, as the applier computed it.
-pub type CommandResult = Result<Reply, MvccError>;
+pub(crate) type CommandResult = Result<Reply, MvccError>;
 
 /// A revision's events with the trace they belong to, for the publisher.
 #[derive(Clone, Debug)]
-pub struct Published {
+pub(crate) struct Published {
     pub events: RevisionEvents,
     pub trace_context: HashMap<String, String>,
     /// Set on a placeholder for a compacted revision: the compact revision.
@@ -32,7 +32,7 @@ pub struct Published {
 }
 
 /// What the applier shares with the API and the publisher.
-pub struct Replica {
+pub(crate) struct Replica {
     pub store: Arc<Store>,
     pub log: LogClient,
     pub name: String,
@@ -51,7 +51,7 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(store: Arc<Store>, log: LogClient, name: String) -> Arc<Self> {
+    pub(crate) fn new(store: Arc<Store>, log: LogClient, name: String) -> Arc<Self> {
         let status = store.status();
         MVCC_METRICS.applied_index.set(status.applied.index as i64);
         MVCC_METRICS.current_revision.set(status.current);
@@ -71,7 +71,7 @@ impl Replica {
     }
 
     /// Refuses once applying has failed; every request checks it first.
-    pub fn check_serving(&self) -> Result<(), MvccError> {
+    pub(crate) fn check_serving(&self) -> Result<(), MvccError> {
         match self.failed.borrow().as_ref() {
             Some(reason) => Err(MvccError::Failed(reason.clone())),
             None => Ok(()),
@@ -79,7 +79,7 @@ impl Replica {
     }
 
     /// Resolves once applying has failed, with why.
-    pub async fn stopped_applying(&self) -> String {
+    pub(crate) async fn stopped_applying(&self) -> String {
         let mut failed = self.failed.subscribe();
         let reason = match failed.wait_for(Option::is_some).await {
             Ok(reason) => reason.clone().unwrap_or_default(),
@@ -99,7 +99,7 @@ impl Replica {
     }
 
     /// Reserves a sequence number and the place its result will arrive.
-    pub fn register(&self) -> (u64, oneshot::Receiver<CommandResult>) {
+    pub(crate) fn register(&self) -> (u64, oneshot::Receiver<CommandResult>) {
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.waiters.lock().insert(sequence, sender);
@@ -107,16 +107,16 @@ impl Replica {
     }
 
     /// Gives up on a result (the proposal failed or timed out).
-    pub fn forget(&self, sequence: u64) {
+    pub(crate) fn forget(&self, sequence: u64) {
         self.waiters.lock().remove(&sequence);
     }
 
-    pub fn applied(&self) -> LogPosition {
+    pub(crate) fn applied(&self) -> LogPosition {
         *self.applied.borrow()
     }
 
     /// Waits until the applied index reaches `index`.
-    pub async fn wait_applied(&self, index: u64) -> Result<(), MvccError> {
+    pub(crate) async fn wait_applied(&self, index: u64) -> Result<(), MvccError> {
         let mut applied = self.applied.subscribe();
         applied
             .wait_for(|position| position.index >= index)
@@ -126,12 +126,12 @@ impl Replica {
     }
 
     /// Follows the current revision (for the publisher).
-    pub fn current_revision(&self) -> watch::Receiver<i64> {
+    pub(crate) fn current_revision(&self) -> watch::Receiver<i64> {
         self.current_revision.subscribe()
     }
 
     /// The events of `revision` if it is still among the recent ones.
-    pub fn recent(&self, revision: i64) -> Option<Published> {
+    pub(crate) fn recent(&self, revision: i64) -> Option<Published> {
         let recent = self.recent.lock();
         let first = recent.front()?.events.revision;
         let position = usize::try_from(revision.checked_sub(first)?).ok()?;
@@ -142,7 +142,7 @@ impl Replica {
     /// Applies committed entries in order and hands each result to the
     /// request waiting for it. A failure other than an etcd refusal stops
     /// this replica for good: its memory may now be ahead of its disk.
-    pub fn apply_entries(&self, entries: &[LogEntry]) -> Result<(), MvccError> {
+    pub(crate) fn apply_entries(&self, entries: &[LogEntry]) -> Result<(), MvccError> {
         self.check_serving()?;
         let started = std::time::Instant::now();
         match self.store.apply(entries) {
@@ -232,7 +232,10 @@ fn start_applier(replica: &Arc<Replica>) -> Result<mpsc::Sender<Vec<LogEntry>>, 
 
 /// Tails the log from the applied index on, for good: a broken subscription
 /// is resumed on another node.
-pub async fn tail(replica: Arc<Replica>, mut shutdown: ShutdownWatch) -> Result<(), MvccError> {
+pub(crate) async fn tail(
+    replica: Arc<Replica>,
+    mut shutdown: ShutdownWatch,
+) -> Result<(), MvccError> {
     let start = replica.applied().index;
     // Registering first keeps the log from purging what this replica still needs.
     while let Err(error) = replica.log.ack(&replica.name, start).await {
@@ -327,7 +330,11 @@ async fn follow(
 
 /// Syncs the store and acknowledges the applied index to the log, so the log
 /// may purge what every replica has made durable.
-pub async fn acknowledge(replica: Arc<Replica>, interval: Duration, mut shutdown: ShutdownWatch) {
+pub(crate) async fn acknowledge(
+    replica: Arc<Replica>,
+    interval: Duration,
+    mut shutdown: ShutdownWatch,
+) {
     let mut acknowledged = replica.applied().index;
     loop {
         tokio::select! {

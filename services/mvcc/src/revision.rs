@@ -9,6 +9,7 @@ pub struct Revision {
 }
 
 impl Revision {
+    /// The revision `main`, write `sub` within it.
     pub const fn new(main: i64, sub: i64) -> Self {
         Self { main, sub }
     }

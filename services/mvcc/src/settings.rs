@@ -97,6 +97,7 @@ impl Default for LimitSettings {
 }
 
 impl LimitSettings {
+    /// The limits `validate` checks requests against.
     pub fn limits(&self) -> Limits {
         Limits {
             max_txn_ops: self.max_txn_ops,

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::sync::Arc;
 
@@ -26,10 +26,10 @@ const MAGIC: &[u8] = b"CAIRNSNAP1\n";
 const PAGE: u64 = 512;
 const SHA256_BYTES: u64 = 32;
 /// Bytes per chunk a snapshot is read in.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// A checkpoint on disk, removed when dropped, and the files to send.
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     dir: PathBuf,
     files: Vec<(String, u64)>,
 }
@@ -45,7 +45,7 @@ impl Drop for Checkpoint {
 impl Checkpoint {
     /// Takes a checkpoint of `store` into `dir`, which must not exist and
     /// should be on the store's filesystem (its files are hard links).
-    pub fn take(store: &Store, dir: PathBuf) -> Result<Self, MvccError> {
+    pub(crate) fn take(store: &Store, dir: PathBuf) -> Result<Self, MvccError> {
         store.checkpoint(&dir)?;
         let mut files = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io_error)? {
@@ -73,12 +73,12 @@ impl Checkpoint {
     }
 
     /// Bytes the whole stream will have.
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.framed_bytes().div_ceil(PAGE) * PAGE + SHA256_BYTES
     }
 
     /// Writes the framed stream to `out`.
-    pub fn write_to(&self, out: &mut impl Write) -> Result<(), MvccError> {
+    pub(crate) fn write_to(&self, out: &mut impl Write) -> Result<(), MvccError> {
         let mut out = Summing {
             inner: out,
             checksum: sha2::Sha256::default(),
@@ -123,8 +123,10 @@ impl Checkpoint {
 }
 
 /// Unpacks a framed stream into `dir` (created; it must not hold a store),
-/// checking its checksum, so a replica can open it.
-pub fn unpack(input: &mut impl Read, dir: &Path) -> Result<(), MvccError> {
+/// checking its checksum, so a replica can open it. Only the tests unpack
+/// for now, to check what `Checkpoint::write_to` writes.
+#[cfg(test)]
+pub(crate) fn unpack(input: &mut impl Read, dir: &std::path::Path) -> Result<(), MvccError> {
     let corrupt = |what: &str| MvccError::Snapshot(what.to_owned());
     std::fs::create_dir_all(dir).map_err(io_error)?;
     let mut input = Crc32Reader::new(input);
@@ -204,11 +206,14 @@ impl<W: Write, C: Checksum> Write for Summing<W, C> {
     }
 }
 
+/// Passes reads on from `inner`, feeding each byte read to a CRC-32.
+#[cfg(test)]
 struct Crc32Reader<R> {
     inner: R,
     hasher: crc32fast::Hasher,
 }
 
+#[cfg(test)]
 impl<R: Read> Crc32Reader<R> {
     fn new(inner: R) -> Self {
         Self {
@@ -226,6 +231,7 @@ impl<R: Read> Crc32Reader<R> {
     }
 }
 
+#[cfg(test)]
 impl<R: Read> Read for Crc32Reader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let read = self.inner.read(buf)?;
@@ -238,7 +244,7 @@ impl<R: Read> Read for Crc32Reader<R> {
 /// checkpoint taken beside the store (on its filesystem, so its files are
 /// hard links), framed, read on a blocking thread and sent as it fills. A
 /// receiver that goes away ends the copy.
-pub fn stream(
+pub(crate) fn stream(
     store: Arc<Store>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<SnapshotChunk, Status>> {
     let (chunks, received) = tokio::sync::mpsc::channel(4);

@@ -19,6 +19,7 @@ pub enum KeyRange {
 }
 
 impl KeyRange {
+    /// The keys a request's `key` and `range_end` select, read as etcd reads them.
     pub fn new(key: &[u8], range_end: &[u8]) -> Self {
         match range_end {
             [] => Self::Single(key.to_vec()),
@@ -87,7 +88,7 @@ impl TreeIndex {
         self.change(key, |index| index.put(revision))
     }
 
-    /// Re-records a put read back from disk (see [`KeyIndex::restore`]).
+    /// Re-records a put read back from disk (see `KeyIndex::restore`).
     pub fn restore(
         &mut self,
         key: &[u8],
@@ -98,7 +99,7 @@ impl TreeIndex {
         self.change(key, |index| index.restore(revision, created, version))
     }
 
-    /// Re-records a delete read back from disk (see [`KeyIndex::restore_tombstone`]).
+    /// Re-records a delete read back from disk (see `KeyIndex::restore_tombstone`).
     pub fn restore_tombstone(
         &mut self,
         key: &[u8],
@@ -199,6 +200,7 @@ impl TreeIndex {
         self.keys.len()
     }
 
+    /// True when no key is indexed.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

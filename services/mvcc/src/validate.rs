@@ -37,6 +37,7 @@ pub fn check_size(encoded_len: usize, limits: &Limits) -> Result<(), EtcdError> 
     Ok(())
 }
 
+/// etcd's checks on a Range.
 pub fn check_range(request: &RangeRequest) -> Result<(), EtcdError> {
     if request.key.is_empty() {
         return Err(EtcdError::KeyNotProvided);
@@ -49,6 +50,7 @@ pub fn check_range(request: &RangeRequest) -> Result<(), EtcdError> {
     Ok(())
 }
 
+/// etcd's checks on a Put.
 pub fn check_put(request: &PutRequest) -> Result<(), EtcdError> {
     if request.key.is_empty() {
         return Err(EtcdError::KeyNotProvided);
@@ -62,6 +64,7 @@ pub fn check_put(request: &PutRequest) -> Result<(), EtcdError> {
     Ok(())
 }
 
+/// etcd's checks on a DeleteRange.
 pub fn check_delete_range(request: &DeleteRangeRequest) -> Result<(), EtcdError> {
     if request.key.is_empty() {
         return Err(EtcdError::KeyNotProvided);

@@ -14,13 +14,13 @@ use crate::stream::{Shared, WatchStream};
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 /// The Watch service of one gateway.
-pub struct WatchApi {
+pub(crate) struct WatchApi {
     shared: Arc<Shared>,
     queue: usize,
 }
 
 impl WatchApi {
-    pub fn new(shared: Arc<Shared>, queue: usize) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, queue: usize) -> Self {
         Self { shared, queue }
     }
 }

@@ -24,7 +24,7 @@ use cairn_kit::settings::NatsSettings;
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Feeds the hub until shutdown, reconnecting as often as it takes.
-pub async fn run(
+pub(crate) async fn run(
     hub: Arc<Hub>,
     history: Arc<History>,
     nats: NatsSettings,

@@ -16,7 +16,7 @@ use crate::error::WatchError;
 type Client = MvccClient<InterceptedService<Channel, TraceInterceptor>>;
 
 /// Clients of every configured replica.
-pub struct History {
+pub(crate) struct History {
     nodes: Failover<Client>,
 }
 
@@ -30,7 +30,7 @@ fn replica_error(status: Status) -> WatchError {
 }
 
 impl History {
-    pub fn new(peers: &PeerSettings) -> Result<Self, WatchError> {
+    pub(crate) fn new(peers: &PeerSettings) -> Result<Self, WatchError> {
         let nodes = Failover::connect(peers, "mvcc", |channel| {
             MvccClient::with_interceptor(channel, TraceInterceptor)
                 .max_decoding_message_size(usize::MAX)
@@ -39,7 +39,7 @@ impl History {
     }
 
     /// The store's current and compact revisions.
-    pub async fn current(&self) -> Result<(i64, i64), WatchError> {
+    pub(crate) async fn current(&self) -> Result<(i64, i64), WatchError> {
         let status = self
             .nodes
             .call("status", failover::unavailable, |mut client| async move {
@@ -52,7 +52,7 @@ impl History {
 
     /// Every event in the range from `from` on, up to the revision current
     /// when the call began, in chunks.
-    pub async fn events(
+    pub(crate) async fn events(
         &self,
         key: &[u8],
         range_end: &[u8],
@@ -76,6 +76,6 @@ impl History {
 }
 
 /// A failure in the middle of a history stream, as the gateway's error.
-pub fn stream_error(status: Status) -> WatchError {
+pub(crate) fn stream_error(status: Status) -> WatchError {
     replica_error(status)
 }

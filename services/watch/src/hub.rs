@@ -12,14 +12,14 @@ use tokio::sync::watch;
 use crate::metrics::WATCH_METRICS;
 
 /// Recent revisions, contiguous, oldest first.
-pub struct Hub {
+pub(crate) struct Hub {
     window: RwLock<VecDeque<Arc<RevisionEvents>>>,
     latest: watch::Sender<i64>,
     capacity: usize,
 }
 
 /// What a reader finds in the window.
-pub enum Window {
+pub(crate) enum Window {
     /// The revisions from the one asked for through the newest.
     Here(Vec<Arc<RevisionEvents>>),
     /// The revision asked for has left the window (or never entered it).
@@ -27,7 +27,7 @@ pub enum Window {
 }
 
 impl Hub {
-    pub fn new(capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             window: RwLock::new(VecDeque::with_capacity(capacity.min(65_536))),
             latest: watch::channel(0).0,
@@ -36,24 +36,24 @@ impl Hub {
     }
 
     /// The newest revision in the window, 0 before the first.
-    pub fn latest(&self) -> i64 {
+    pub(crate) fn latest(&self) -> i64 {
         *self.latest.borrow()
     }
 
     /// How many client streams are following the hub.
-    pub fn streams(&self) -> usize {
+    pub(crate) fn streams(&self) -> usize {
         self.latest.receiver_count()
     }
 
     /// Changes whenever a revision arrives.
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<i64> {
         self.latest.subscribe()
     }
 
     /// Appends the next revision. One that does not follow the newest starts
     /// the window again from it (the feed restarted further on); older
     /// readers then catch up from history.
-    pub fn push(&self, revision: RevisionEvents) {
+    pub(crate) fn push(&self, revision: RevisionEvents) {
         let number = revision.revision;
         {
             let mut window = self.window.write();
@@ -74,7 +74,7 @@ impl Hub {
 
     /// Revisions `from` through the newest, or `Gone` if `from` is older
     /// than the window. Empty when `from` is beyond the newest.
-    pub fn read(&self, from: i64, max: usize) -> Window {
+    pub(crate) fn read(&self, from: i64, max: usize) -> Window {
         let window = self.window.read();
         let Some(oldest) = window.front().map(|first| first.revision) else {
             return Window::Gone;

@@ -12,14 +12,14 @@
 //! - `stream`: one client stream and its watchers; `history`: the replicas.
 //! - `api`: etcd's Watch service.
 
-pub mod api;
-pub mod error;
-pub mod feed;
-pub mod history;
-pub mod hub;
-pub mod metrics;
-pub mod settings;
-pub mod stream;
+mod api;
+mod error;
+mod feed;
+mod history;
+mod hub;
+mod metrics;
+mod settings;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +29,9 @@ use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+/// What starting or serving a watch gateway can fail with.
 pub use error::WatchError;
+/// A watch gateway's settings, which the `cairn-watch` binary loads and hands to `serve`.
 pub use settings::WatchSettings;
 
 use crate::api::WatchApi;

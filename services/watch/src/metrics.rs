@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use prometheus::{IntCounter, IntGauge};
 
 /// Every metric of a watch gateway.
-pub struct WatchMetrics {
+pub(crate) struct WatchMetrics {
     pub streams: IntGauge,
     pub watchers: IntGauge,
     /// Revisions held in the window.
@@ -17,7 +17,7 @@ pub struct WatchMetrics {
     pub catch_ups: IntCounter,
 }
 
-pub static WATCH_METRICS: LazyLock<WatchMetrics> = LazyLock::new(WatchMetrics::register);
+pub(crate) static WATCH_METRICS: LazyLock<WatchMetrics> = LazyLock::new(WatchMetrics::register);
 
 // Names are literals checked by the test below, so construction cannot fail
 // at run time; registering twice is harmless and ignored.

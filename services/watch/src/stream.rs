@@ -35,7 +35,7 @@ const FRAGMENT_BYTES: usize = 1024 * 1024;
 const PROGRESS_WATCH_ID: i64 = -1;
 
 /// What every watcher of a gateway shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub history: Arc<History>,
     pub cluster_id: u64,
@@ -89,7 +89,7 @@ impl Watcher {
 
 /// etcd's key-range rule: no end = the key alone, `\0` = the key and every
 /// key after it, otherwise [key, range_end).
-pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     match end {
         [] => key == start,
         [0] => key >= start,
@@ -98,7 +98,7 @@ pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 }
 
 /// A client stream's state and its way out.
-pub struct WatchStream {
+pub(crate) struct WatchStream {
     shared: Arc<Shared>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
@@ -109,7 +109,10 @@ pub struct WatchStream {
 struct Gone;
 
 impl WatchStream {
-    pub fn new(shared: Arc<Shared>, out: mpsc::Sender<Result<WatchResponse, Status>>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        out: mpsc::Sender<Result<WatchResponse, Status>>,
+    ) -> Self {
         Self {
             shared,
             out,
@@ -132,7 +135,7 @@ impl WatchStream {
     }
 
     /// Serves the stream until the client ends it or goes away.
-    pub async fn run(mut self, mut requests: Streaming<WatchRequest>) {
+    pub(crate) async fn run(mut self, mut requests: Streaming<WatchRequest>) {
         WATCH_METRICS.streams.inc();
         let mut latest = self.shared.hub.subscribe();
         let mut progress = tokio::time::interval(self.shared.progress_interval);

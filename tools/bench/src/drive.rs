@@ -16,15 +16,15 @@ use crate::report::{histogram, record};
 /// Connections the clients share round-robin unless a workload says
 /// otherwise: a few connections spread the load over the server's threads as
 /// real clients do.
-pub const MAX_CONNECTIONS: usize = 8;
+pub(crate) const MAX_CONNECTIONS: usize = 8;
 /// Not recorded: connections warm up, batches settle.
-pub const WARM_UP: Duration = Duration::from_secs(1);
+pub(crate) const WARM_UP: Duration = Duration::from_secs(1);
 /// A request unanswered this long counts as failed, so a stalled server
 /// ends the run late rather than never.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One plain-text HTTP/2 connection to an etcd v3 endpoint.
-pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(3))
@@ -35,14 +35,14 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
 /// How one answered request ended, for workloads where an answer can say no
 /// (a transaction whose compare failed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Done,
     /// Answered, but the request's condition did not hold.
     Conflict,
 }
 
 /// What a run of clients measured.
-pub struct Measured {
+pub(crate) struct Measured {
     /// Every answered request after the warm-up, conflicts included.
     pub latencies: Histogram<u64>,
     pub errors: u64,
@@ -54,7 +54,7 @@ pub struct Measured {
 
 /// Where and how hard a run of clients pushes.
 #[derive(Clone, Debug)]
-pub struct Load {
+pub(crate) struct Load {
     pub endpoint: String,
     pub clients: usize,
     /// Connections shared round-robin by the clients (at most one each).
@@ -65,7 +65,7 @@ pub struct Load {
 
 /// Runs the load's clients for the warm-up plus its duration.
 /// `call(channel, client, sequence)` sends one request.
-pub async fn drive<F, Fut>(load: &Load, call: F) -> anyhow::Result<Measured>
+pub(crate) async fn drive<F, Fut>(load: &Load, call: F) -> anyhow::Result<Measured>
 where
     F: Fn(Channel, usize, u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Outcome, Status>> + Send,

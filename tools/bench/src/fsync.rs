@@ -9,7 +9,7 @@ use clap::Args;
 use crate::report::{histogram, record, Summary};
 
 #[derive(Args)]
-pub struct FsyncArgs {
+pub(crate) struct FsyncArgs {
     /// A directory on the disk to measure.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
@@ -21,7 +21,7 @@ pub struct FsyncArgs {
     size: usize,
 }
 
-pub fn run(args: &FsyncArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &FsyncArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.count > 0 && args.count <= 1_000_000,
         "--count must be 1..=1000000"

@@ -4,26 +4,26 @@
 //! one letter finds exactly that workload's keys.
 
 /// Bytes in every key.
-pub const KEY_BYTES: usize = 8;
+pub(crate) const KEY_BYTES: usize = 8;
 /// Digits after the letter.
 const DIGITS: usize = KEY_BYTES - 1;
 /// Indexes wrap past this many keys per letter.
 const SPACE: u64 = 10_u64.pow(DIGITS as u32);
 
 /// The key spaces, one letter per workload.
-pub mod space {
+pub(crate) mod space {
     /// Keys each putting client cycles through.
-    pub const PUT: u8 = b'p';
+    pub(crate) const PUT: u8 = b'p';
     /// The one key every client of the hot-key workload writes.
-    pub const HOT: u8 = b'h';
+    pub(crate) const HOT: u8 = b'h';
     /// Keys the compare-and-swap clients contend on.
-    pub const CAS: u8 = b'c';
+    pub(crate) const CAS: u8 = b'c';
     /// The preloaded keys every read finds.
-    pub const READ: u8 = b'r';
+    pub(crate) const READ: u8 = b'r';
 }
 
 /// Key number `index` of a space, e.g. `key(b'r', 42)` is `r0000042`.
-pub fn key(space: u8, index: u64) -> Vec<u8> {
+pub(crate) fn key(space: u8, index: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(KEY_BYTES);
     key.push(space);
     key.extend_from_slice(format!("{:0DIGITS$}", index % SPACE).as_bytes());
@@ -32,7 +32,7 @@ pub fn key(space: u8, index: u64) -> Vec<u8> {
 
 /// The end of the range holding every key that starts with `prefix`
 /// (etcd's `--prefix`): the prefix with its last byte raised by one.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {
@@ -46,7 +46,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 /// A well-spread hash of two numbers (splitmix64), so clients that advance
 /// in lockstep still pick keys that collide now and then, not always or never.
-pub fn spread(a: u64, b: u64) -> u64 {
+pub(crate) fn spread(a: u64, b: u64) -> u64 {
     let mut z = a
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(b)

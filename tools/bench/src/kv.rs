@@ -25,16 +25,16 @@ use crate::report::Summary;
 const KEYS_PER_CLIENT: u64 = 100;
 /// The preloaded read set: every read finds a key, and `range-all` returns
 /// all of them (10,000, as in etcd's own range benchmark).
-pub const READ_KEYS: u64 = 10_000;
+pub(crate) const READ_KEYS: u64 = 10_000;
 /// Keys the compare-and-swap clients share: few enough that they collide.
-pub const CAS_KEYS: u64 = 100;
+pub(crate) const CAS_KEYS: u64 = 100;
 /// Writes in flight while preloading.
 const PRELOAD_IN_FLIGHT: u64 = 64;
 /// A `range-all` answer is about 3 MB; tonic's 4 MiB default is too tight.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 #[derive(Args)]
-pub struct KvArgs {
+pub(crate) struct KvArgs {
     /// An etcd v3 endpoint, host:port.
     #[arg(long, default_value = "127.0.0.1:2379")]
     endpoint: String,
@@ -67,7 +67,7 @@ pub struct KvArgs {
 
 /// The request a client repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum KvOperation {
+pub(crate) enum KvOperation {
     /// Put of the client's next key.
     Put,
     /// Put of the one key every client writes.
@@ -85,14 +85,14 @@ pub enum KvOperation {
 
 impl KvOperation {
     /// Whether the operation reads what `preload` writes.
-    pub fn needs_preload(self) -> bool {
+    pub(crate) fn needs_preload(self) -> bool {
         !matches!(self, Self::Put | Self::PutHotKey)
     }
 }
 
 /// Writes the read set and the compare-and-swap keys, a few writes in
 /// flight, so reads find data; returns how long it took.
-pub async fn preload(endpoint: &str, size: usize) -> anyhow::Result<Duration> {
+pub(crate) async fn preload(endpoint: &str, size: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let channel = connect(endpoint).await?;
     let next = Arc::new(AtomicU64::new(0));
@@ -207,14 +207,14 @@ async fn call(
 }
 
 /// Runs the load's clients, each repeating `op`.
-pub async fn measure(load: &Load, op: KvOperation, size: usize) -> anyhow::Result<Measured> {
+pub(crate) async fn measure(load: &Load, op: KvOperation, size: usize) -> anyhow::Result<Measured> {
     drive(load, move |channel, number, sequence| {
         call(op, KvClient::new(channel), number, sequence, size)
     })
     .await
 }
 
-pub async fn run(args: KvArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: KvArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.size > 0, "--size must be positive");
     if args.op.needs_preload() {
         let took = preload(&args.endpoint, args.size).await?;

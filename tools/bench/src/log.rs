@@ -11,7 +11,7 @@ use crate::drive::{connect, drive, Load, Outcome, MAX_CONNECTIONS};
 use crate::report::Summary;
 
 #[derive(Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// Log nodes, host:port, comma separated; the leader is found through Status.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7001")]
     endpoints: Vec<String>,
@@ -35,12 +35,12 @@ pub struct LogArgs {
 
 /// The request a client repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Operation {
+pub(crate) enum Operation {
     Propose,
     ReadIndex,
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, "s"), |split| text.split_at(split));
@@ -82,7 +82,7 @@ async fn leader_endpoint(endpoints: &[String]) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("no endpoints"))
 }
 
-pub async fn run(args: LogArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: LogArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.size > 0, "--size must be positive");
     let leader = leader_endpoint(&args.endpoints).await?;
     println!(

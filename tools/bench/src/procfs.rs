@@ -4,7 +4,7 @@
 
 /// CPU seconds (user + system) a process has used, so a workload can report
 /// what its requests cost the server.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -16,7 +16,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Kilobytes of one `/proc/<pid>/status` field such as `VmRSS` (resident
 /// now) or `VmHWM` (the peak resident size since the process started).
-pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status_field_kib(&status, field)
 }
@@ -34,7 +34,7 @@ fn status_field_kib(status: &str, field: &str) -> Option<u64> {
 /// A short name for a process, so a table of several processes of one
 /// program tells them apart: the program, then its `--config` file's stem or
 /// its `--name` (etcd's member name), e.g. `cairn-log log-1`, `etcd bench-0`.
-pub fn process_name(pid: u32) -> Option<String> {
+pub(crate) fn process_name(pid: u32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let arguments: Vec<String> = cmdline
         .split(|byte| *byte == 0)
@@ -64,7 +64,7 @@ fn name_from_arguments(arguments: &[String]) -> Option<String> {
 
 /// Process ids, one per line, as `deploy/local/*.sh` write them; lines that
 /// are not numbers are skipped.
-pub fn read_pids(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
+pub(crate) fn read_pids(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     Ok(text

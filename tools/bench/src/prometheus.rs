@@ -14,7 +14,7 @@ const MAX_PAGE_BYTES: u64 = 16 << 20;
 
 /// The text of the metrics page at `url` (`http://host:port/path`), so a
 /// workload can read counters before and after it runs.
-pub async fn scrape(url: &str) -> anyhow::Result<String> {
+pub(crate) async fn scrape(url: &str) -> anyhow::Result<String> {
     let (authority, path) = split_url(url)?;
     let fetch = async {
         let mut stream = TcpStream::connect(authority).await?;
@@ -62,7 +62,7 @@ fn body(response: &[u8]) -> anyhow::Result<String> {
 
 /// The value of the unlabelled sample `name` in a Prometheus text page, so
 /// a counter can be read without knowing anything else on the page.
-pub fn value(page: &str, name: &str) -> Option<f64> {
+pub(crate) fn value(page: &str, name: &str) -> Option<f64> {
     page.lines().find_map(|line| {
         let (sample, labels, value) = sample(line)?;
         (sample == name && labels.is_empty()).then_some(value)

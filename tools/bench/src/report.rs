@@ -6,19 +6,19 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// Records latencies in microseconds, from 1 µs to 1 minute.
-pub fn histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }
 
 /// Adds one latency, clamped into the histogram's range.
-pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+pub(crate) fn record(histogram: &mut Histogram<u64>, latency: Duration) {
     let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     histogram.saturating_record(micros.max(1));
 }
 
 /// What one run measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub label: String,
     pub operations: u64,
     pub errors: u64,
@@ -29,7 +29,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(label: String, histogram: &Histogram<u64>, errors: u64, elapsed: Duration) -> Self {
+    pub(crate) fn new(
+        label: String,
+        histogram: &Histogram<u64>,
+        errors: u64,
+        elapsed: Duration,
+    ) -> Self {
         let ms = |micros: u64| micros as f64 / 1000.0;
         let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
         Self {
@@ -43,10 +48,10 @@ impl Summary {
         }
     }
 
-    pub const HEADER: &'static str =
+    pub(crate) const HEADER: &'static str =
         "workload                      ops    errors       ops/s    p50 ms    p99 ms    max ms";
 
-    pub fn row(&self) -> String {
+    pub(crate) fn row(&self) -> String {
         format!(
             "{:<24} {:>9} {:>9} {:>11.0} {:>9.3} {:>9.3} {:>9.3}",
             self.label,

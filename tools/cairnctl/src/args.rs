@@ -13,7 +13,7 @@ use crate::go_fmt;
 
 /// A flag error in the words cobra (etcdctl's flag parser) uses, so that
 /// scripts matching on them keep working.
-pub fn clap_error_text(error: &clap::Error) -> String {
+pub(crate) fn clap_error_text(error: &clap::Error) -> String {
     let context = |kind: ContextKind| match error.get(kind) {
         Some(ContextValue::String(text)) => Some(text.clone()),
         _ => None,
@@ -66,7 +66,7 @@ fn decimal(text: &str) -> Result<i64, String> {
 /// A command line client for etcd and cairn, compatible with etcdctl.
 #[derive(Debug, Parser)]
 #[command(name = "cairnctl", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
@@ -75,7 +75,7 @@ pub struct Cli {
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// gRPC endpoints, comma-separated
     #[arg(
         long,
@@ -105,7 +105,7 @@ pub struct GlobalArgs {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Puts the given key into the store
     Put(PutArgs),
     /// Gets the key or a range of keys
@@ -133,7 +133,7 @@ pub enum Command {
 
 /// `put [options] <key> <value>`; the value may come from stdin.
 #[derive(Debug, Args, Clone, Default)]
-pub struct PutArgs {
+pub(crate) struct PutArgs {
     /// <key> <value>
     pub args: Vec<OsString>,
     /// lease ID (in hexadecimal) to attach to the key
@@ -152,7 +152,7 @@ pub struct PutArgs {
 
 /// `get [options] <key> [range_end]`.
 #[derive(Debug, Args, Clone, Default)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// <key> [range_end]
     pub args: Vec<OsString>,
     /// Linearizable(l) or Serializable(s)
@@ -189,7 +189,7 @@ pub struct GetArgs {
 
 /// `del [options] <key> [range_end]`.
 #[derive(Debug, Args, Clone, Default)]
-pub struct DelArgs {
+pub(crate) struct DelArgs {
     /// <key> [range_end]
     pub args: Vec<OsString>,
     /// delete keys with matching prefix
@@ -205,7 +205,7 @@ pub struct DelArgs {
 
 /// `txn [options]`: compares, success ops and failure ops from stdin.
 #[derive(Debug, Args)]
-pub struct TxnArgs {
+pub(crate) struct TxnArgs {
     /// Input transaction in interactive mode
     #[arg(short, long)]
     pub interactive: bool,
@@ -216,7 +216,7 @@ pub struct TxnArgs {
 
 /// `watch [options] [key or prefix] [range_end]`.
 #[derive(Debug, Args, Clone, Default)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// <key> [range_end]
     pub args: Vec<OsString>,
     /// Interactive mode
@@ -235,7 +235,7 @@ pub struct WatchArgs {
 
 /// `lease <subcommand>`.
 #[derive(Debug, Subcommand)]
-pub enum LeaseCommand {
+pub(crate) enum LeaseCommand {
     /// Creates leases
     Grant {
         /// <ttl>
@@ -268,7 +268,7 @@ pub enum LeaseCommand {
 
 /// `compaction [options] <revision>`.
 #[derive(Debug, Args)]
-pub struct CompactionArgs {
+pub(crate) struct CompactionArgs {
     /// <revision>
     #[arg(allow_negative_numbers = true)]
     pub args: Vec<String>,
@@ -279,7 +279,7 @@ pub struct CompactionArgs {
 
 /// `member <subcommand>`.
 #[derive(Debug, Subcommand)]
-pub enum MemberCommand {
+pub(crate) enum MemberCommand {
     /// Adds a member into the cluster
     Add {
         /// <memberName>
@@ -315,7 +315,7 @@ pub enum MemberCommand {
 
 /// `endpoint [--cluster] <subcommand>`.
 #[derive(Debug, Args)]
-pub struct EndpointArgs {
+pub(crate) struct EndpointArgs {
     /// use all endpoints from the cluster member list
     #[arg(long, global = true)]
     pub cluster: bool,
@@ -325,7 +325,7 @@ pub struct EndpointArgs {
 
 /// `endpoint` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum EndpointCommand {
+pub(crate) enum EndpointCommand {
     /// Prints out the status of endpoints specified in `--endpoints` flag
     Status,
     /// Checks the healthiness of endpoints specified in `--endpoints` flag
@@ -334,7 +334,7 @@ pub enum EndpointCommand {
 
 /// `snapshot <subcommand>`.
 #[derive(Debug, Subcommand)]
-pub enum SnapshotCommand {
+pub(crate) enum SnapshotCommand {
     /// Stores an etcd node backend snapshot to a given file
     Save {
         /// <filename>

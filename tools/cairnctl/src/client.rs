@@ -16,7 +16,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// The endpoints and timeouts every command connects with.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub endpoints: Vec<String>,
     dial_timeout: Duration,
     command_timeout: Duration,
@@ -24,7 +24,7 @@ pub struct Session {
 
 impl Session {
     /// From the global flags; blank entries in `--endpoints` are dropped.
-    pub fn new(global: &GlobalArgs) -> Self {
+    pub(crate) fn new(global: &GlobalArgs) -> Self {
         let endpoints = global
             .endpoints
             .iter()
@@ -39,18 +39,18 @@ impl Session {
     }
 
     /// A client balancing over every `--endpoints` entry.
-    pub async fn client(&self) -> Result<Client, CtlError> {
+    pub(crate) async fn client(&self) -> Result<Client, CtlError> {
         self.client_for(&self.endpoints, false).await
     }
 
     /// A client for watches, which asks the server to end the stream when the
     /// cluster has no leader (etcdctl's `WithRequireLeader`).
-    pub async fn watch_client(&self) -> Result<Client, CtlError> {
+    pub(crate) async fn watch_client(&self) -> Result<Client, CtlError> {
         self.client_for(&self.endpoints, true).await
     }
 
     /// A client for the given endpoints only.
-    pub async fn client_for(
+    pub(crate) async fn client_for(
         &self,
         endpoints: &[String],
         require_leader: bool,
@@ -65,7 +65,7 @@ impl Session {
     }
 
     /// How long one short request may take.
-    pub fn command_timeout(&self) -> Duration {
+    pub(crate) fn command_timeout(&self) -> Duration {
         self.command_timeout
     }
 
@@ -73,7 +73,7 @@ impl Session {
     /// failure is a connection that could not be made (which means the
     /// request never left), as clientv3's retry interceptor does. With
     /// several endpoints the next attempt may reach another one.
-    pub async fn call<T, F, Fut>(&self, client: &Client, request: F) -> Result<T, CtlError>
+    pub(crate) async fn call<T, F, Fut>(&self, client: &Client, request: F) -> Result<T, CtlError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -86,7 +86,7 @@ impl Session {
 
     /// [`Session::call`] with the client's own error; `None` when the
     /// command timeout ran out.
-    pub async fn call_raw<T, F, Fut>(
+    pub(crate) async fn call_raw<T, F, Fut>(
         &self,
         client: &Client,
         request: F,
@@ -119,7 +119,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A connection that could not be made, as opposed to an answer from a
 /// server (etcd's own errors say `etcdserver: …`).
-pub fn is_unreachable(error: &etcd_client::Error) -> bool {
+pub(crate) fn is_unreachable(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::TransportError(_) => true,
         etcd_client::Error::GRpcStatus(status) => {

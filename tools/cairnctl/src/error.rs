@@ -5,7 +5,7 @@ use std::fmt;
 
 /// etcdctl's exit codes (`ctlv3/command/error.go` defines the same numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// A request failed, or anything not covered below.
     Error = 1,
     /// A lease keep-alive stream could not be used.
@@ -26,7 +26,7 @@ pub enum Exit {
 /// A `quiet` error has already explained itself on stderr and only sets the
 /// exit code, as `endpoint status` does when one endpoint fails.
 #[derive(Debug, thiserror::Error)]
-pub struct CtlError {
+pub(crate) struct CtlError {
     pub exit: Exit,
     pub message: String,
     pub quiet: bool,
@@ -40,7 +40,7 @@ impl fmt::Display for CtlError {
 
 impl CtlError {
     /// A failure with an explicit exit code.
-    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+    pub(crate) fn new(exit: Exit, message: impl Into<String>) -> Self {
         Self {
             exit,
             message: message.into(),
@@ -49,17 +49,17 @@ impl CtlError {
     }
 
     /// Exit code 1 with a message, the most common failure.
-    pub fn general(message: impl Into<String>) -> Self {
+    pub(crate) fn general(message: impl Into<String>) -> Self {
         Self::new(Exit::Error, message)
     }
 
     /// Wrong positional arguments (exit code 128).
-    pub fn bad_args(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_args(message: impl Into<String>) -> Self {
         Self::new(Exit::BadArgs, message)
     }
 
     /// Only an exit code; the details are already on stderr.
-    pub fn quiet(exit: Exit) -> Self {
+    pub(crate) fn quiet(exit: Exit) -> Self {
         Self {
             exit,
             message: String::new(),
@@ -68,12 +68,12 @@ impl CtlError {
     }
 
     /// What etcdctl says when the command timeout runs out.
-    pub fn deadline_exceeded() -> Self {
+    pub(crate) fn deadline_exceeded() -> Self {
         Self::general("context deadline exceeded")
     }
 
     /// The `-w` value names a format this command has no printer for.
-    pub fn format_unsupported(format: &str) -> Self {
+    pub(crate) fn format_unsupported(format: &str) -> Self {
         Self::new(
             Exit::BadFeature,
             format!("{format} not supported as output format"),
@@ -81,7 +81,7 @@ impl CtlError {
     }
 
     /// The same error with another exit code.
-    pub fn with_exit(mut self, exit: Exit) -> Self {
+    pub(crate) fn with_exit(mut self, exit: Exit) -> Self {
         self.exit = exit;
         self
     }
@@ -97,7 +97,7 @@ impl From<etcd_client::Error> for CtlError {
 /// an `etcdserver: …` description are printed as that description alone, the
 /// way clientv3 turns them back into typed errors; any other status keeps
 /// grpc-go's `rpc error: code = … desc = …` form.
-pub fn client_error_text(error: &etcd_client::Error) -> String {
+pub(crate) fn client_error_text(error: &etcd_client::Error) -> String {
     match error {
         etcd_client::Error::GRpcStatus(status) => status_text(status),
         etcd_client::Error::TransportError(transport) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Parses a Go duration such as `2s`, `500ms` or `1m30s`, as etcdctl's
 /// timeout flags accept them.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("time: invalid duration \"{text}\"");
     let (negative, mut rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -49,7 +49,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way Go's `time.Duration.String` does.
-pub fn duration_string(duration: Duration) -> String {
+pub(crate) fn duration_string(duration: Duration) -> String {
     const MICRO: u128 = 1_000;
     const MILLI: u128 = 1_000_000;
     const SECOND: u128 = 1_000_000_000;
@@ -93,7 +93,7 @@ fn with_fraction(value: u128, unit: u128, digits: usize, suffix: &str) -> String
 
 /// A byte count in SI units, as `go-humanize`'s `Bytes` prints it (etcdctl's
 /// DB SIZE column).
-pub fn humanize_bytes(size: u64) -> String {
+pub(crate) fn humanize_bytes(size: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     if size < 10 {
         return format!("{size} B");
@@ -110,7 +110,7 @@ pub fn humanize_bytes(size: u64) -> String {
 }
 
 /// Go's `%q` of a byte string: a double-quoted literal with Go escapes.
-pub fn quote(bytes: &[u8]) -> String {
+pub(crate) fn quote(bytes: &[u8]) -> String {
     let mut text = String::from("\"");
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {
@@ -148,7 +148,7 @@ pub fn quote(bytes: &[u8]) -> String {
 
 /// Go's `strconv.Unquote` for a double-quoted or back-quoted literal, as
 /// etcdctl uses it on quoted words. `None` is Go's "invalid syntax".
-pub fn unquote(literal: &str) -> Option<Vec<u8>> {
+pub(crate) fn unquote(literal: &str) -> Option<Vec<u8>> {
     if let Some(raw) = literal
         .strip_prefix('`')
         .and_then(|rest| rest.strip_suffix('`'))
@@ -217,12 +217,12 @@ fn push_char(code: u32, bytes: &mut Vec<u8>) -> Option<()> {
 }
 
 /// Go's `strconv.ParseInt(text, radix, 64)`, with Go's error text.
-pub fn parse_i64(text: &str, radix: u32) -> Result<i64, String> {
+pub(crate) fn parse_i64(text: &str, radix: u32) -> Result<i64, String> {
     i64::from_str_radix(text, radix).map_err(|error| strconv_error("ParseInt", text, error.kind()))
 }
 
 /// Go's `strconv.ParseUint(text, radix, 64)`, with Go's error text.
-pub fn parse_u64(text: &str, radix: u32) -> Result<u64, String> {
+pub(crate) fn parse_u64(text: &str, radix: u32) -> Result<u64, String> {
     if text.starts_with('+') {
         return Err(strconv_error(
             "ParseUint",
@@ -246,7 +246,7 @@ fn strconv_error(function: &str, text: &str, kind: &IntErrorKind) -> String {
 
 /// An I/O error as Go prints the underlying syscall error: lowercase, no
 /// `(os error N)` suffix.
-pub fn io_error_text(error: &std::io::Error) -> String {
+pub(crate) fn io_error_text(error: &std::io::Error) -> String {
     let text = error.to_string();
     let text = match text.rfind(" (os error ") {
         Some(index) => &text[..index],

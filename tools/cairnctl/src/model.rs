@@ -24,7 +24,7 @@ fn is_false(value: &bool) -> bool {
 
 /// `etcdserverpb.ResponseHeader`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Header {
+pub(crate) struct Header {
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub cluster_id: u64,
     #[serde(skip_serializing_if = "is_zero_u64")]
@@ -52,7 +52,7 @@ fn header_of(header: Option<&etcd_client::ResponseHeader>) -> Option<Header> {
 
 /// `mvccpb.KeyValue`; keys and values are bytes, base64 in JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "base64_bytes")]
     pub key: Vec<u8>,
     #[serde(skip_serializing_if = "is_zero_i64")]
@@ -86,7 +86,7 @@ fn kvs_of(kvs: &[etcd_client::KeyValue]) -> Vec<KeyValue> {
 
 /// `RangeResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RangeResult {
+pub(crate) struct RangeResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -110,7 +110,7 @@ impl From<&etcd_client::GetResponse> for RangeResult {
 
 /// `PutResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct PutResult {
+pub(crate) struct PutResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,7 +128,7 @@ impl From<&etcd_client::PutResponse> for PutResult {
 
 /// `DeleteRangeResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct DeleteResult {
+pub(crate) struct DeleteResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
     #[serde(skip_serializing_if = "is_zero_i64")]
@@ -149,7 +149,7 @@ impl From<&etcd_client::DeleteResponse> for DeleteResult {
 
 /// `TxnResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TxnResult {
+pub(crate) struct TxnResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
     #[serde(skip_serializing_if = "is_false")]
@@ -161,14 +161,14 @@ pub struct TxnResult {
 /// One `ResponseOp`. Go's JSON shows the oneof through its wrapper types:
 /// `{"Response":{"ResponsePut":{…}}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TxnOpResult {
+pub(crate) struct TxnOpResult {
     #[serde(rename = "Response")]
     pub response: TxnOpKind,
 }
 
 /// The member of the `ResponseOp` oneof that is set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum TxnOpKind {
+pub(crate) enum TxnOpKind {
     #[serde(rename = "ResponseRange")]
     Range(RangeResult),
     #[serde(rename = "ResponsePut")]
@@ -206,7 +206,7 @@ impl From<&etcd_client::TxnResponse> for TxnResult {
 
 /// `mvccpb.Event`; `type` is 0 for PUT (omitted) and 1 for DELETE.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     #[serde(rename = "type", skip_serializing_if = "is_zero_i64")]
     pub kind: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,7 +216,7 @@ pub struct Event {
 }
 
 /// The DELETE value of `Event.type`.
-pub const EVENT_DELETE: i64 = 1;
+pub(crate) const EVENT_DELETE: i64 = 1;
 
 impl From<&etcd_client::Event> for Event {
     fn from(event: &etcd_client::Event) -> Self {
@@ -236,7 +236,7 @@ impl From<&etcd_client::Event> for Event {
 /// field names, nothing omitted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct WatchResult {
+pub(crate) struct WatchResult {
     pub header: Header,
     pub events: Vec<Event>,
     pub compact_revision: i64,
@@ -261,7 +261,7 @@ impl From<&etcd_client::WatchResponse> for WatchResult {
 
 impl WatchResult {
     /// clientv3's `IsProgressNotify`: an answer that only carries a revision.
-    pub fn is_progress_notify(&self) -> bool {
+    pub(crate) fn is_progress_notify(&self) -> bool {
         self.events.is_empty()
             && !self.canceled
             && !self.created
@@ -270,7 +270,7 @@ impl WatchResult {
     }
 
     /// clientv3's `WatchResponse.Err`, printed when a watch is cancelled.
-    pub fn cancel_error(&self) -> String {
+    pub(crate) fn cancel_error(&self) -> String {
         if self.compact_revision != 0 {
             "etcdserver: mvcc: required revision has been compacted".to_owned()
         } else if self.canceled && !self.cancel_reason.is_empty() {
@@ -283,7 +283,7 @@ impl WatchResult {
 
 /// clientv3's `LeaseGrantResponse`: the header's fields inline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LeaseGrantResult {
+pub(crate) struct LeaseGrantResult {
     #[serde(flatten)]
     pub header: Option<Header>,
     #[serde(rename = "ID")]
@@ -307,7 +307,7 @@ impl From<&etcd_client::LeaseGrantResponse> for LeaseGrantResult {
 
 /// `LeaseRevokeResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LeaseRevokeResult {
+pub(crate) struct LeaseRevokeResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
 }
@@ -322,7 +322,7 @@ impl From<&etcd_client::LeaseRevokeResponse> for LeaseRevokeResult {
 
 /// clientv3's `LeaseKeepAliveResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LeaseKeepAliveResult {
+pub(crate) struct LeaseKeepAliveResult {
     #[serde(flatten)]
     pub header: Option<Header>,
     #[serde(rename = "ID")]
@@ -343,7 +343,7 @@ impl From<&etcd_client::LeaseKeepAliveResponse> for LeaseKeepAliveResult {
 
 /// clientv3's `LeaseTimeToLiveResponse`; `keys` is null when there are none.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LeaseTimeToLiveResult {
+pub(crate) struct LeaseTimeToLiveResult {
     #[serde(flatten)]
     pub header: Option<Header>,
     pub id: i64,
@@ -368,7 +368,7 @@ impl From<&etcd_client::LeaseTimeToLiveResponse> for LeaseTimeToLiveResult {
 
 /// clientv3's `LeaseLeasesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LeaseListResult {
+pub(crate) struct LeaseListResult {
     #[serde(flatten)]
     pub header: Option<Header>,
     pub leases: Vec<LeaseId>,
@@ -376,7 +376,7 @@ pub struct LeaseListResult {
 
 /// One entry of a lease list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LeaseId {
+pub(crate) struct LeaseId {
     pub id: i64,
 }
 
@@ -395,7 +395,7 @@ impl From<&etcd_client::LeaseLeasesResponse> for LeaseListResult {
 
 /// `etcdserverpb.Member`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Member {
+pub(crate) struct Member {
     #[serde(rename = "ID", skip_serializing_if = "is_zero_u64")]
     pub id: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -426,7 +426,7 @@ fn members_of(members: &[etcd_client::Member]) -> Vec<Member> {
 
 /// The list, remove, update and promote responses of the Cluster service.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct MembersResult {
+pub(crate) struct MembersResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -435,7 +435,7 @@ pub struct MembersResult {
 
 impl MembersResult {
     /// From the parts every Cluster response but MemberAdd shares.
-    pub fn new(
+    pub(crate) fn new(
         header: Option<&etcd_client::ResponseHeader>,
         members: &[etcd_client::Member],
     ) -> Self {
@@ -448,7 +448,7 @@ impl MembersResult {
 
 /// `MemberAddResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct MemberAddResult {
+pub(crate) struct MemberAddResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -469,7 +469,7 @@ impl From<&etcd_client::MemberAddResponse> for MemberAddResult {
 
 /// One endpoint's `StatusResponse`, as `endpoint status` prints it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct EndpointStatus {
+pub(crate) struct EndpointStatus {
     #[serde(rename = "Endpoint")]
     pub endpoint: String,
     #[serde(rename = "Status")]
@@ -479,7 +479,7 @@ pub struct EndpointStatus {
 /// `StatusResponse` (the fields etcd 3.4 has).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Status {
+pub(crate) struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<Header>,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -521,7 +521,7 @@ impl From<&etcd_client::StatusResponse> for Status {
 
 /// One endpoint's health check, as `endpoint health` prints it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct EndpointHealth {
+pub(crate) struct EndpointHealth {
     pub endpoint: String,
     pub health: bool,
     pub took: String,

@@ -20,7 +20,7 @@ use crate::go_fmt;
 
 /// What a compare looks at, with the operand it is compared against.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CompareTarget {
+pub(crate) enum CompareTarget {
     Version(i64),
     Create(i64),
     Mod(i64),
@@ -30,7 +30,7 @@ pub enum CompareTarget {
 
 /// How a compare relates the key's current state to the operand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareResult {
+pub(crate) enum CompareResult {
     Equal,
     NotEqual,
     Greater,
@@ -39,7 +39,7 @@ pub enum CompareResult {
 
 /// One parsed compare line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compare {
+pub(crate) struct Compare {
     pub key: Vec<u8>,
     pub result: CompareResult,
     pub target: CompareTarget,
@@ -47,7 +47,7 @@ pub struct Compare {
 
 /// One parsed op line, with the same arguments as the command it names.
 #[derive(Debug, Clone, Subcommand)]
-pub enum TxnOpSpec {
+pub(crate) enum TxnOpSpec {
     Put(PutArgs),
     Get(GetArgs),
     Del(DelArgs),
@@ -56,7 +56,7 @@ pub enum TxnOpSpec {
 /// A line that does not parse, with etcdctl's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ParseError(pub String);
+pub(crate) struct ParseError(pub String);
 
 #[derive(Debug, Parser)]
 #[command(no_binary_name = true)]
@@ -66,7 +66,7 @@ struct OpLine {
 }
 
 /// Parses one compare line.
-pub fn parse_compare(line: &str) -> Result<Compare, ParseError> {
+pub(crate) fn parse_compare(line: &str) -> Result<Compare, ParseError> {
     let line = line.trim();
     let Some((target, rest)) = line.split_once('(') else {
         return Err(ParseError(format!("malformed comparison: {line}")));
@@ -214,7 +214,7 @@ fn is_separator(ch: char) -> bool {
 /// Splits an op line into words. A double-quoted word is a Go literal (a
 /// bad escape is an error); a single-quoted word is taken verbatim; a quote
 /// that never closes is skipped; anything else runs to the next space.
-pub fn split_words(line: &str) -> Result<Vec<Vec<u8>>, ParseError> {
+pub(crate) fn split_words(line: &str) -> Result<Vec<Vec<u8>>, ParseError> {
     let mut words = Vec::new();
     let mut rest = line.trim_start_matches(is_separator);
     while let Some(first) = rest.chars().next() {
@@ -247,7 +247,7 @@ pub fn split_words(line: &str) -> Result<Vec<Vec<u8>>, ParseError> {
 }
 
 /// Parses one op line into the arguments of the command it names.
-pub fn parse_op(line: &str) -> Result<TxnOpSpec, ParseError> {
+pub(crate) fn parse_op(line: &str) -> Result<TxnOpSpec, ParseError> {
     let line = line.trim();
     let words = split_words(line)?;
     if words.len() < 2 {

@@ -13,7 +13,7 @@ use crate::store::SpanStore;
 
 /// `/` (liveness), `/api/services`, `/api/traces?service=&operation=&limit=`
 /// and `/api/traces/{id}`.
-pub fn router(store: Arc<SpanStore>) -> Router {
+pub(crate) fn router(store: Arc<SpanStore>) -> Router {
     Router::new()
         .route("/", get(|| async { "ok\n" }))
         .route("/api/services", get(services))

@@ -23,7 +23,7 @@ struct StoredSpan {
 }
 
 /// Every span received, oldest first, at most `capacity` of them.
-pub struct SpanStore {
+pub(crate) struct SpanStore {
     spans: Mutex<VecDeque<StoredSpan>>,
     capacity: usize,
 }
@@ -57,7 +57,7 @@ fn tags(attributes: &[KeyValue]) -> Vec<(String, Value)> {
 }
 
 impl SpanStore {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             spans: Mutex::new(VecDeque::new()),
             capacity,
@@ -65,7 +65,7 @@ impl SpanStore {
     }
 
     /// Keeps every span of one OTLP export.
-    pub fn add(&self, request: ExportTraceServiceRequest) {
+    pub(crate) fn add(&self, request: ExportTraceServiceRequest) {
         let mut received = Vec::new();
         for resource_spans in request.resource_spans {
             let service = resource_spans
@@ -106,7 +106,7 @@ impl SpanStore {
     }
 
     /// Every service that sent a span.
-    pub fn services(&self) -> Value {
+    pub(crate) fn services(&self) -> Value {
         let names: BTreeSet<String> = self
             .spans
             .lock()
@@ -118,7 +118,7 @@ impl SpanStore {
 
     /// Jaeger's trace search: the newest `limit` traces with a span from
     /// `service` (and named `operation`, when given), each whole.
-    pub fn search(&self, service: &str, operation: Option<&str>, limit: usize) -> Value {
+    pub(crate) fn search(&self, service: &str, operation: Option<&str>, limit: usize) -> Value {
         let spans = self.spans.lock();
         let mut matching: Vec<(u64, String)> = Vec::new();
         let mut seen = BTreeSet::new();
@@ -139,7 +139,7 @@ impl SpanStore {
     }
 
     /// One trace by id, as Jaeger's `/api/traces/{id}` gives it.
-    pub fn trace(&self, trace_id: &str) -> Option<Value> {
+    pub(crate) fn trace(&self, trace_id: &str) -> Option<Value> {
         let spans = self.spans.lock();
         let trace_id = trace_id.to_ascii_lowercase();
         spans

@@ -38,7 +38,7 @@ use crate::types::Raft;
 
 /// The Log service of one node.
 #[derive(Clone)]
-pub struct LogApi {
+pub(crate) struct LogApi {
     inner: Arc<Inner>,
 }
 
@@ -65,7 +65,7 @@ struct Inner {
 }
 
 impl LogApi {
-    pub fn new(
+    pub(crate) fn new(
         raft: Raft,
         store: LogStore,
         tail: Arc<Tail>,

@@ -28,7 +28,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// The raft log of one node. Cloning shares the database.
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     db: Arc<DB>,
     syncer: Arc<Syncer>,
     /// The commit index openraft last reported, for Status (`u64::MAX` = none).
@@ -58,7 +58,7 @@ impl LogStore {
     }
 
     /// The last commit index openraft reported to this node.
-    pub fn committed_index(&self) -> Option<u64> {
+    pub(crate) fn committed_index(&self) -> Option<u64> {
         match self.committed.load(Ordering::Relaxed) {
             u64::MAX => None,
             index => Some(index),
@@ -66,13 +66,13 @@ impl LogStore {
     }
 
     /// The first index still held; everything before it was purged.
-    pub fn first_index(&self) -> Result<u64, LogError> {
+    pub(crate) fn first_index(&self) -> Result<u64, LogError> {
         let last_purged = read_meta::<LogId>(&self.db, KEY_LAST_PURGED)?;
         Ok(last_purged.map_or(0, |id| id.index + 1))
     }
 
     /// Entries with index in `[start, end)`, at most `limit` of them, in order.
-    pub fn read(&self, start: u64, end: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
+    pub(crate) fn read(&self, start: u64, end: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
         let log = cf(&self.db, CF_LOG)?;
         let mut entries = Vec::new();
         let from = index_key(start);

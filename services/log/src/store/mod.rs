@@ -14,9 +14,9 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use log_store::LogStore;
-pub use state_machine::{Bookkeeping, StateMachineStore};
-pub use tail::{to_wire, Tail};
+pub(crate) use log_store::LogStore;
+pub(crate) use state_machine::{Bookkeeping, StateMachineStore};
+pub(crate) use tail::{to_wire, Tail};
 
 use crate::error::LogError;
 
@@ -24,7 +24,7 @@ const CF_LOG: &str = "log";
 const CF_META: &str = "meta";
 
 /// Opens (or creates) a node's database and returns the log and state-machine halves.
-pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), LogError> {
+pub(crate) fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), LogError> {
     std::fs::create_dir_all(dir).map_err(|source| LogError::DataDir {
         dir: dir.display().to_string(),
         source,

@@ -26,7 +26,7 @@ const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// The state every node derives from the committed log.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Bookkeeping {
+pub(crate) struct Bookkeeping {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     /// Consumer name → the highest index it acknowledged as durably applied.
@@ -35,7 +35,7 @@ pub struct Bookkeeping {
 
 impl Bookkeeping {
     /// Applies one committed entry. Deterministic: no clock, no randomness.
-    pub fn apply(&mut self, entry: &Entry) {
+    pub(crate) fn apply(&mut self, entry: &Entry) {
         self.last_applied = Some(entry.log_id);
         match &entry.payload {
             EntryPayload::Blank | EntryPayload::Normal(LogCommand::Commands(_)) => {}
@@ -64,7 +64,7 @@ struct StoredSnapshot {
 
 /// The state machine and its snapshots. Cloning shares both.
 #[derive(Clone)]
-pub struct StateMachineStore {
+pub(crate) struct StateMachineStore {
     db: Arc<DB>,
     state: Arc<RwLock<Bookkeeping>>,
     /// The newest applied entries, for subscribers.
@@ -85,12 +85,12 @@ impl StateMachineStore {
     }
 
     /// The newest applied entries, which subscribers are fed from.
-    pub fn tail(&self) -> Arc<Tail> {
+    pub(crate) fn tail(&self) -> Arc<Tail> {
         self.tail.clone()
     }
 
     /// A shared view of the bookkeeping, for Status and the purge policy.
-    pub fn state(&self) -> Arc<RwLock<Bookkeeping>> {
+    pub(crate) fn state(&self) -> Arc<RwLock<Bookkeeping>> {
         self.state.clone()
     }
 

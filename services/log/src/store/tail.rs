@@ -20,7 +20,7 @@ const TAIL_ENTRIES: usize = 16 * 1024;
 
 /// An applied entry as Subscribe sends it. Its commands are shared, so
 /// handing it to every subscriber copies no command.
-pub fn to_wire(entry: Entry) -> pb::Entry {
+pub(crate) fn to_wire(entry: Entry) -> pb::Entry {
     let (kind, commands) = match entry.payload {
         EntryPayload::Blank => (pb::EntryKind::Blank, Vec::new()),
         EntryPayload::Membership(_) => (pb::EntryKind::Membership, Vec::new()),
@@ -51,7 +51,7 @@ struct Window {
 }
 
 /// The tail of the applied log, and the applied index subscribers wait on.
-pub struct Tail {
+pub(crate) struct Tail {
     window: Mutex<Window>,
     applied: watch::Sender<u64>,
 }
@@ -70,7 +70,7 @@ impl Default for Tail {
 
 impl Tail {
     /// Adds entries just applied, in order, and wakes the subscribers.
-    pub fn push(&self, entries: Vec<pb::Entry>) {
+    pub(crate) fn push(&self, entries: Vec<pb::Entry>) {
         let Some(last) = entries.last().map(|entry| entry.index) else {
             return;
         };
@@ -101,7 +101,7 @@ impl Tail {
     }
 
     /// Forgets every entry: a snapshot replaced the state they led to.
-    pub fn reset(&self, applied: u64) {
+    pub(crate) fn reset(&self, applied: u64) {
         let mut window = self.window.lock();
         window.entries.clear();
         window.bytes = 0;
@@ -110,12 +110,12 @@ impl Tail {
     }
 
     /// Changes whenever entries are applied.
-    pub fn applied(&self) -> watch::Receiver<u64> {
+    pub(crate) fn applied(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
     /// Up to `limit` entries from `from` on, if the tail still holds `from`.
-    pub fn read(&self, from: u64, limit: usize) -> Option<Vec<pb::Entry>> {
+    pub(crate) fn read(&self, from: u64, limit: usize) -> Option<Vec<pb::Entry>> {
         let window = self.window.lock();
         let oldest = window.entries.front()?.index;
         if from < oldest {

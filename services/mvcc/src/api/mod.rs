@@ -25,7 +25,7 @@ use crate::validate::Limits;
 
 /// The etcd KV service and the Mvcc service, over one replica.
 #[derive(Clone)]
-pub struct MvccApi {
+pub(crate) struct MvccApi {
     replica: Arc<Replica>,
     proposals: Arc<Proposals>,
     read_points: Arc<ReadPoints>,
@@ -35,7 +35,7 @@ pub struct MvccApi {
 }
 
 impl MvccApi {
-    pub fn new(replica: Arc<Replica>, limits: Limits, cluster_id: u64) -> Self {
+    pub(crate) fn new(replica: Arc<Replica>, limits: Limits, cluster_id: u64) -> Self {
         let member_id = cairn_proto::contract::member_id(&replica.name);
         Self {
             proposals: Arc::new(Proposals::new(replica.clone())),
@@ -48,22 +48,22 @@ impl MvccApi {
     }
 
     /// etcd's `member_id` for this replica.
-    pub fn member_id(&self) -> u64 {
+    pub(crate) fn member_id(&self) -> u64 {
         self.member_id
     }
 
     /// The replica behind the API.
-    pub fn replica(&self) -> &Replica {
+    pub(crate) fn replica(&self) -> &Replica {
         &self.replica
     }
 
     /// A shared handle on the replica, for tasks that outlive a call.
-    pub fn replica_handle(&self) -> Arc<Replica> {
+    pub(crate) fn replica_handle(&self) -> Arc<Replica> {
         self.replica.clone()
     }
 
     /// Proposes a command of the replica's own (an alarm) and waits for it.
-    pub async fn raise(
+    pub(crate) async fn raise(
         &self,
         op: cairn_proto::cairn::mvcc::v1::command::Op,
     ) -> Result<(), MvccError> {

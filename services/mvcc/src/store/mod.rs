@@ -3,8 +3,8 @@
 //! changes it; readers take a consistent view under a read lock and read
 //! values through a RocksDB snapshot taken with it.
 
-pub mod apply;
-pub mod schema;
+mod apply;
+pub(crate) mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,6 +22,7 @@ use crate::revision::Revision;
 use crate::tree_index::{KeyRange, TreeIndex};
 use schema::{KeyRow, Record};
 
+/// What applying log entries takes and gives back, for the replica and the tests that drive the store.
 pub use apply::{Applied, FencedResponse, LogEntry, Outcome, PublisherClaimed, Reply};
 
 /// The position in the log the state reflects.
@@ -68,6 +69,7 @@ impl Default for State {
 }
 
 impl State {
+    /// The revisions a read can be served at now.
     pub fn bounds(&self) -> ReadBounds {
         ReadBounds {
             latest: self.current,
@@ -149,6 +151,7 @@ impl Store {
         })
     }
 
+    /// The store's revisions, applied position and sizes, for Status and the gauges.
     pub fn status(&self) -> StoreStatus {
         let state = self.state.read();
         StoreStatus {

@@ -18,29 +18,29 @@ use prost::Message;
 use crate::error::MvccError;
 use crate::revision::Revision;
 
-pub const REVS: &str = "revs";
-pub const KEYS: &str = "keys";
-pub const LEASES: &str = "leases";
-pub const LEASE_KEYS: &str = "lease_keys";
-pub const META: &str = "meta";
-pub const FAMILIES: [&str; 5] = [REVS, KEYS, LEASES, LEASE_KEYS, META];
+pub(crate) const REVS: &str = "revs";
+pub(crate) const KEYS: &str = "keys";
+pub(crate) const LEASES: &str = "leases";
+pub(crate) const LEASE_KEYS: &str = "lease_keys";
+pub(crate) const META: &str = "meta";
+pub(crate) const FAMILIES: [&str; 5] = [REVS, KEYS, LEASES, LEASE_KEYS, META];
 
-pub const META_APPLIED: &[u8] = b"applied";
-pub const META_CURRENT: &[u8] = b"current";
-pub const META_COMPACTED: &[u8] = b"compacted";
+pub(crate) const META_APPLIED: &[u8] = b"applied";
+pub(crate) const META_CURRENT: &[u8] = b"current";
+pub(crate) const META_COMPACTED: &[u8] = b"compacted";
 /// The lease claim in force and its last checkpoint: fencing must survive a
 /// restart, or a deposed cairn-lease could expire leases again.
-pub const META_LEASE_HOLDER: &[u8] = b"lease_holder";
+pub(crate) const META_LEASE_HOLDER: &[u8] = b"lease_holder";
 /// Meta key of the alarms raised (`AlarmList`).
-pub const META_ALARMS: &[u8] = b"alarms";
-pub const META_PUBLISHER: &[u8] = b"publisher";
+pub(crate) const META_ALARMS: &[u8] = b"alarms";
+pub(crate) const META_PUBLISHER: &[u8] = b"publisher";
 
 const TAG_PUT: u8 = 0;
 const TAG_DELETE: u8 = 1;
 
 /// One write as the revision index keeps it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Record {
+pub(crate) struct Record {
     pub tombstone: bool,
     /// For a delete: the key and the deletion's mod_revision, as etcd's
     /// DELETE events carry them.
@@ -48,7 +48,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(1 + self.kv.encoded_len());
         bytes.push(if self.tombstone { TAG_DELETE } else { TAG_PUT });
         // Encoding into a Vec cannot fail: it grows as needed.
@@ -56,7 +56,7 @@ impl Record {
         bytes
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, MvccError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, MvccError> {
         let (tag, body) = bytes
             .split_first()
             .ok_or_else(|| MvccError::Corrupt("empty revision record".into()))?;
@@ -78,7 +78,7 @@ impl Record {
 
 /// One row of the key index on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRow {
+pub(crate) struct KeyRow {
     pub key: Vec<u8>,
     pub revision: Revision,
     pub tombstone: bool,
@@ -87,7 +87,7 @@ pub struct KeyRow {
 }
 
 impl KeyRow {
-    pub fn row_key(key: &[u8], revision: Revision) -> Vec<u8> {
+    pub(crate) fn row_key(key: &[u8], revision: Revision) -> Vec<u8> {
         let mut row = Vec::with_capacity(4 + key.len() + 16);
         row.extend_from_slice(&(key.len() as u32).to_be_bytes());
         row.extend_from_slice(key);
@@ -95,7 +95,7 @@ impl KeyRow {
         row
     }
 
-    pub fn value(&self) -> Vec<u8> {
+    pub(crate) fn value(&self) -> Vec<u8> {
         let mut value = Vec::with_capacity(25);
         value.push(if self.tombstone { TAG_DELETE } else { TAG_PUT });
         value.extend_from_slice(&self.created.to_key());
@@ -103,7 +103,7 @@ impl KeyRow {
         value
     }
 
-    pub fn decode(row: &[u8], value: &[u8]) -> Result<Self, MvccError> {
+    pub(crate) fn decode(row: &[u8], value: &[u8]) -> Result<Self, MvccError> {
         let corrupt = || MvccError::Corrupt("key index row".into());
         let length = u32::from_be_bytes(
             row.get(..4)
@@ -133,18 +133,18 @@ impl KeyRow {
     }
 }
 
-pub fn lease_key(lease: i64) -> [u8; 8] {
+pub(crate) fn lease_key(lease: i64) -> [u8; 8] {
     lease.to_be_bytes()
 }
 
-pub fn lease_key_row(lease: i64, key: &[u8]) -> Vec<u8> {
+pub(crate) fn lease_key_row(lease: i64, key: &[u8]) -> Vec<u8> {
     let mut row = Vec::with_capacity(8 + key.len());
     row.extend_from_slice(&lease.to_be_bytes());
     row.extend_from_slice(key);
     row
 }
 
-pub fn split_lease_key_row(row: &[u8]) -> Result<(i64, Vec<u8>), MvccError> {
+pub(crate) fn split_lease_key_row(row: &[u8]) -> Result<(i64, Vec<u8>), MvccError> {
     let id = row
         .get(..8)
         .and_then(|bytes| bytes.try_into().ok())
@@ -153,26 +153,26 @@ pub fn split_lease_key_row(row: &[u8]) -> Result<(i64, Vec<u8>), MvccError> {
     Ok((id, row[8..].to_vec()))
 }
 
-pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
+pub(crate) fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
     LeaseRecord::decode(bytes).map_err(|error| MvccError::Corrupt(format!("lease record: {error}")))
 }
 
 /// Reads the stored lease claim back; a damaged one stops the replica rather
 /// than unfence the lease service.
-pub fn decode_alarms(bytes: &[u8]) -> Result<AlarmList, MvccError> {
+pub(crate) fn decode_alarms(bytes: &[u8]) -> Result<AlarmList, MvccError> {
     AlarmList::decode(bytes).map_err(|error| MvccError::Corrupt(format!("alarms: {error}")))
 }
 
-pub fn decode_publisher(bytes: &[u8]) -> Result<PublisherClaim, MvccError> {
+pub(crate) fn decode_publisher(bytes: &[u8]) -> Result<PublisherClaim, MvccError> {
     PublisherClaim::decode(bytes)
         .map_err(|error| MvccError::Corrupt(format!("publisher claim: {error}")))
 }
 
-pub fn decode_holder(bytes: &[u8]) -> Result<LeaseHolder, MvccError> {
+pub(crate) fn decode_holder(bytes: &[u8]) -> Result<LeaseHolder, MvccError> {
     LeaseHolder::decode(bytes).map_err(|error| MvccError::Corrupt(format!("lease holder: {error}")))
 }
 
-pub fn decode_i64(bytes: &[u8]) -> Result<i64, MvccError> {
+pub(crate) fn decode_i64(bytes: &[u8]) -> Result<i64, MvccError> {
     bytes
         .try_into()
         .map(i64::from_be_bytes)

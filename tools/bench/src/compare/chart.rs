@@ -13,7 +13,7 @@ use plotters::style::{register_font, FontStyle};
 use super::results::{Compared, Point, Report, Side};
 
 /// Debian's fonts-dejavu-core; any TrueType font will do.
-pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+pub(super) const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// The font family every text of the chart asks for.
 const FAMILY: &str = "sans-serif";
 const PANEL_WIDTH: u32 = 720;
@@ -27,7 +27,7 @@ const ETCD: RGBColor = RGBColor(31, 119, 180);
 const CAIRN: RGBColor = RGBColor(230, 85, 13);
 
 /// Loads a TrueType font for the chart's text, once per process.
-pub fn load_font(path: &Path) -> anyhow::Result<()> {
+pub(super) fn load_font(path: &Path) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(path).map_err(|error| anyhow::anyhow!("font {}: {error}", path.display()))?;
     // The font table keeps a reference for the life of the process.
@@ -277,7 +277,7 @@ fn draw_memory(area: &Area<'_>, report: &Report) -> anyhow::Result<()> {
 }
 
 /// Draws every workload and the memory panel to a PNG at `path`.
-pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
+pub(super) fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     let panels = report.workloads.len() + 1;
     let rows = panels.div_ceil(COLUMNS);
     let width = PANEL_WIDTH * COLUMNS as u32;

@@ -12,7 +12,7 @@ use crate::drive::connect;
 
 /// The client address (host:port) of the leader of the etcd cluster that
 /// `endpoint` belongs to.
-pub async fn etcd_leader(endpoint: &str) -> anyhow::Result<String> {
+pub(super) async fn etcd_leader(endpoint: &str) -> anyhow::Result<String> {
     let channel = connect(endpoint).await?;
     let status = MaintenanceClient::new(channel.clone())
         .status(StatusRequest {})

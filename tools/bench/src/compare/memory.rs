@@ -8,7 +8,7 @@ use crate::procfs::{process_name, read_pids, status_kib};
 
 /// The processes listed in `files` (each pid once, in the order listed)
 /// and their `VmHWM`. A file that cannot be read is reported and skipped.
-pub fn peaks(files: &[PathBuf]) -> Vec<ProcessPeak> {
+pub(super) fn peaks(files: &[PathBuf]) -> Vec<ProcessPeak> {
     let mut pids: Vec<u32> = Vec::new();
     for file in files {
         match read_pids(file) {

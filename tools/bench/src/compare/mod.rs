@@ -22,7 +22,7 @@ use results::{distribution, Compared, Memory, Report, Side};
 use workload::{workloads, Round, Settings, System, Workload};
 
 #[derive(Args)]
-pub struct CompareArgs {
+pub(crate) struct CompareArgs {
     /// An etcd endpoint, host:port; its cluster's leader is measured.
     #[arg(long, default_value = "127.0.0.1:23790")]
     etcd: String,
@@ -74,7 +74,7 @@ pub struct CompareArgs {
 
 /// Redraws the chart of an earlier comparison from its JSON.
 #[derive(Args)]
-pub struct ChartArgs {
+pub(crate) struct ChartArgs {
     /// What `compare --json` wrote.
     #[arg(long, default_value = ".bench/compare.json")]
     json: PathBuf,
@@ -188,7 +188,7 @@ fn write_outputs(
     Ok(())
 }
 
-pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds > 0, "--rounds must be positive");
     anyhow::ensure!(args.size > 0, "--size must be positive");
     let settings = Settings {
@@ -283,7 +283,7 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
 }
 
 /// Redraws a chart from JSON, so the picture can change without a rerun.
-pub fn redraw(args: &ChartArgs) -> anyhow::Result<()> {
+pub(crate) fn redraw(args: &ChartArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.json)
         .map_err(|error| anyhow::anyhow!("{}: {error}", args.json.display()))?;
     let report: Report = serde_json::from_str(&text)?;

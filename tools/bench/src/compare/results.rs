@@ -14,7 +14,7 @@ const MAX_NINES: f64 = 4.0;
 
 /// Figures some workloads have beyond rate and latency.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Notes {
+pub(super) struct Notes {
     /// Compare-and-swap transactions answered with the compare failing.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub conflicts: Option<u64>,
@@ -38,7 +38,7 @@ pub struct Notes {
 
 /// One point of a latency distribution.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct Point {
+pub(super) struct Point {
     /// 0-100; 100 is the maximum.
     pub percentile: f64,
     pub ms: f64,
@@ -46,7 +46,7 @@ pub struct Point {
 
 /// One system's figures for one workload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Side {
+pub(super) struct Side {
     /// The round with the highest rate: the one least disturbed.
     pub best: Summary,
     pub notes: Notes,
@@ -61,7 +61,7 @@ pub struct Side {
 
 /// Latency at percentiles spread evenly in nines, then the maximum, so both
 /// the body and the tail of the distribution are drawn.
-pub fn distribution(latencies: &Histogram<u64>) -> Vec<Point> {
+pub(super) fn distribution(latencies: &Histogram<u64>) -> Vec<Point> {
     if latencies.is_empty() {
         return Vec::new();
     }
@@ -85,7 +85,7 @@ pub fn distribution(latencies: &Histogram<u64>) -> Vec<Point> {
 
 /// One workload's figures for both systems, and how they compare.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Compared {
+pub(super) struct Compared {
     pub id: String,
     pub workload: String,
     pub etcd: Option<Side>,
@@ -99,12 +99,12 @@ pub struct Compared {
 }
 
 /// `ours / theirs`, where both are figures.
-pub fn ratio(ours: f64, theirs: f64) -> Option<f64> {
+pub(super) fn ratio(ours: f64, theirs: f64) -> Option<f64> {
     (theirs > 0.0 && ours.is_finite() && theirs.is_finite()).then(|| ours / theirs)
 }
 
 impl Compared {
-    pub fn new(id: &str, workload: &str, etcd: Option<Side>, cairn: Option<Side>) -> Self {
+    pub(super) fn new(id: &str, workload: &str, etcd: Option<Side>, cairn: Option<Side>) -> Self {
         let of = |figure: fn(&Summary) -> f64| match (&cairn, &etcd) {
             (Some(cairn), Some(etcd)) => ratio(figure(&cairn.best), figure(&etcd.best)),
             _ => None,
@@ -124,7 +124,7 @@ impl Compared {
 
 /// The peak resident memory of one process.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ProcessPeak {
+pub(super) struct ProcessPeak {
     pub pid: u32,
     pub name: String,
     /// `VmHWM`; `None` if the process was gone when read.
@@ -133,7 +133,7 @@ pub struct ProcessPeak {
 
 /// Peak memory of every process of both systems.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Memory {
+pub(super) struct Memory {
     pub etcd: Vec<ProcessPeak>,
     pub cairn: Vec<ProcessPeak>,
     pub etcd_total_kib: u64,
@@ -143,7 +143,7 @@ pub struct Memory {
 }
 
 impl Memory {
-    pub fn new(etcd: Vec<ProcessPeak>, cairn: Vec<ProcessPeak>) -> Self {
+    pub(super) fn new(etcd: Vec<ProcessPeak>, cairn: Vec<ProcessPeak>) -> Self {
         let total = |processes: &[ProcessPeak]| processes.iter().filter_map(|p| p.peak_kib).sum();
         let (etcd_total_kib, cairn_total_kib): (u64, u64) = (total(&etcd), total(&cairn));
         Self {
@@ -158,7 +158,7 @@ impl Memory {
 
 /// Everything one comparison found: what `--json` writes and `chart` reads.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Report {
+pub(super) struct Report {
     pub etcd_endpoint: String,
     pub cairn_endpoint: String,
     pub rounds: usize,

@@ -18,7 +18,7 @@ fn times(ratio: Option<f64>) -> String {
 }
 
 /// Rates and latencies, then ratios.
-pub fn render(report: &Report) -> String {
+pub(super) fn render(report: &Report) -> String {
     let mut out = String::new();
     let group = |name: &str, width: usize| format!("{:-^width$}", format!(" {name} "));
     let _ = writeln!(
@@ -156,7 +156,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// Every process's peak memory, the total per system, and their ratio.
-pub fn render_memory(memory: &Memory) -> String {
+pub(super) fn render_memory(memory: &Memory) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "peak resident memory (VmHWM)");
     let _ = writeln!(

@@ -25,7 +25,7 @@ const GRANT_CONCURRENCY: usize = 512;
 
 /// What every round of every workload shares.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(super) struct Settings {
     /// Recorded time of one round (puts' time for the watch workloads).
     pub duration: Duration,
     pub value_bytes: usize,
@@ -39,7 +39,7 @@ pub struct Settings {
 
 /// What a workload does.
 #[derive(Clone, Copy, Debug)]
-pub enum Kind {
+pub(super) enum Kind {
     Kv {
         op: KvOperation,
         clients: usize,
@@ -53,7 +53,7 @@ pub enum Kind {
 
 /// One workload: a short id to select it by, a name to print it by.
 #[derive(Clone, Debug)]
-pub struct Workload {
+pub(super) struct Workload {
     pub id: &'static str,
     pub name: String,
     pub kind: Kind,
@@ -61,7 +61,7 @@ pub struct Workload {
 
 /// Every workload, in the order they run: KV first, then the watches, then
 /// the leases, whose keep-alive timers would otherwise run under the rest.
-pub fn workloads(settings: &Settings) -> Vec<Workload> {
+pub(super) fn workloads(settings: &Settings) -> Vec<Workload> {
     let kv = |id, name: &str, op, clients, connections| Workload {
         id,
         name: name.to_owned(),
@@ -125,7 +125,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
 }
 
 /// One system under test, and what its setup left for later rounds.
-pub struct System {
+pub(super) struct System {
     pub name: &'static str,
     pub endpoint: String,
     preloaded: bool,
@@ -140,14 +140,14 @@ struct Leases {
 }
 
 /// What one round measured.
-pub struct Round {
+pub(super) struct Round {
     pub summary: Summary,
     pub latencies: Histogram<u64>,
     pub notes: Notes,
 }
 
 impl System {
-    pub fn new(name: &'static str, endpoint: String) -> Self {
+    pub(super) fn new(name: &'static str, endpoint: String) -> Self {
         Self {
             name,
             endpoint,
@@ -158,7 +158,10 @@ impl System {
 
     /// Writes the read set once; returns how long it took, or `None` if it
     /// was there already.
-    pub async fn preload(&mut self, settings: &Settings) -> anyhow::Result<Option<Duration>> {
+    pub(super) async fn preload(
+        &mut self,
+        settings: &Settings,
+    ) -> anyhow::Result<Option<Duration>> {
         if self.preloaded {
             return Ok(None);
         }
@@ -199,7 +202,7 @@ impl System {
     }
 
     /// Runs one round of `workload` against this system.
-    pub async fn round(
+    pub(super) async fn round(
         &mut self,
         workload: &Workload,
         settings: &Settings,

@@ -10,7 +10,7 @@ use crate::prometheus::{scrape, value};
 /// Log commands one lease instance wrote over a period: what the leases
 /// cost the log, the figure that grows with the lease count.
 #[derive(Debug, Serialize)]
-pub struct Commands {
+pub(crate) struct Commands {
     pub seconds: f64,
     pub commands: f64,
     pub per_second: f64,
@@ -19,26 +19,26 @@ pub struct Commands {
 }
 
 /// The counters of the active instance read at one moment.
-pub struct Reading {
+pub(crate) struct Reading {
     at: Instant,
     page: String,
 }
 
 impl Reading {
-    pub fn counter(&self, name: &str) -> f64 {
+    pub(crate) fn counter(&self, name: &str) -> f64 {
         value(&self.page, name).unwrap_or(f64::NAN)
     }
 }
 
 /// The active lease instance's metrics page, found once and read around
 /// each phase.
-pub struct ActiveInstance {
+pub(crate) struct ActiveInstance {
     pub url: String,
 }
 
 impl ActiveInstance {
     /// The instance reporting `cairn_lease_active 1`, if any answers.
-    pub async fn find(urls: &[String]) -> Option<Self> {
+    pub(crate) async fn find(urls: &[String]) -> Option<Self> {
         for url in urls.iter().filter(|url| !url.is_empty()) {
             match scrape(url).await {
                 Ok(page) if value(&page, "cairn_lease_active") == Some(1.0) => {
@@ -54,7 +54,7 @@ impl ActiveInstance {
     /// The counters now; `None` (and why, on stderr) if the instance cannot
     /// be read or is no longer active, so a takeover costs the checkpoint
     /// figures but not the rest of the run.
-    pub async fn read(&self) -> Option<Reading> {
+    pub(crate) async fn read(&self) -> Option<Reading> {
         match scrape(&self.url).await {
             Ok(page) if value(&page, "cairn_lease_active") == Some(1.0) => Some(Reading {
                 at: Instant::now(),
@@ -73,7 +73,7 @@ impl ActiveInstance {
 }
 
 /// The checkpoint commands and keep-alives between two readings.
-pub fn commands_between(before: &Reading, after: &Reading) -> Commands {
+pub(super) fn commands_between(before: &Reading, after: &Reading) -> Commands {
     let seconds = after.at.duration_since(before.at).as_secs_f64();
     let delta = |name| after.counter(name) - before.counter(name);
     let commands = delta("cairn_lease_checkpoint_commands_total");

@@ -21,7 +21,7 @@ use crate::report::{histogram, record};
 const ATTEMPTS: u32 = 8;
 /// Pause before reopening a failed stream, and before the first retry; each
 /// further retry waits twice as long, up to `MAX_RETRY_PAUSE`.
-pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// The longest pause between attempts.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// The keys attached to the leases, one each, under this prefix.
@@ -49,7 +49,7 @@ fn retry_pause(attempt: u32) -> Duration {
 
 /// How many leases to grant, and how.
 #[derive(Clone, Copy, Debug)]
-pub struct GrantPlan {
+pub(crate) struct GrantPlan {
     pub leases: usize,
     /// TTL of every lease in seconds.
     pub ttl: i64,
@@ -61,7 +61,7 @@ pub struct GrantPlan {
 }
 
 /// What granting measured.
-pub struct Granted {
+pub(crate) struct Granted {
     pub ids: Vec<i64>,
     pub elapsed: Duration,
     /// Grant (+ put) of one lease, each.
@@ -101,7 +101,7 @@ where
 /// each if asked. IDs are chosen here, so a grant retried after a lost
 /// answer finds its lease already there instead of leaving a second one to
 /// expire.
-pub async fn grant(plan: GrantPlan, channels: &[Channel]) -> anyhow::Result<Granted> {
+pub(crate) async fn grant(plan: GrantPlan, channels: &[Channel]) -> anyhow::Result<Granted> {
     anyhow::ensure!(!channels.is_empty(), "no connections to grant over");
     // Distinct from an earlier run's leases on the same data, and positive.
     let first_id = i64::try_from(

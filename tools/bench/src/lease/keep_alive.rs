@@ -21,7 +21,7 @@ use crate::report::{histogram, record};
 
 /// How the leases are renewed.
 #[derive(Clone, Copy, Debug)]
-pub struct KeepAlivePlan {
+pub(crate) struct KeepAlivePlan {
     /// LeaseKeepAlive streams, each renewing an equal share of the leases.
     pub streams: usize,
     /// Keep-alives sent and not yet answered, per stream.
@@ -31,7 +31,7 @@ pub struct KeepAlivePlan {
 }
 
 /// What the keep-alive streams measured.
-pub struct Kept {
+pub(crate) struct Kept {
     /// Send → answer of each keep-alive sent after the warm-up.
     pub latencies: Histogram<u64>,
     pub errors: u64,
@@ -43,7 +43,7 @@ pub struct Kept {
 /// Renews the leases `ids` as the plan says for the warm-up plus its
 /// duration, reading the active instance's counters (if given) when the
 /// recording starts and when it stops.
-pub async fn keep_alive(
+pub(crate) async fn keep_alive(
     plan: KeepAlivePlan,
     channels: &[Channel],
     ids: &[i64],

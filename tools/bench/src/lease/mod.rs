@@ -13,10 +13,10 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-pub use checkpoints::Commands;
+pub(crate) use checkpoints::Commands;
 use checkpoints::{commands_between, ActiveInstance};
-pub use grant::{grant, GrantPlan};
-pub use keep_alive::{keep_alive, KeepAlivePlan};
+pub(crate) use grant::{grant, GrantPlan};
+pub(crate) use keep_alive::{keep_alive, KeepAlivePlan};
 
 use crate::drive::{connect, MAX_CONNECTIONS, WARM_UP};
 use crate::log::parse_duration;
@@ -24,7 +24,7 @@ use crate::report::Summary;
 
 /// The lease workload's settings.
 #[derive(Args)]
-pub struct LeaseArgs {
+pub(crate) struct LeaseArgs {
     /// An etcd v3 endpoint, host:port.
     #[arg(long, default_value = "127.0.0.1:2379")]
     endpoint: String,
@@ -71,7 +71,7 @@ pub struct LeaseArgs {
 /// Everything one run measured, for `--json`, so runs at different lease
 /// counts can be compared by a script.
 #[derive(Debug, Serialize)]
-pub struct LeaseReport {
+pub(crate) struct LeaseReport {
     pub leases: usize,
     pub ttl_secs: i64,
     pub grant_concurrency: usize,
@@ -89,7 +89,7 @@ pub struct LeaseReport {
 }
 
 /// Runs the lease workload and prints its figures.
-pub async fn run(args: LeaseArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: LeaseArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.leases > 0, "--leases must be positive");
     anyhow::ensure!(args.ttl > 0, "--ttl must be positive");
     anyhow::ensure!(

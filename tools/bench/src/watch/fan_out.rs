@@ -31,7 +31,7 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one fan-out run does.
 #[derive(Clone, Debug)]
-pub struct FanOutPlan {
+pub(crate) struct FanOutPlan {
     pub watchers: usize,
     /// Watch streams (each on its own connection) the watchers are spread over.
     pub streams: usize,
@@ -47,7 +47,7 @@ pub struct FanOutPlan {
 }
 
 /// What one fan-out run measured.
-pub struct FanOut {
+pub(crate) struct FanOut {
     /// Put sent → event received, every event of every watcher.
     pub latencies: Histogram<u64>,
     /// Puts answered without error.
@@ -63,7 +63,7 @@ pub struct FanOut {
 
 impl FanOut {
     /// Events received by all watchers together.
-    pub fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.latencies.len()
     }
 }
@@ -197,7 +197,7 @@ async fn watch_stream(
 
 /// Creates the watchers, puts at the plan's rate for its duration, and
 /// gathers what every watcher received.
-pub async fn fan_out(endpoint: &str, plan: &FanOutPlan) -> anyhow::Result<FanOut> {
+pub(crate) async fn fan_out(endpoint: &str, plan: &FanOutPlan) -> anyhow::Result<FanOut> {
     anyhow::ensure!(
         plan.watchers > 0 && plan.streams > 0 && plan.rate > 0,
         "watchers, streams and rate must be positive"

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use clap::Args;
 
-pub use fan_out::{fan_out, FanOut, FanOutPlan};
+pub(crate) use fan_out::{fan_out, FanOut, FanOutPlan};
 
 use crate::log::parse_duration;
 use crate::procfs::status_kib;
 use crate::report::Summary;
 
 #[derive(Args)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// An etcd v3 endpoint, host:port.
     #[arg(long, default_value = "127.0.0.1:2379")]
     endpoint: String,
@@ -45,7 +45,7 @@ pub struct WatchArgs {
 }
 
 /// The row of a fan-out run: events delivered per second, and their latencies.
-pub fn summary(label: String, measured: &FanOut) -> Summary {
+pub(crate) fn summary(label: String, measured: &FanOut) -> Summary {
     Summary::new(
         label,
         &measured.latencies,
@@ -54,7 +54,7 @@ pub fn summary(label: String, measured: &FanOut) -> Summary {
     )
 }
 
-pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let plan = FanOutPlan {
         watchers: args.watchers,
         streams: args.streams,

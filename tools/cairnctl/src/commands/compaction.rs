@@ -8,7 +8,7 @@ use crate::error::CtlError;
 use crate::go_fmt;
 
 /// Compacts, then says so.
-pub async fn run(ctx: &Ctx, args: &CompactionArgs) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, args: &CompactionArgs) -> Result<(), CtlError> {
     let [revision] = args.args.as_slice() else {
         return Err(CtlError::bad_args("compaction command needs 1 argument"));
     };

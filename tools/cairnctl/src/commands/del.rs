@@ -8,7 +8,7 @@ use crate::error::CtlError;
 use crate::model::DeleteResult;
 
 /// The key and options of a delete, also used for `del` lines in a txn.
-pub fn request(args: &DelArgs) -> Result<(Vec<u8>, DeleteOptions), CtlError> {
+pub(super) fn request(args: &DelArgs) -> Result<(Vec<u8>, DeleteOptions), CtlError> {
     if args.args.is_empty() || args.args.len() > 2 {
         return Err(CtlError::bad_args(
             "del command needs one argument as key and an optional argument as range_end",
@@ -41,7 +41,7 @@ pub fn request(args: &DelArgs) -> Result<(Vec<u8>, DeleteOptions), CtlError> {
 }
 
 /// Deletes the key or range, then prints the answer.
-pub async fn run(ctx: &Ctx, args: &DelArgs) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, args: &DelArgs) -> Result<(), CtlError> {
     let (key, options) = request(args)?;
     let client = ctx.session.client().await?;
     let response = ctx

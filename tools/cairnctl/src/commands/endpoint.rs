@@ -10,7 +10,7 @@ use crate::go_fmt;
 use crate::model::{EndpointHealth, EndpointStatus, Status};
 
 /// Runs the endpoint subcommand on `--endpoints` or, with `--cluster`, on every member.
-pub async fn run(ctx: &Ctx, args: &EndpointArgs) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, args: &EndpointArgs) -> Result<(), CtlError> {
     let endpoints = if args.cluster {
         cluster_endpoints(ctx).await?
     } else {

@@ -9,7 +9,7 @@ use crate::go_fmt;
 use crate::model::RangeResult;
 
 /// The key and options of a range read, also used for `get` lines in a txn.
-pub fn request(args: &GetArgs) -> Result<(Vec<u8>, GetOptions), CtlError> {
+pub(super) fn request(args: &GetArgs) -> Result<(Vec<u8>, GetOptions), CtlError> {
     let Some(key) = args.args.first() else {
         return Err(CtlError::bad_args(
             "get command needs one argument as key and an optional argument as range_end",
@@ -84,7 +84,7 @@ pub fn request(args: &GetArgs) -> Result<(Vec<u8>, GetOptions), CtlError> {
 }
 
 /// Reads the key or range, then prints the answer.
-pub async fn run(ctx: &Ctx, args: &GetArgs) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, args: &GetArgs) -> Result<(), CtlError> {
     let (key, options) = request(args)?;
     if args.print_value_only && !ctx.printer.is_simple() {
         return Err(CtlError::bad_args(

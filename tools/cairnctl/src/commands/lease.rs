@@ -18,7 +18,7 @@ use crate::output::simple;
 const MIN_RENEW_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Runs the lease subcommand.
-pub async fn run(ctx: &Ctx, command: LeaseCommand) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, command: LeaseCommand) -> Result<(), CtlError> {
     match command {
         LeaseCommand::Grant { args } => grant(ctx, &args).await,
         LeaseCommand::Revoke { args } => revoke(ctx, &args).await,

@@ -9,7 +9,7 @@ use crate::go_fmt;
 use crate::model::{MemberAddResult, MembersResult};
 
 /// Runs the member subcommand.
-pub async fn run(ctx: &Ctx, command: MemberCommand) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, command: MemberCommand) -> Result<(), CtlError> {
     match command {
         MemberCommand::List => list(ctx).await,
         MemberCommand::Add {

@@ -21,13 +21,13 @@ use crate::error::CtlError;
 use crate::output::{Format, Printer};
 
 /// What every command needs: where to connect and how to print.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub session: Session,
     pub printer: Printer,
 }
 
 /// Runs the command the command line names.
-pub async fn run(cli: Cli) -> Result<(), CtlError> {
+pub(crate) async fn run(cli: Cli) -> Result<(), CtlError> {
     let ctx = Ctx {
         session: Session::new(&cli.global),
         printer: Printer {

@@ -13,7 +13,7 @@ use crate::model::PutResult;
 const NEEDS_ARGUMENTS: &str = "put command needs 1 argument and input from stdin or 2 arguments";
 
 /// A put ready to send, also used for `put` lines inside a txn.
-pub struct PutRequest {
+pub(super) struct PutRequest {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub options: PutOptions,
@@ -21,7 +21,7 @@ pub struct PutRequest {
 
 /// Checks the arguments in etcdctl's order and builds the request. Without a
 /// value argument the value is all of stdin, if `read_stdin` allows it.
-pub fn request(args: &PutArgs, read_stdin: bool) -> Result<PutRequest, CtlError> {
+pub(super) fn request(args: &PutArgs, read_stdin: bool) -> Result<PutRequest, CtlError> {
     let Some(key) = args.args.first() else {
         return Err(CtlError::bad_args(NEEDS_ARGUMENTS));
     };
@@ -69,7 +69,7 @@ pub fn request(args: &PutArgs, read_stdin: bool) -> Result<PutRequest, CtlError>
 }
 
 /// Writes the key, then prints the answer.
-pub async fn run(ctx: &Ctx, args: &PutArgs) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, args: &PutArgs) -> Result<(), CtlError> {
     let request = request(args, true)?;
     let client = ctx.session.client().await?;
     let response = ctx

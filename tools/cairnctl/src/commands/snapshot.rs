@@ -17,7 +17,7 @@ use crate::go_fmt;
 const CHECKSUM_SIZE: u64 = 32;
 
 /// Runs the snapshot subcommand.
-pub async fn run(ctx: &Ctx, command: SnapshotCommand) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, command: SnapshotCommand) -> Result<(), CtlError> {
     match command {
         SnapshotCommand::Save { args } => save(ctx, &args).await,
     }

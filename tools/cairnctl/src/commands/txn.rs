@@ -12,7 +12,7 @@ use crate::model::TxnResult;
 use crate::txn_parser::{self, CompareResult, CompareTarget, ParseError, TxnOpSpec};
 
 /// Reads the transaction from stdin, commits it and prints the answer.
-pub async fn run(ctx: &Ctx, args: &TxnArgs) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, args: &TxnArgs) -> Result<(), CtlError> {
     if !args.args.is_empty() {
         return Err(CtlError::bad_args("txn command does not accept argument"));
     }

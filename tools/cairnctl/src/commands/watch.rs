@@ -41,7 +41,7 @@ fn request(args: &WatchArgs) -> Result<(Vec<u8>, WatchOptions), CtlError> {
 }
 
 /// Watches until the server ends the watch (or reads watch lines with `-i`).
-pub async fn run(ctx: &Ctx, args: &WatchArgs) -> Result<(), CtlError> {
+pub(super) async fn run(ctx: &Ctx, args: &WatchArgs) -> Result<(), CtlError> {
     if args.interactive {
         return interactive(ctx).await;
     }

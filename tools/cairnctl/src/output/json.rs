@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 use serde_json::ser::{CharEscape, Formatter};
 
 /// Serialises `value` the way Go does, followed by a newline.
-pub fn line<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+pub(crate) fn line<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
     value.serialize(&mut serializer)?;
@@ -63,7 +63,7 @@ impl Formatter for GoFormatter {
 }
 
 /// Standard padded base64, Go's encoding of `[]byte` in JSON.
-pub fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -83,13 +83,16 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// `serialize_with` for a byte field.
-pub fn base64_bytes<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn base64_bytes<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&base64(bytes))
 }
 
 /// `serialize_with` for a list of byte strings: null when empty, as Go
 /// writes a nil slice.
-pub fn base64_list<S: Serializer>(list: &[Vec<u8>], serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn base64_list<S: Serializer>(
+    list: &[Vec<u8>],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     if list.is_empty() {
         return serializer.serialize_none();
     }

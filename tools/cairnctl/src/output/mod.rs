@@ -2,13 +2,13 @@
 //! answer to the [`Printer`]; the per-format modules turn it into bytes.
 
 /// `-w json`.
-pub mod json;
+pub(crate) mod json;
 /// Cells shared by the simple and table forms.
-pub mod rows;
+pub(crate) mod rows;
 /// `-w simple`.
-pub mod simple;
+pub(crate) mod simple;
 /// `-w table`.
-pub mod table;
+pub(crate) mod table;
 
 use std::io::Write;
 
@@ -24,7 +24,7 @@ use simple::SimpleOptions;
 
 /// The output formats `-w` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Simple,
     Json,
     Table,
@@ -32,7 +32,7 @@ pub enum Format {
 
 impl Format {
     /// Reads `-w`; etcdctl's `fields` and `protobuf` are not offered.
-    pub fn parse(text: &str) -> Result<Self, CtlError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, CtlError> {
         match text {
             "simple" => Ok(Self::Simple),
             "json" => Ok(Self::Json),
@@ -52,7 +52,7 @@ impl Format {
 
 /// Writes answers to stdout in one format.
 #[derive(Debug, Clone, Copy)]
-pub struct Printer {
+pub(crate) struct Printer {
     pub format: Format,
     /// `--hex`: keys and values as `\xNN` in the simple format.
     pub hex: bool,
@@ -67,7 +67,7 @@ impl Printer {
     }
 
     /// Writes bytes to stdout as they are.
-    pub fn emit(&self, bytes: &[u8]) -> Result<(), CtlError> {
+    pub(crate) fn emit(&self, bytes: &[u8]) -> Result<(), CtlError> {
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(bytes)
@@ -95,17 +95,17 @@ impl Printer {
     }
 
     /// Refuses a format up front, as etcdctl does for `--print-value-only`.
-    pub fn is_simple(&self) -> bool {
+    pub(crate) fn is_simple(&self) -> bool {
         self.format == Format::Simple
     }
 
     /// `put`: OK and the previous pair, or JSON.
-    pub fn put(&self, result: &PutResult) -> Result<(), CtlError> {
+    pub(crate) fn put(&self, result: &PutResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::put(result, self.options()))
     }
 
     /// `get`: pairs (or values, or the count), or JSON.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         result: &RangeResult,
         value_only: bool,
@@ -122,37 +122,37 @@ impl Printer {
     }
 
     /// `del`: the count and previous pairs, or JSON.
-    pub fn delete(&self, result: &DeleteResult) -> Result<(), CtlError> {
+    pub(crate) fn delete(&self, result: &DeleteResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::delete(result, self.options()))
     }
 
     /// `txn`: the verdict and each op's answer, or JSON.
-    pub fn txn(&self, result: &TxnResult) -> Result<(), CtlError> {
+    pub(crate) fn txn(&self, result: &TxnResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::txn(result, self.options()))
     }
 
     /// `watch`: each event of one answer, or the answer as JSON.
-    pub fn watch(&self, result: &WatchResult) -> Result<(), CtlError> {
+    pub(crate) fn watch(&self, result: &WatchResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::watch(result, self.options()))
     }
 
     /// `lease grant`.
-    pub fn lease_grant(&self, result: &LeaseGrantResult) -> Result<(), CtlError> {
+    pub(crate) fn lease_grant(&self, result: &LeaseGrantResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_grant(result))
     }
 
     /// `lease revoke`.
-    pub fn lease_revoke(&self, id: i64, result: &LeaseRevokeResult) -> Result<(), CtlError> {
+    pub(crate) fn lease_revoke(&self, id: i64, result: &LeaseRevokeResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_revoke(id))
     }
 
     /// `lease keep-alive`, once per renewal.
-    pub fn lease_keep_alive(&self, result: &LeaseKeepAliveResult) -> Result<(), CtlError> {
+    pub(crate) fn lease_keep_alive(&self, result: &LeaseKeepAliveResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_keep_alive(result))
     }
 
     /// `lease timetolive`.
-    pub fn lease_time_to_live(
+    pub(crate) fn lease_time_to_live(
         &self,
         result: &LeaseTimeToLiveResult,
         with_keys: bool,
@@ -161,12 +161,12 @@ impl Printer {
     }
 
     /// `lease list`.
-    pub fn lease_list(&self, result: &LeaseListResult) -> Result<(), CtlError> {
+    pub(crate) fn lease_list(&self, result: &LeaseListResult) -> Result<(), CtlError> {
         self.simple_or_json(result, || simple::lease_list(result))
     }
 
     /// `member list`, the one member command with a table form.
-    pub fn member_list(&self, result: &MembersResult) -> Result<(), CtlError> {
+    pub(crate) fn member_list(&self, result: &MembersResult) -> Result<(), CtlError> {
         match self.format {
             Format::Table => {
                 let rows: Vec<Vec<String>> = result.members.iter().map(rows::member).collect();
@@ -177,7 +177,7 @@ impl Printer {
     }
 
     /// `member add`, with the settings the new member needs in simple form.
-    pub fn member_added(
+    pub(crate) fn member_added(
         &self,
         result: &MemberAddResult,
         name: &str,
@@ -187,7 +187,7 @@ impl Printer {
     }
 
     /// `member remove`, `update` and `promote`.
-    pub fn member_changed(
+    pub(crate) fn member_changed(
         &self,
         id: u64,
         verb: &str,
@@ -197,7 +197,7 @@ impl Printer {
     }
 
     /// `endpoint status`, one row per endpoint that answered.
-    pub fn endpoint_status(&self, statuses: &[EndpointStatus]) -> Result<(), CtlError> {
+    pub(crate) fn endpoint_status(&self, statuses: &[EndpointStatus]) -> Result<(), CtlError> {
         match self.format {
             Format::Simple => self.emit(&simple::endpoint_status(statuses)),
             Format::Json => self.json(statuses),
@@ -209,7 +209,7 @@ impl Printer {
     }
 
     /// Health checks; the simple form goes to stderr, as etcdctl writes it.
-    pub fn endpoint_health(&self, checks: &[EndpointHealth]) -> Result<(), CtlError> {
+    pub(crate) fn endpoint_health(&self, checks: &[EndpointHealth]) -> Result<(), CtlError> {
         match self.format {
             Format::Simple => {
                 let mut stderr = std::io::stderr().lock();

@@ -5,7 +5,7 @@ use crate::go_fmt;
 use crate::model::{EndpointHealth, EndpointStatus, Member};
 
 /// `member list -w table`'s column titles.
-pub const MEMBER_HEADER: [&str; 6] = [
+pub(crate) const MEMBER_HEADER: [&str; 6] = [
     "ID",
     "STATUS",
     "NAME",
@@ -15,7 +15,7 @@ pub const MEMBER_HEADER: [&str; 6] = [
 ];
 
 /// `endpoint status -w table`'s column titles.
-pub const STATUS_HEADER: [&str; 10] = [
+pub(crate) const STATUS_HEADER: [&str; 10] = [
     "ENDPOINT",
     "ID",
     "VERSION",
@@ -29,10 +29,10 @@ pub const STATUS_HEADER: [&str; 10] = [
 ];
 
 /// `endpoint health -w table`'s column titles.
-pub const HEALTH_HEADER: [&str; 4] = ["ENDPOINT", "HEALTH", "TOOK", "ERROR"];
+pub(crate) const HEALTH_HEADER: [&str; 4] = ["ENDPOINT", "HEALTH", "TOOK", "ERROR"];
 
 /// A member: a member without a name has not started yet.
-pub fn member(member: &Member) -> Vec<String> {
+pub(crate) fn member(member: &Member) -> Vec<String> {
     let status = if member.name.is_empty() {
         "unstarted"
     } else {
@@ -49,7 +49,7 @@ pub fn member(member: &Member) -> Vec<String> {
 }
 
 /// An endpoint's status; the ID is the member that answered.
-pub fn status(endpoint: &EndpointStatus) -> Vec<String> {
+pub(crate) fn status(endpoint: &EndpointStatus) -> Vec<String> {
     let status = &endpoint.status;
     let member_id = status.header.as_ref().map_or(0, |header| header.member_id);
     vec![
@@ -67,7 +67,7 @@ pub fn status(endpoint: &EndpointStatus) -> Vec<String> {
 }
 
 /// An endpoint's health check.
-pub fn health(check: &EndpointHealth) -> Vec<String> {
+pub(crate) fn health(check: &EndpointHealth) -> Vec<String> {
     vec![
         check.endpoint.clone(),
         check.health.to_string(),

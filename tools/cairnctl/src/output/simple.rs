@@ -12,7 +12,7 @@ use crate::output::rows;
 
 /// How keys and values are written.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SimpleOptions {
+pub(crate) struct SimpleOptions {
     /// `--hex`: every byte as `\xNN`.
     pub hex: bool,
     /// `get --print-value-only`: values without their keys.
@@ -43,7 +43,7 @@ fn key_value(out: &mut Vec<u8>, kv: &KeyValue, options: SimpleOptions) {
 }
 
 /// `put`: OK, then the previous pair if asked for.
-pub fn put(result: &PutResult, options: SimpleOptions) -> Vec<u8> {
+pub(crate) fn put(result: &PutResult, options: SimpleOptions) -> Vec<u8> {
     let mut out = Vec::new();
     line(&mut out, b"OK");
     if let Some(prev) = &result.prev_kv {
@@ -53,7 +53,7 @@ pub fn put(result: &PutResult, options: SimpleOptions) -> Vec<u8> {
 }
 
 /// `get`: every pair, key line then value line.
-pub fn get(result: &RangeResult, options: SimpleOptions) -> Vec<u8> {
+pub(crate) fn get(result: &RangeResult, options: SimpleOptions) -> Vec<u8> {
     let mut out = Vec::new();
     for kv in &result.kvs {
         key_value(&mut out, kv, options);
@@ -62,12 +62,12 @@ pub fn get(result: &RangeResult, options: SimpleOptions) -> Vec<u8> {
 }
 
 /// `get --count-only`: the number of keys in the range.
-pub fn count(result: &RangeResult) -> Vec<u8> {
+pub(crate) fn count(result: &RangeResult) -> Vec<u8> {
     format!("{}\n", result.count).into_bytes()
 }
 
 /// `del`: how many keys went, then the previous pairs if asked for.
-pub fn delete(result: &DeleteResult, options: SimpleOptions) -> Vec<u8> {
+pub(crate) fn delete(result: &DeleteResult, options: SimpleOptions) -> Vec<u8> {
     let mut out = Vec::new();
     line(&mut out, result.deleted.to_string().as_bytes());
     for kv in &result.prev_kvs {
@@ -77,7 +77,7 @@ pub fn delete(result: &DeleteResult, options: SimpleOptions) -> Vec<u8> {
 }
 
 /// `txn`: SUCCESS or FAILURE, then each op's answer after a blank line.
-pub fn txn(result: &TxnResult, options: SimpleOptions) -> Vec<u8> {
+pub(crate) fn txn(result: &TxnResult, options: SimpleOptions) -> Vec<u8> {
     let mut out = Vec::new();
     let verdict: &[u8] = if result.succeeded {
         b"SUCCESS"
@@ -99,7 +99,7 @@ pub fn txn(result: &TxnResult, options: SimpleOptions) -> Vec<u8> {
 }
 
 /// `watch`: each event's type, its previous pair if any, then its pair.
-pub fn watch(result: &WatchResult, options: SimpleOptions) -> Vec<u8> {
+pub(crate) fn watch(result: &WatchResult, options: SimpleOptions) -> Vec<u8> {
     let mut out = Vec::new();
     for event in &result.events {
         let kind: &[u8] = if event.kind == EVENT_DELETE {
@@ -117,7 +117,7 @@ pub fn watch(result: &WatchResult, options: SimpleOptions) -> Vec<u8> {
 }
 
 /// `lease grant`.
-pub fn lease_grant(result: &LeaseGrantResult) -> Vec<u8> {
+pub(crate) fn lease_grant(result: &LeaseGrantResult) -> Vec<u8> {
     format!(
         "lease {:016x} granted with TTL({}s)\n",
         result.id, result.ttl
@@ -126,12 +126,12 @@ pub fn lease_grant(result: &LeaseGrantResult) -> Vec<u8> {
 }
 
 /// `lease revoke`.
-pub fn lease_revoke(id: i64) -> Vec<u8> {
+pub(crate) fn lease_revoke(id: i64) -> Vec<u8> {
     format!("lease {id:016x} revoked\n").into_bytes()
 }
 
 /// `lease keep-alive`, once per renewal.
-pub fn lease_keep_alive(result: &LeaseKeepAliveResult) -> Vec<u8> {
+pub(crate) fn lease_keep_alive(result: &LeaseKeepAliveResult) -> Vec<u8> {
     format!(
         "lease {:016x} keepalived with TTL({})\n",
         result.id, result.ttl
@@ -140,12 +140,12 @@ pub fn lease_keep_alive(result: &LeaseKeepAliveResult) -> Vec<u8> {
 }
 
 /// `lease keep-alive` when the lease is gone.
-pub fn lease_expired(id: i64) -> Vec<u8> {
+pub(crate) fn lease_expired(id: i64) -> Vec<u8> {
     format!("lease {id:016x} expired or revoked.\n").into_bytes()
 }
 
 /// `lease timetolive`; the attached keys only with `--keys`.
-pub fn lease_time_to_live(result: &LeaseTimeToLiveResult, with_keys: bool) -> Vec<u8> {
+pub(crate) fn lease_time_to_live(result: &LeaseTimeToLiveResult, with_keys: bool) -> Vec<u8> {
     if result.granted_ttl == 0 && result.ttl == -1 {
         return format!("lease {:016x} already expired\n", result.id).into_bytes();
     }
@@ -164,7 +164,7 @@ pub fn lease_time_to_live(result: &LeaseTimeToLiveResult, with_keys: bool) -> Ve
 }
 
 /// `lease list`.
-pub fn lease_list(result: &LeaseListResult) -> Vec<u8> {
+pub(crate) fn lease_list(result: &LeaseListResult) -> Vec<u8> {
     let mut out = format!("found {} leases\n", result.leases.len());
     for lease in &result.leases {
         out.push_str(&format!("{:016x}\n", lease.id));
@@ -173,7 +173,7 @@ pub fn lease_list(result: &LeaseListResult) -> Vec<u8> {
 }
 
 /// `member list`: one comma-separated line per member.
-pub fn member_list(result: &MembersResult) -> Vec<u8> {
+pub(crate) fn member_list(result: &MembersResult) -> Vec<u8> {
     let mut out = String::new();
     for member in &result.members {
         out.push_str(&rows::member(member).join(", "));
@@ -187,7 +187,7 @@ fn cluster_id(header: &Option<crate::model::Header>) -> u64 {
 }
 
 /// `member add`: the new ID, then the settings the new member starts with.
-pub fn member_added(result: &MemberAddResult, name: &str, peer_urls: &[String]) -> Vec<u8> {
+pub(crate) fn member_added(result: &MemberAddResult, name: &str, peer_urls: &[String]) -> Vec<u8> {
     let new_id = result.member.as_ref().map_or(0, |member| member.id);
     let mut out = format!(
         "Member {new_id:>16x} added to cluster {:>16x}\n",
@@ -219,7 +219,7 @@ pub fn member_added(result: &MemberAddResult, name: &str, peer_urls: &[String]) 
 }
 
 /// `member remove`, `update` and `promote`: what happened to which member.
-pub fn member_changed(id: u64, verb: &str, result: &MembersResult) -> Vec<u8> {
+pub(crate) fn member_changed(id: u64, verb: &str, result: &MembersResult) -> Vec<u8> {
     format!(
         "Member {id:>16x} {verb} cluster {:>16x}\n",
         cluster_id(&result.header)
@@ -228,7 +228,7 @@ pub fn member_changed(id: u64, verb: &str, result: &MembersResult) -> Vec<u8> {
 }
 
 /// `endpoint status`: one comma-separated line per endpoint.
-pub fn endpoint_status(statuses: &[EndpointStatus]) -> Vec<u8> {
+pub(crate) fn endpoint_status(statuses: &[EndpointStatus]) -> Vec<u8> {
     let mut out = String::new();
     for status in statuses {
         out.push_str(&rows::status(status).join(", "));
@@ -238,7 +238,7 @@ pub fn endpoint_status(statuses: &[EndpointStatus]) -> Vec<u8> {
 }
 
 /// `endpoint health`: one sentence per endpoint (etcdctl writes these to stderr).
-pub fn endpoint_health(checks: &[EndpointHealth]) -> Vec<u8> {
+pub(crate) fn endpoint_health(checks: &[EndpointHealth]) -> Vec<u8> {
     let mut out = String::new();
     for check in checks {
         if check.error.is_empty() {

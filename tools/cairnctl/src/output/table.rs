@@ -7,7 +7,7 @@
 const WRAP_WIDTH: usize = 30;
 
 /// Draws a table with a title row and the given rows.
-pub fn render(titles: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn render(titles: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = titles
         .iter()
         .map(|title| width(title).min(WRAP_WIDTH))
