@@ -23,13 +23,12 @@ mod settings;
 mod shed;
 mod tunnel;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_kit::shutdown::Signal;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tower::Layer;
 
@@ -46,21 +45,9 @@ use crate::proxy::Proxy;
 use crate::shed::ShedLayer;
 
 /// Binds `edge.listen` and serves until `shutdown` resolves.
-pub async fn serve(
-    settings: EdgeSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), EdgeError> {
-    let listener = cairn_kit::grpc::bind(&settings.edge.listen).await?;
-    serve_on(listener, settings, shutdown).await
-}
-
-/// Serves on an already bound listener (tests bind port 0 first).
-pub async fn serve_on(
-    listener: TcpListener,
-    settings: EdgeSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), EdgeError> {
+pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), EdgeError> {
     settings.validate()?;
+    let listener = cairn_kit::grpc::bind(&settings.edge.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let backends = &settings.backends;
     let pool = |service: &'static str, names: &[String]| {

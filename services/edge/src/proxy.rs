@@ -30,7 +30,7 @@ use tonic::Status;
 use tower::{Service, ServiceExt};
 
 use crate::metrics::EDGE_METRICS;
-use crate::pool::{BackendPool, InFlight};
+use crate::pool::{Backend, BackendPool, InFlight};
 use crate::tunnel::TunnelError;
 
 /// Which etcd service a proxy carries, and how its methods may be retried.
@@ -199,6 +199,15 @@ fn onward_headers(headers: &http::HeaderMap) -> http::HeaderMap {
     metadata.into_headers()
 }
 
+/// What sending a unary call to one backend came to.
+enum Sent {
+    Answered(http::Response<BoxBody>),
+    /// It never reached the backend: safe to send elsewhere.
+    Unreached(String),
+    /// It reached the backend, which may have carried it out.
+    Lost(String),
+}
+
 impl ProxyInner {
     fn no_backend(&self) -> Status {
         if self.pool.is_configured() {
@@ -214,15 +223,20 @@ impl ProxyInner {
         }
     }
 
-    async fn forward_unary(
+    /// Sends one unary call to a backend after another with `send`, until
+    /// one answers, the deadline passes, or none is left. A call that never
+    /// reached its backend, or a read, moves on to the next; a write that
+    /// may have been carried out does not.
+    async fn on_backends<F, Fut>(
         &self,
-        request: http::Request<BoxBody>,
         read: bool,
-    ) -> Result<http::Response<BoxBody>, Status> {
+        mut send: F,
+    ) -> Result<http::Response<BoxBody>, Status>
+    where
+        F: FnMut(Arc<Backend>) -> Fut,
+        Fut: std::future::Future<Output = Sent>,
+    {
         let deadline = tokio::time::Instant::now() + self.unary_timeout;
-        let (parts, body) = request.into_parts();
-        let body = self.collect(body).await?;
-        let headers = onward_headers(&parts.headers);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_failure = None;
         while let Some(backend) = self.pool.pick(&tried) {
@@ -233,51 +247,66 @@ impl ProxyInner {
                     .inc();
             }
             tried.push(backend.addr);
+            let _call = backend.start();
+            let sent = tokio::time::timeout_at(deadline, send(backend.clone())).await;
+            let (reason, may_have_happened) = match sent {
+                Err(_) => return Err(Status::from(EtcdError::Timeout)),
+                Ok(Sent::Answered(response)) => return Ok(response),
+                Ok(Sent::Unreached(reason)) => (reason, false),
+                Ok(Sent::Lost(reason)) => (reason, true),
+            };
+            self.pool.mark_down(&backend);
+            let failure = format!(
+                "cairn: the {} backend at {} failed: {reason}",
+                self.pool.service(),
+                backend.addr
+            );
+            if may_have_happened && !read {
+                return Err(Status::unavailable(format!(
+                    "{failure}; the request may or may not have taken effect"
+                )));
+            }
+            last_failure = Some(failure);
+        }
+        Err(last_failure.map_or_else(|| self.no_backend(), Status::unavailable))
+    }
+
+    /// A unary call forwarded whole, as HTTP/2, buffered so it can be sent again.
+    async fn forward_unary(
+        &self,
+        request: http::Request<BoxBody>,
+        read: bool,
+    ) -> Result<http::Response<BoxBody>, Status> {
+        let (parts, body) = request.into_parts();
+        let body = self.collect(body).await?;
+        let headers = onward_headers(&parts.headers);
+        self.on_backends(read, |backend| {
             let mut onward = http::Request::new(BoxBody::new(Full::new(body.clone())));
             *onward.method_mut() = parts.method.clone();
             *onward.uri_mut() = parts.uri.clone();
             *onward.version_mut() = parts.version;
             *onward.headers_mut() = headers.clone();
-            let _call = backend.start();
             let channel = backend.channel.clone();
-            let sent =
-                tokio::time::timeout_at(deadline, async move { channel.oneshot(onward).await })
-                    .await;
-            match sent {
-                Err(_) => return Err(Status::from(EtcdError::Timeout)),
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(error)) => {
-                    self.pool.mark_down(&backend);
-                    let unsent = never_sent(&error);
-                    let failure = format!(
-                        "cairn: the {} backend at {} failed: {error}",
-                        self.pool.service(),
-                        backend.addr
-                    );
-                    if !unsent && !read {
-                        // The backend may have carried the write out.
-                        return Err(Status::unavailable(format!(
-                            "{failure}; the request may or may not have taken effect"
-                        )));
-                    }
-                    last_failure = Some(failure);
+            async move {
+                match channel.oneshot(onward).await {
+                    Ok(response) => Sent::Answered(response),
+                    Err(error) if never_sent(&error) => Sent::Unreached(error.to_string()),
+                    Err(error) => Sent::Lost(error.to_string()),
                 }
             }
-        }
-        Err(last_failure.map_or_else(|| self.no_backend(), Status::unavailable))
+        })
+        .await
     }
 
     /// A unary KV call as a message on one of the backend's shared streams.
-    /// Like a forwarded call, it goes to another backend when it never
-    /// reached this one, or (a read) when the stream broke under it, or
-    /// when the replica answered that it has stopped applying.
+    /// A replica that answers it has stopped applying passes it on, like
+    /// one that was never reached.
     async fn forward_call(
         &self,
         request: http::Request<BoxBody>,
         method: KvMethod,
         read: bool,
     ) -> Result<http::Response<BoxBody>, Status> {
-        let deadline = tokio::time::Instant::now() + self.unary_timeout;
         let (parts, body) = request.into_parts();
         let body = self.collect(body).await?;
         let Some(message) = grpc_message(&body) else {
@@ -293,48 +322,20 @@ impl ProxyInner {
             body: message,
             trace_context,
         };
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut last_failure = None;
-        while let Some(backend) = self.pool.pick(&tried) {
-            if !tried.is_empty() {
-                EDGE_METRICS
-                    .retries
-                    .with_label_values(&[self.pool.service()])
-                    .inc();
-            }
-            tried.push(backend.addr);
-            let _call = backend.start();
-            let sent = tokio::time::timeout_at(deadline, backend.tunnel.call(call.clone())).await;
-            let failure = match sent {
-                Err(_) => return Err(Status::from(EtcdError::Timeout)),
-                Ok(Ok(answer)) if failure_kind_of(&answer) == FailureKind::ReplicaFailed => {
-                    self.pool.mark_down(&backend);
-                    answer.message
-                }
-                Ok(Ok(answer)) => return Ok(grpc_response(answer)),
-                Ok(Err(TunnelError::NotSent(reason))) => {
-                    self.pool.mark_down(&backend);
-                    reason
-                }
-                Ok(Err(TunnelError::Lost(reason))) => {
-                    self.pool.mark_down(&backend);
-                    if !read {
-                        return Err(Status::unavailable(format!(
-                            "cairn: the {} backend at {}: {reason}; the request may or may not have taken effect",
-                            self.pool.service(),
-                            backend.addr
-                        )));
+        self.on_backends(read, |backend| {
+            let call = call.clone();
+            async move {
+                match backend.tunnel.call(call).await {
+                    Ok(answer) if failure_kind_of(&answer) == FailureKind::ReplicaFailed => {
+                        Sent::Unreached(answer.message)
                     }
-                    reason
+                    Ok(answer) => Sent::Answered(grpc_response(answer)),
+                    Err(TunnelError::NotSent(reason)) => Sent::Unreached(reason),
+                    Err(TunnelError::Lost(reason)) => Sent::Lost(reason),
                 }
-            };
-            last_failure = Some(format!(
-                "cairn: the {} backend at {}: {failure}",
-                self.pool.service(),
-                backend.addr
-            ));
-        }
-        Err(last_failure.map_or_else(|| self.no_backend(), Status::unavailable))
+            }
+        })
+        .await
     }
 
     /// A unary call's body, whole; larger than the request limit is etcd's

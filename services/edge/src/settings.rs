@@ -146,10 +146,10 @@ mod tests {
 
     #[test]
     fn the_shipped_config_lists_every_key_and_the_defaults_are_valid() {
-        let text = include_str!("../../../configs/edge.toml");
-        let missing = cairn_kit::settings::undocumented_keys::<EdgeSettings>(text)
-            .expect("settings serialise");
-        assert!(missing.is_empty(), "configs/edge.toml lacks {missing:?}");
+        cairn_kit::settings::assert_shipped_config_lists_every_key::<EdgeSettings>(
+            "configs/edge.toml",
+            include_str!("../../../configs/edge.toml"),
+        );
         assert!(EdgeSettings::default().validate().is_ok());
         let mut without_replicas = EdgeSettings::default();
         without_replicas.backends.mvcc.clear();

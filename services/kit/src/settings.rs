@@ -217,6 +217,48 @@ impl PeerSettings {
     }
 }
 
+/// The log's nodes, by default the three of a local cluster (`just dev`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LogPeers(pub PeerSettings);
+
+impl Default for LogPeers {
+    fn default() -> Self {
+        Self(PeerSettings::at(&[
+            "127.0.0.1:7001",
+            "127.0.0.1:7002",
+            "127.0.0.1:7003",
+        ]))
+    }
+}
+
+impl std::ops::Deref for LogPeers {
+    type Target = PeerSettings;
+
+    fn deref(&self) -> &PeerSettings {
+        &self.0
+    }
+}
+
+/// The mvcc replicas, by default the two of a local cluster (`just dev`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReplicaPeers(pub PeerSettings);
+
+impl Default for ReplicaPeers {
+    fn default() -> Self {
+        Self(PeerSettings::at(&["127.0.0.1:7101", "127.0.0.1:7102"]))
+    }
+}
+
+impl std::ops::Deref for ReplicaPeers {
+    type Target = PeerSettings;
+
+    fn deref(&self) -> &PeerSettings {
+        &self.0
+    }
+}
+
 /// The JetStream stream the replicas publish every revision to and the
 /// watch gateways read: one message per revision, sequence = revision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +298,15 @@ impl NatsSettings {
             ));
         }
         Ok(())
+    }
+}
+
+/// For each service's tests: fails, naming them, when the shipped config file
+/// `name` (its `text`) leaves a key of `S` out.
+pub fn assert_shipped_config_lists_every_key<S: Serialize + Default>(name: &str, text: &str) {
+    match undocumented_keys::<S>(text) {
+        Ok(missing) => assert!(missing.is_empty(), "{name} lacks {missing:?}"),
+        Err(error) => panic!("the settings do not serialise: {error}"),
     }
 }
 

@@ -4,6 +4,12 @@ use std::future::Future;
 
 use tokio::sync::watch;
 
+/// What a service's `serve` stops on: any future that resolves once (the
+/// binaries pass [`signal`], tests a channel of their own).
+pub trait Signal: Future<Output = ()> + Send + 'static {}
+
+impl<F: Future<Output = ()> + Send + 'static> Signal for F {}
+
 /// Resolves on the first SIGINT or SIGTERM (`docker compose stop` sends SIGTERM).
 pub async fn signal() {
     let terminate = async {

@@ -19,11 +19,10 @@ mod replicas;
 mod settings;
 mod table;
 
-use std::future::Future;
 use std::sync::Arc;
 
+use cairn_kit::shutdown::Signal;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 /// What starting or serving a lease instance can fail with.
@@ -36,21 +35,9 @@ use crate::instance::Instance;
 use crate::replicas::Replicas;
 
 /// Binds `node.listen` and serves until `shutdown` resolves.
-pub async fn serve(
-    settings: LeaseSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), LeaseError> {
-    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
-    serve_on(listener, settings, shutdown).await
-}
-
-/// Serves on an already bound listener (tests bind port 0 first).
-pub async fn serve_on(
-    listener: TcpListener,
-    settings: LeaseSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), LeaseError> {
+pub async fn serve(settings: LeaseSettings, shutdown: impl Signal) -> Result<(), LeaseError> {
     settings.validate()?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     // A standby's /metrics shows the lease gauges too (at 0), not nothing.
     std::sync::LazyLock::force(&metrics::LEASE_METRICS);
     let shutdown = cairn_kit::shutdown::from_future(shutdown);

@@ -1,7 +1,7 @@
 //! cairn-lease's settings: `configs/lease.toml`, `--config FILE`, `CAIRN_<SECTION>__<KEY>`.
 
 use cairn_kit::metrics::MetricsSettings;
-use cairn_kit::settings::PeerSettings;
+use cairn_kit::settings::ReplicaPeers;
 use cairn_kit::telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
@@ -11,27 +11,15 @@ use crate::error::LeaseError;
 pub(crate) const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 /// Everything an instance needs to start.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeaseSettings {
     pub node: NodeSettings,
     /// The replicas every lease command goes through to the log.
-    pub mvcc: PeerSettings,
+    pub mvcc: ReplicaPeers,
     pub lease: LeaseRules,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
-}
-
-impl Default for LeaseSettings {
-    fn default() -> Self {
-        Self {
-            node: NodeSettings::default(),
-            mvcc: PeerSettings::at(&["127.0.0.1:7101", "127.0.0.1:7102"]),
-            lease: LeaseRules::default(),
-            metrics: MetricsSettings::default(),
-            telemetry: TelemetrySettings::default(),
-        }
-    }
 }
 
 /// Where this instance listens and how the others reach it.
@@ -118,10 +106,10 @@ mod tests {
 
     #[test]
     fn the_shipped_config_lists_every_key_and_the_defaults_are_valid() {
-        let text = include_str!("../../../configs/lease.toml");
-        let missing = cairn_kit::settings::undocumented_keys::<LeaseSettings>(text)
-            .expect("settings serialise");
-        assert!(missing.is_empty(), "configs/lease.toml lacks {missing:?}");
+        cairn_kit::settings::assert_shipped_config_lists_every_key::<LeaseSettings>(
+            "configs/lease.toml",
+            include_str!("../../../configs/lease.toml"),
+        );
         assert!(LeaseSettings::default().validate().is_ok());
         let mut hasty = LeaseSettings::default();
         hasty.lease.takeover_after_ms = hasty.lease.checkpoint_interval_ms;

@@ -19,15 +19,14 @@ mod settings;
 mod store;
 mod types;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_kit::shutdown::ShutdownWatch;
+use cairn_kit::shutdown::Signal;
 use cairn_proto::cairn::log::v1::log_server::LogServer;
 use cairn_proto::cairn::log::v1::raft_server::RaftServer;
 use openraft::{BasicNode, SnapshotPolicy};
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 /// What starting or serving a log node can fail with.
@@ -41,21 +40,9 @@ use crate::network::{Network, RaftService, MAX_RAFT_MESSAGE_BYTES};
 use crate::types::Raft;
 
 /// Binds `node.listen` and runs the node until `shutdown` resolves.
-pub async fn serve(
-    settings: LogSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), LogError> {
-    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
-    serve_on(listener, settings, shutdown).await
-}
-
-/// Runs the node on an already bound listener (tests bind port 0 first).
-pub async fn serve_on(
-    listener: TcpListener,
-    settings: LogSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), LogError> {
+pub async fn serve(settings: LogSettings, shutdown: impl Signal) -> Result<(), LogError> {
     settings.validate()?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let (log_store, state_machine) = store::open(&settings.node.data_dir)?;
     let bookkeeping = state_machine.state();

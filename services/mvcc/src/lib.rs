@@ -33,13 +33,12 @@ pub mod store;
 pub mod tree_index;
 pub mod validate;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_kit::shutdown::Signal;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::MvccServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 /// What the replica, its store and its requests can fail with.
@@ -56,21 +55,9 @@ use crate::store::Store;
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Binds `node.listen` and runs the replica until `shutdown` resolves.
-pub async fn serve(
-    settings: MvccSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), MvccError> {
-    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
-    serve_on(listener, settings, shutdown).await
-}
-
-/// Runs the replica on an already bound listener (tests bind port 0 first).
-pub async fn serve_on(
-    listener: TcpListener,
-    settings: MvccSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), MvccError> {
+pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), MvccError> {
     settings.validate()?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     std::fs::create_dir_all(&settings.node.data_dir).map_err(|error| {
         MvccError::Settings(format!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use cairn_kit::metrics::MetricsSettings;
-use cairn_kit::settings::{NatsSettings, PeerSettings};
+use cairn_kit::settings::{LogPeers, NatsSettings};
 use cairn_kit::telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
@@ -11,31 +11,18 @@ use crate::error::MvccError;
 use crate::validate::Limits;
 
 /// Everything a replica needs to start.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MvccSettings {
     pub node: NodeSettings,
     /// The log nodes; a write or read index that takes longer than the
     /// timeout gets etcd's "request timed out".
-    pub log: PeerSettings,
+    pub log: LogPeers,
     pub limits: LimitSettings,
     /// Where revisions are published; an empty `url` publishes nothing.
     pub nats: NatsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
-}
-
-impl Default for MvccSettings {
-    fn default() -> Self {
-        Self {
-            node: NodeSettings::default(),
-            log: PeerSettings::at(&["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]),
-            limits: LimitSettings::default(),
-            nats: NatsSettings::default(),
-            metrics: MetricsSettings::default(),
-            telemetry: TelemetrySettings::default(),
-        }
-    }
 }
 
 /// Who this replica is and where it keeps its state.
@@ -143,10 +130,10 @@ mod tests {
 
     #[test]
     fn the_shipped_config_lists_every_key_and_the_defaults_are_valid() {
-        let text = include_str!("../../../configs/mvcc.toml");
-        let missing = cairn_kit::settings::undocumented_keys::<MvccSettings>(text)
-            .expect("settings serialise");
-        assert!(missing.is_empty(), "configs/mvcc.toml lacks {missing:?}");
+        cairn_kit::settings::assert_shipped_config_lists_every_key::<MvccSettings>(
+            "configs/mvcc.toml",
+            include_str!("../../../configs/mvcc.toml"),
+        );
         assert!(MvccSettings::default().validate().is_ok());
         let mut nameless = MvccSettings::default();
         nameless.node.name.clear();

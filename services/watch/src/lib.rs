@@ -21,12 +21,11 @@ mod metrics;
 mod settings;
 mod stream;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_kit::shutdown::Signal;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 /// What starting or serving a watch gateway can fail with.
@@ -40,21 +39,9 @@ use crate::hub::Hub;
 use crate::stream::Shared;
 
 /// Binds `node.listen` and serves until `shutdown` resolves.
-pub async fn serve(
-    settings: WatchSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), WatchError> {
-    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
-    serve_on(listener, settings, shutdown).await
-}
-
-/// Serves on an already bound listener (tests bind port 0 first).
-pub async fn serve_on(
-    listener: TcpListener,
-    settings: WatchSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), WatchError> {
+pub async fn serve(settings: WatchSettings, shutdown: impl Signal) -> Result<(), WatchError> {
     settings.validate()?;
+    let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let history = Arc::new(History::new(&settings.mvcc)?);
     let hub = Hub::new(settings.window.revisions);

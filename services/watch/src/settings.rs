@@ -1,37 +1,24 @@
 //! cairn-watch's settings: `configs/watch.toml`, `--config FILE`, `CAIRN_<SECTION>__<KEY>`.
 
 use cairn_kit::metrics::MetricsSettings;
-use cairn_kit::settings::{NatsSettings, PeerSettings};
+use cairn_kit::settings::{NatsSettings, ReplicaPeers};
 use cairn_kit::telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::WatchError;
 
 /// Everything a gateway needs to start.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatchSettings {
     pub node: NodeSettings,
     /// The replicas that serve history (catch-up, gaps) and the current revision.
-    pub mvcc: PeerSettings,
+    pub mvcc: ReplicaPeers,
     /// The revision stream the replicas publish.
     pub nats: NatsSettings,
     pub window: WindowSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
-}
-
-impl Default for WatchSettings {
-    fn default() -> Self {
-        Self {
-            node: NodeSettings::default(),
-            mvcc: PeerSettings::at(&["127.0.0.1:7101", "127.0.0.1:7102"]),
-            nats: NatsSettings::default(),
-            window: WindowSettings::default(),
-            metrics: MetricsSettings::default(),
-            telemetry: TelemetrySettings::default(),
-        }
-    }
 }
 
 /// Where the gateway listens.
@@ -101,10 +88,10 @@ mod tests {
 
     #[test]
     fn the_shipped_config_lists_every_key_and_the_defaults_are_valid() {
-        let text = include_str!("../../../configs/watch.toml");
-        let missing = cairn_kit::settings::undocumented_keys::<WatchSettings>(text)
-            .expect("settings serialise");
-        assert!(missing.is_empty(), "configs/watch.toml lacks {missing:?}");
+        cairn_kit::settings::assert_shipped_config_lists_every_key::<WatchSettings>(
+            "configs/watch.toml",
+            include_str!("../../../configs/watch.toml"),
+        );
         assert!(WatchSettings::default().validate().is_ok());
     }
 }
