@@ -10,10 +10,10 @@ mod lease;
 pub mod log_cluster;
 pub mod mvcc_cluster;
 pub mod raw_grpc;
-mod service;
+pub mod service;
 pub mod stack;
 pub mod walkthrough;
-mod watch;
+pub mod watch;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use crate::service::Service;
 
 /// Configures a watch gateway under `dir`; `node` is more lines of its
 /// `[node]` table, `extra` TOML appended (e.g. a `[window]` table).
-pub(crate) fn configure(
+pub fn configure(
     dir: &Path,
     name: &str,
     mvcc: &[String],

@@ -129,6 +129,7 @@ impl MvccApi {
             db_size,
             db_size_in_use,
             alarms: self.replica.store.alarms(),
+            publisher: self.replica.store.publisher().holder,
         }
     }
 
