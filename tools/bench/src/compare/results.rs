@@ -34,6 +34,9 @@ pub(super) struct Notes {
     /// Keep-alives answered with TTL 0: their lease was gone.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ttl_zero: Option<u64>,
+    /// Whole-read-set ranges answered while the round's puts ran.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ranges: Option<u64>,
 }
 
 /// One point of a latency distribution.

@@ -121,6 +121,14 @@ fn notes(row: &Compared) -> Vec<String> {
         lines.push(line);
     }
     if let Some(line) = each(&|side| {
+        Some(format!(
+            "{} ranges of the read set answered meanwhile",
+            side.notes.ranges?
+        ))
+    }) {
+        lines.push(line);
+    }
+    if let Some(line) = each(&|side| {
         (side.best.errors > 0).then(|| format!("{} errors in the best round", side.best.errors))
     }) {
         lines.push(line);

@@ -45,6 +45,13 @@ pub(super) enum Kind {
         clients: usize,
         connections: usize,
     },
+    /// Puts by `clients` while `readers` more clients read the whole
+    /// preloaded read set over and over: whether large ranges hold writes back.
+    PutsUnderRanges {
+        clients: usize,
+        connections: usize,
+        readers: usize,
+    },
     Watch {
         watchers: usize,
     },
@@ -114,6 +121,15 @@ pub(super) fn workloads(settings: &Settings) -> Vec<Workload> {
             4,
             4,
         ),
+        Workload {
+            id: "put-under-ranges",
+            name: "put, 100, with 4 ranging".to_owned(),
+            kind: Kind::PutsUnderRanges {
+                clients: 100,
+                connections: 10,
+                readers: 4,
+            },
+        },
         watch("watch-1k", 1_000),
         watch("watch-10k", 10_000),
         Workload {
@@ -233,6 +249,39 @@ impl System {
                     ),
                     notes: Notes {
                         conflicts: (op == KvOperation::TxnCas).then_some(measured.conflicts),
+                        ..Notes::default()
+                    },
+                    latencies: measured.latencies,
+                })
+            }
+            Kind::PutsUnderRanges {
+                clients,
+                connections,
+                readers,
+            } => {
+                self.preload(settings).await?;
+                let load = |clients, connections| Load {
+                    endpoint: self.endpoint.clone(),
+                    clients,
+                    connections,
+                    duration: settings.duration,
+                };
+                let puts = load(clients, connections);
+                let ranges = load(readers, readers);
+                let (measured, ranged) = tokio::join!(
+                    measure(&puts, KvOperation::Put, settings.value_bytes),
+                    measure(&ranges, KvOperation::RangeAll, settings.value_bytes),
+                );
+                let (measured, ranged) = (measured?, ranged?);
+                Ok(Round {
+                    summary: Summary::new(
+                        label,
+                        &measured.latencies,
+                        measured.errors,
+                        settings.duration,
+                    ),
+                    notes: Notes {
+                        ranges: Some(ranged.latencies.len()),
                         ..Notes::default()
                     },
                     latencies: measured.latencies,
