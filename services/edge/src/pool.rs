@@ -14,7 +14,7 @@ use rand::seq::IndexedRandom;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::metrics::EDGE_METRICS;
-use crate::tunnel::Tunnel;
+use crate::tunnel::{tunnel, Tunnel};
 
 /// Bytes a backend may send on one stream before the edge acknowledges them.
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
@@ -52,7 +52,7 @@ impl Backend {
             .connect_lazy();
         Ok(Self {
             addr,
-            tunnel: Tunnel::new(channel.clone()),
+            tunnel: tunnel(channel.clone()),
             channel,
             in_flight: AtomicUsize::new(0),
             down_until: Mutex::new(None),

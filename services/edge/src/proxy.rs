@@ -31,7 +31,7 @@ use tower::{Service, ServiceExt};
 
 use crate::metrics::EDGE_METRICS;
 use crate::pool::{Backend, BackendPool, InFlight};
-use crate::tunnel::TunnelError;
+use cairn_kit::multiplex::MultiplexError;
 
 /// Which etcd service a proxy carries, and how its methods may be retried.
 pub(crate) trait Route: Clone + Send + Sync + 'static {
@@ -330,8 +330,8 @@ impl ProxyInner {
                         Sent::Unreached(answer.message)
                     }
                     Ok(answer) => Sent::Answered(grpc_response(answer)),
-                    Err(TunnelError::NotSent(reason)) => Sent::Unreached(reason),
-                    Err(TunnelError::Lost(reason)) => Sent::Lost(reason),
+                    Err(MultiplexError::Unreached(reason)) => Sent::Unreached(reason),
+                    Err(MultiplexError::Lost(reason)) => Sent::Lost(reason),
                 }
             }
         })

@@ -79,6 +79,42 @@ impl<C: Clone> Failover<C> {
         self.timeout
     }
 
+    /// Every node's client, in order.
+    pub fn clients(&self) -> impl Iterator<Item = &C> {
+        self.nodes.iter().map(|(_, client)| client)
+    }
+
+    /// The node tried first now, by its place among the nodes.
+    pub fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed) % self.nodes.len().max(1)
+    }
+
+    /// How many nodes there are.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node is configured.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The address of the node at `index`, for messages.
+    pub fn address(&self, index: usize) -> &str {
+        self.nodes
+            .get(index)
+            .map_or("", |(address, _)| address.as_str())
+    }
+
+    /// Moves on from the node at `index` (it could not be reached), unless
+    /// another call already did.
+    pub fn pass_over(&self, index: usize) {
+        let next = (index + 1) % self.nodes.len().max(1);
+        let _ = self
+            .preferred
+            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// Makes the node at `address` the one tried first, if it is one of
     /// these nodes (e.g. the one a callee said it forwarded to). Returns
     /// whether that changed the preferred node.

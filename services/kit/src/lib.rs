@@ -8,6 +8,7 @@ pub mod failover;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod multiplex;
 pub mod settings;
 pub mod share;
 pub mod shutdown;

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use cairn_kit::failover::{self, Failover};
+use cairn_kit::multiplex::{Multiplex, MultiplexError};
 use cairn_kit::settings::PeerSettings;
 use cairn_kit::telemetry::TraceInterceptor;
 use cairn_proto::cairn::log::v1::log_client::LogClient as RawLogClient;
 use cairn_proto::cairn::log::v1::{
-    AckRequest, ProposeBatchRequest, ProposeResponse, ReadIndexRequest, ReadIndexResponse,
-    SubscribeRequest, SubscribeResponse,
+    AckRequest, ProposeResponse, ReadIndexRequest, ReadIndexResponse, SubscribeRequest,
+    SubscribeResponse, TaggedPlacement, TaggedProposal,
 };
 use cairn_proto::contract::{metadata, Failure, FailureKind};
 use parking_lot::Mutex;
@@ -35,7 +36,17 @@ pub struct LogFailure {
 }
 
 impl LogFailure {
-    /// A subscription that broke in a way the log did not name.
+    /// A call that reached no log node: nothing was appended.
+    pub fn unreached(message: String) -> Self {
+        Self {
+            kind: FailureKind::Unspecified,
+            sent: false,
+            first_index: 0,
+            message,
+        }
+    }
+
+    /// A call or subscription that broke in a way the log did not name.
     pub fn broken(message: String) -> Self {
         Self {
             kind: FailureKind::Unspecified,
@@ -79,16 +90,6 @@ fn log_error(status: Status) -> LogFailure {
     LogFailure::from_status(&status)
 }
 
-/// Whether a proposal that failed may be sent to another node: it never
-/// left, or the node said it appended nothing and another node may lead.
-fn proposal_may_move(status: &Status) -> bool {
-    failover::never_sent(status)
-        || matches!(
-            cairn_proto::contract::failure_kind(status),
-            FailureKind::Stopping | FailureKind::NotLeader
-        )
-}
-
 /// Keeps the leader a node forwarded a call to, if it named one.
 fn note_leader<T>(
     response: Result<tonic::Response<T>, Status>,
@@ -102,11 +103,38 @@ fn note_leader<T>(
     response
 }
 
+/// Proposals to one log node, many on one stream.
+type ProposalStream = Multiplex<TaggedProposal, TaggedPlacement>;
+
+/// The most times one proposal follows a node's pointer to the leader.
+const MAX_REDIRECTS: usize = 3;
+
 /// Clients for every configured log node.
 pub(crate) struct LogClient {
     nodes: Failover<Client>,
+    /// Per node, in the same order: the stream proposals travel on.
+    proposals: Vec<ProposalStream>,
     /// Counts the times calls moved to another node because it leads.
     leader_moved: watch::Sender<u64>,
+}
+
+/// Proposals to the node `client` calls, on one stream opened on first use.
+fn proposal_stream(client: &Client) -> ProposalStream {
+    let client = client.clone();
+    Multiplex::new(
+        1,
+        |proposal, id| proposal.id = id,
+        |placement| placement.id,
+        move |proposals| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .proposals(proposals)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        },
+    )
 }
 
 impl LogClient {
@@ -117,8 +145,10 @@ impl LogClient {
                 .max_encoding_message_size(64 * 1024 * 1024)
         })
         .map_err(|error| MvccError::Settings(error.to_string()))?;
+        let proposals = nodes.clients().map(proposal_stream).collect();
         Ok(Self {
             nodes,
+            proposals,
             leader_moved: watch::Sender::new(0),
         })
     }
@@ -145,27 +175,69 @@ impl LogClient {
     }
 
     /// Appends several commands into one entry, in order; all or none
-    /// commit. Sent elsewhere only if no node took it: a proposal that failed
-    /// after that may still commit.
+    /// commit. They travel on the stream to the node believed to lead; a
+    /// node that does not lead names the leader and they go there. Sent
+    /// elsewhere only if no node took them: a proposal that failed after
+    /// that may still commit.
     pub(crate) async fn propose_batch(
         &self,
         commands: Vec<Vec<u8>>,
     ) -> Result<ProposeResponse, LogFailure> {
-        let leader = Mutex::new(None);
-        let proposed = self
-            .nodes
-            .call("propose", proposal_may_move, |mut client| {
-                let commands = commands.clone();
-                let leader = &leader;
-                async move {
-                    let request = ProposeBatchRequest { commands };
-                    note_leader(client.propose_batch(request).await, leader)
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut redirects = 0;
+        let mut unreached = 0;
+        loop {
+            let node = self.nodes.preferred();
+            let Some(stream) = self.proposals.get(node) else {
+                return Err(LogFailure::unreached("no log node is configured".into()));
+            };
+            let proposal = TaggedProposal {
+                id: 0,
+                commands: commands.clone(),
+            };
+            let placement = match tokio::time::timeout_at(deadline, stream.call(proposal)).await {
+                Err(_) => {
+                    return Err(LogFailure::broken(format!(
+                        "proposing through {} timed out",
+                        self.nodes.address(node)
+                    )))
                 }
-            })
-            .await
-            .map_err(log_error);
-        self.follow_leader(leader);
-        proposed
+                Ok(Err(MultiplexError::Lost(reason))) => return Err(LogFailure::broken(reason)),
+                Ok(Err(MultiplexError::Unreached(reason))) => {
+                    self.nodes.pass_over(node);
+                    unreached += 1;
+                    if unreached >= self.nodes.len() {
+                        // Every node failed once: give the cluster a moment.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(LogFailure::unreached(reason));
+                        }
+                        unreached = 0;
+                    }
+                    continue;
+                }
+                Ok(Ok(placement)) => placement,
+            };
+            if placement.code == tonic::Code::Ok as i32 {
+                return Ok(placement.placed.unwrap_or_default());
+            }
+            if !placement.leader.is_empty() && redirects < MAX_REDIRECTS {
+                redirects += 1;
+                self.follow_leader(Mutex::new(Some(placement.leader)));
+                continue;
+            }
+            let status = tonic::Status::with_details(
+                tonic::Code::from(placement.code),
+                placement.message,
+                placement.details.into(),
+            );
+            let failure = LogFailure::from_status(&status);
+            if failure.kind == FailureKind::Stopping {
+                self.nodes.pass_over(node);
+                continue;
+            }
+            return Err(failure);
+        }
     }
 
     /// A linearizable read point. Idempotent, so any failure moves on.
@@ -244,9 +316,7 @@ mod tests {
         let no_leader =
             Failure::of(FailureKind::NoLeader).into_status(tonic::Code::Unavailable, "none");
         assert!(!LogFailure::from_status(&no_leader).outcome_unknown());
-        let stopping =
-            Failure::of(FailureKind::Stopping).into_status(tonic::Code::Unavailable, "bye");
-        assert!(proposal_may_move(&stopping));
-        assert!(!proposal_may_move(&timed_out));
+        assert!(!LogFailure::unreached("refused".into()).outcome_unknown());
+        assert!(LogFailure::broken("reset".into()).outcome_unknown());
     }
 }

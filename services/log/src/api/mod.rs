@@ -126,6 +126,15 @@ impl pb::log_server::Log for LogApi {
         .await
     }
 
+    type ProposalsStream = propose::PlacementStream;
+
+    async fn proposals(
+        &self,
+        request: Request<tonic::Streaming<pb::TaggedProposal>>,
+    ) -> Result<Response<Self::ProposalsStream>, Status> {
+        Ok(Response::new(self.stream_proposals(request.into_inner())))
+    }
+
     async fn read_index(
         &self,
         request: Request<pb::ReadIndexRequest>,

@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use cairn_kit::share::{ShareLimits, Sharing, Weighed};
 use cairn_proto::cairn::log::v1 as pb;
-use tokio::sync::oneshot;
-use tonic::{Request, Response, Status};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::route::{write_refusal, Effect, Forwarder, Routed};
@@ -93,7 +94,70 @@ fn count_proposal(answer: &Result<Response<pb::ProposeResponse>, Status>, starte
         .observe(started.elapsed().as_secs_f64());
 }
 
+/// What Proposals streams back.
+pub(super) type PlacementStream = ReceiverStream<Result<pb::TaggedPlacement, Status>>;
+
+/// Placements that may wait for the proposer to read them.
+const PLACEMENT_QUEUE: usize = 1024;
+
 impl LogApi {
+    /// Proposals: every batch on the stream is placed as ProposeBatch would
+    /// place it, and its placement sent back, with its id, once committed.
+    pub(super) fn stream_proposals(
+        &self,
+        mut incoming: Streaming<pb::TaggedProposal>,
+    ) -> PlacementStream {
+        let (placements, out) = mpsc::channel(PLACEMENT_QUEUE);
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(proposal)) = incoming.message().await {
+                let api = api.clone();
+                let placements = placements.clone();
+                tokio::spawn(async move {
+                    let placement = api.place_tagged(proposal).await;
+                    let _ = placements.send(Ok(placement)).await;
+                });
+            }
+        });
+        ReceiverStream::new(out)
+    }
+
+    /// One batch from the Proposals stream, placed here; a node that does
+    /// not lead names the leader instead of forwarding.
+    async fn place_tagged(&self, proposal: pb::TaggedProposal) -> pb::TaggedPlacement {
+        let started = Instant::now();
+        let id = proposal.id;
+        let placed = self.place(proposal.commands, self.deadline()).await;
+        let (status, leader) = match placed {
+            Ok(Routed::Here(placed)) => {
+                let placement = pb::TaggedPlacement {
+                    id,
+                    placed: Some(proposed(placed)),
+                    ..Default::default()
+                };
+                count_proposal(&Ok(Response::new(proposed(placed))), started);
+                return placement;
+            }
+            Ok(Routed::There(leader)) => {
+                let refusal = LogError::NotLeader(format!(
+                    "not the leader; propose to the leader at {leader}"
+                ));
+                (Status::from(refusal), leader)
+            }
+            Err(error) => (Status::from(error), String::new()),
+        };
+        let placement = pb::TaggedPlacement {
+            id,
+            placed: None,
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: status.details().to_vec(),
+            leader,
+        };
+        count_proposal(&Err(status), started);
+        placement
+    }
+
     /// Propose and ProposeBatch alike: places `commands` here, or forwards
     /// `request` to the leader with `forward`, and counts the outcome.
     pub(super) async fn proposal<Req, Fut>(

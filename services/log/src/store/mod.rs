@@ -35,11 +35,22 @@ pub(crate) fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), LogError
     // Whole-log durability rests on the WAL; keep it and never recycle it unsynced.
     options.set_manual_wal_flush(false);
     let families =
-        [CF_LOG, CF_META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        [CF_LOG, CF_META].map(|name| ColumnFamilyDescriptor::new(name, family_options()));
     let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
     let log = LogStore::new(db.clone())?;
     let state_machine = StateMachineStore::new(db)?;
     Ok((log, state_machine))
+}
+
+/// Bytes a column family buffers in memory before it writes a file. RocksDB's
+/// 64 MiB default lets the log's memtable alone outgrow the whole process;
+/// entries are read back from memory only by a subscriber far behind.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    options
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, LogError> {

@@ -13,10 +13,11 @@ use tokio::sync::watch;
 
 use crate::types::{Entry, LogCommand};
 
-/// Bytes of commands the tail holds at most; older entries are read from disk.
-const TAIL_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of commands the tail holds at most; older entries are read from
+/// disk. A caught-up subscriber is at most a few entries behind.
+const TAIL_BYTES: usize = 4 * 1024 * 1024;
 /// Entries the tail holds at most.
-const TAIL_ENTRIES: usize = 16 * 1024;
+const TAIL_ENTRIES: usize = 4096;
 
 /// An applied entry as Subscribe sends it. Its commands are shared, so
 /// handing it to every subscriber copies no command.

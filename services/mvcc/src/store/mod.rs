@@ -122,7 +122,7 @@ impl Store {
         options.create_missing_column_families(true);
         let families = schema::FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options()));
         let db = DB::open_cf_descriptors(&options, dir, families)?;
         let state = rebuild(&db)?;
         Ok(Self {
@@ -445,6 +445,18 @@ impl Store {
 pub(crate) fn family<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, MvccError> {
     db.cf_handle(name)
         .ok_or_else(|| MvccError::Corrupt(format!("column family {name} is missing")))
+}
+
+/// Bytes a column family buffers in memory before it writes a file. RocksDB's
+/// 64 MiB default, times five families, would be most of a replica's memory;
+/// reads of recent values are served from the block cache and the OS's pages
+/// as well.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    options
 }
 
 /// Keys a Range finds under one hold of the index lock.
