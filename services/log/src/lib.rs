@@ -52,7 +52,7 @@ pub async fn serve(settings: LogSettings, shutdown: impl Signal) -> Result<(), L
     let raft = Raft::new(
         settings.node.id,
         raft_config,
-        Network,
+        Network::default(),
         log_store.clone(),
         state_machine,
     )

@@ -4,12 +4,15 @@
 //! shape, so the proto stays a thin envelope. Each peer gets one lazily connected
 //! HTTP/2 channel that reconnects by itself after the peer comes back.
 
+use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
+use cairn_kit::multiplex::{Multiplex, MultiplexError};
 use cairn_proto::cairn::log::v1::raft_client::RaftClient;
 use cairn_proto::cairn::log::v1::raft_server;
-use cairn_proto::cairn::log::v1::RaftMessage;
+use cairn_proto::cairn::log::v1::{RaftCall, RaftMessage, RaftReply, RaftRpc};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -19,10 +22,13 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::LOG_METRICS;
 use crate::types::{NodeId, Raft, TypeConfig};
@@ -70,29 +76,64 @@ fn keep_within(
     entries.last().map(|entry| entry.log_id)
 }
 
-/// Makes a client per peer for openraft.
+/// The transport to one peer, shared by every client openraft makes for it:
+/// InstallSnapshot as a call of its own, AppendEntries and Vote as messages on
+/// one long-lived stream.
+struct Peer {
+    unary: RaftClient<Channel>,
+    exchange: Multiplex<RaftCall, RaftReply>,
+}
+
+impl Peer {
+    fn connect(addr: &str) -> Result<Self, String> {
+        let endpoint =
+            Endpoint::from_shared(format!("http://{addr}")).map_err(|error| error.to_string())?;
+        let channel = endpoint
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+            .connect_lazy();
+        let unary = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let opener = unary.clone();
+        let exchange = Multiplex::new(
+            1,
+            |call: &mut RaftCall, id| call.id = id,
+            |reply: &RaftReply| reply.id,
+            move |calls| {
+                let mut client = opener.clone();
+                async move { client.exchange(calls).await.map(Response::into_inner) }
+            },
+        );
+        Ok(Self { unary, exchange })
+    }
+}
+
+/// Makes a client per peer for openraft; clients of one peer share its transport.
 #[derive(Clone, Default)]
-pub(crate) struct Network;
+pub(crate) struct Network {
+    peers: Arc<Mutex<HashMap<String, Arc<Peer>>>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = Endpoint::from_shared(format!("http://{}", node.addr))
-            .map(|endpoint| {
-                let channel = endpoint
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-                    .connect_lazy();
-                RaftClient::new(channel)
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            })
-            .map_err(|error| error.to_string());
+        let peer = {
+            let mut peers = self.peers.lock();
+            match peers.get(&node.addr) {
+                Some(peer) => Ok(peer.clone()),
+                None => Peer::connect(&node.addr).map(|peer| {
+                    let peer = Arc::new(peer);
+                    peers.insert(node.addr.clone(), peer.clone());
+                    peer
+                }),
+            }
+        };
         PeerClient {
             target,
             addr: node.addr.clone(),
-            client,
+            peer,
         }
     }
 }
@@ -101,7 +142,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) struct PeerClient {
     target: NodeId,
     addr: String,
-    client: Result<RaftClient<Channel>, String>,
+    peer: Result<Arc<Peer>, String>,
 }
 
 /// Why a call to a peer failed before the peer answered.
@@ -133,6 +174,23 @@ impl Rpc {
     }
 }
 
+/// A peer's failure as openraft takes it: unreachable when nothing arrived.
+fn peer_error<E>(
+    addr: &str,
+    unreachable: bool,
+    reason: &str,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>>
+where
+    E: Error,
+{
+    let failure = PeerFailure(format!("{addr}: {reason}"));
+    if unreachable {
+        RPCError::Unreachable(Unreachable::new(&failure))
+    } else {
+        RPCError::Network(NetworkError::new(&failure))
+    }
+}
+
 impl PeerClient {
     async fn call<Req, Resp, E>(
         &mut self,
@@ -145,8 +203,8 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        let client = match &mut self.client {
-            Ok(client) => client,
+        let peer = match &self.peer {
+            Ok(peer) => peer.clone(),
             Err(error) => {
                 let failure = PeerFailure(format!("bad peer address {}: {error}", self.addr));
                 return Err(RPCError::Unreachable(Unreachable::new(&failure)));
@@ -155,27 +213,51 @@ impl PeerClient {
         let payload = bincode::serialize(request).map_err(|error| {
             RPCError::Network(NetworkError::new(&PeerFailure(error.to_string())))
         })?;
-        let mut message = Request::new(RaftMessage { payload });
-        message.set_timeout(option.hard_ttl());
         let sent = std::time::Instant::now();
         let answer = match rpc {
-            Rpc::AppendEntries => client.append_entries(message).await,
-            Rpc::Vote => client.vote(message).await,
-            Rpc::InstallSnapshot => client.install_snapshot(message).await,
+            Rpc::InstallSnapshot => {
+                let mut message = Request::new(RaftMessage { payload });
+                message.set_timeout(option.hard_ttl());
+                let answered = peer.unary.clone().install_snapshot(message).await;
+                answered
+                    .map(|answer| answer.into_inner().payload)
+                    .map_err(|status| {
+                        let unreachable = status.code() == tonic::Code::Unavailable;
+                        peer_error(&self.addr, unreachable, status.message())
+                    })
+            }
+            Rpc::AppendEntries | Rpc::Vote => {
+                let kind = match rpc {
+                    Rpc::Vote => RaftRpc::Vote,
+                    _ => RaftRpc::AppendEntries,
+                };
+                let call = RaftCall {
+                    id: 0,
+                    rpc: kind as i32,
+                    payload,
+                };
+                match tokio::time::timeout(option.hard_ttl(), peer.exchange.call(call)).await {
+                    Err(_) => Err(peer_error(&self.addr, false, "timed out")),
+                    Ok(Err(MultiplexError::Unreached(reason))) => {
+                        Err(peer_error(&self.addr, true, &reason))
+                    }
+                    Ok(Err(MultiplexError::Lost(reason))) => {
+                        Err(peer_error(&self.addr, false, &reason))
+                    }
+                    Ok(Ok(reply)) if reply.code != tonic::Code::Ok as i32 => {
+                        let unreachable = reply.code == tonic::Code::Unavailable as i32;
+                        Err(peer_error(&self.addr, unreachable, &reply.message))
+                    }
+                    Ok(Ok(reply)) => Ok(reply.payload),
+                }
+            }
         };
         LOG_METRICS
             .raft_rpc_seconds
             .with_label_values(&[rpc.name(), "sent"])
             .observe(sent.elapsed().as_secs_f64());
-        let answer = answer.map_err(|status| {
-            let failure = PeerFailure(format!("{}: {}", self.addr, status.message()));
-            match status.code() {
-                tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&failure)),
-                _ => RPCError::Network(NetworkError::new(&failure)),
-            }
-        })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
-            bincode::deserialize(&answer.into_inner().payload).map_err(|error| {
+            bincode::deserialize(&answer?).map_err(|error| {
                 RPCError::Network(NetworkError::new(&PeerFailure(error.to_string())))
             })?;
         result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
@@ -220,6 +302,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 /// The receiving side: hands peers' messages to the local raft.
+#[derive(Clone)]
 pub(crate) struct RaftService {
     raft: Raft,
 }
@@ -241,8 +324,86 @@ fn encode<T: Serialize>(result: &T) -> Result<Response<RaftMessage>, Status> {
     Ok(Response::new(RaftMessage { payload }))
 }
 
+/// Replies that may wait for the peer to read them.
+const REPLY_QUEUE: usize = 64;
+
+impl RaftService {
+    /// One call from the Exchange stream, answered as the unary call would be.
+    async fn exchanged(&self, call: RaftCall) -> RaftReply {
+        let started = std::time::Instant::now();
+        let (rpc, answered) = match RaftRpc::try_from(call.rpc).unwrap_or(RaftRpc::Unspecified) {
+            RaftRpc::AppendEntries => (
+                Rpc::AppendEntries,
+                match bincode::deserialize::<AppendEntriesRequest<TypeConfig>>(&call.payload) {
+                    Ok(request) => encode_payload(&self.raft.append_entries(request).await),
+                    Err(error) => Err(malformed(&error)),
+                },
+            ),
+            RaftRpc::Vote => (
+                Rpc::Vote,
+                match bincode::deserialize::<VoteRequest<NodeId>>(&call.payload) {
+                    Ok(request) => encode_payload(&self.raft.vote(request).await),
+                    Err(error) => Err(malformed(&error)),
+                },
+            ),
+            RaftRpc::Unspecified => (
+                Rpc::Vote,
+                Err(Status::invalid_argument("unknown raft rpc on the exchange")),
+            ),
+        };
+        LOG_METRICS
+            .raft_rpc_seconds
+            .with_label_values(&[rpc.name(), "handled"])
+            .observe(started.elapsed().as_secs_f64());
+        match answered {
+            Ok(payload) => RaftReply {
+                id: call.id,
+                payload,
+                ..Default::default()
+            },
+            Err(status) => RaftReply {
+                id: call.id,
+                payload: Vec::new(),
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            },
+        }
+    }
+}
+
+fn malformed(error: &bincode::Error) -> Status {
+    Status::invalid_argument(format!("malformed raft message: {error}"))
+}
+
+fn encode_payload<T: Serialize>(result: &T) -> Result<Vec<u8>, Status> {
+    bincode::serialize(result)
+        .map_err(|error| Status::internal(format!("cannot encode raft message: {error}")))
+}
+
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
+    type ExchangeStream = ReceiverStream<Result<RaftReply, Status>>;
+
+    async fn exchange(
+        &self,
+        request: Request<Streaming<RaftCall>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
+        let (replies, out) = mpsc::channel(REPLY_QUEUE);
+        let service = self.clone();
+        let mut calls = request.into_inner();
+        tokio::spawn(async move {
+            while let Ok(Some(call)) = calls.message().await {
+                let service = service.clone();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let reply = service.exchanged(call).await;
+                    let _ = replies.send(Ok(reply)).await;
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftMessage>,
