@@ -105,6 +105,17 @@ pub mod revision_stream {
     }
 }
 
+/// Prometheus metrics other programs read (the benchmark reads these off
+/// cairn-lease's `/metrics`).
+pub mod metrics {
+    /// 1 while a lease instance holds the claim.
+    pub const LEASE_ACTIVE: &str = "cairn_lease_active";
+    /// Checkpoint commands a lease instance wrote to the log.
+    pub const LEASE_CHECKPOINT_COMMANDS: &str = "cairn_lease_checkpoint_commands_total";
+    /// Keep-alives a lease instance answered.
+    pub const LEASE_KEEP_ALIVES: &str = "cairn_lease_keep_alives_total";
+}
+
 /// The type URL a [`Failure`] is packed under in a status's details.
 const FAILURE_TYPE_URL: &str = "type.googleapis.com/cairn.v1.Failure";
 

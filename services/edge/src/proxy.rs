@@ -55,7 +55,7 @@ pub(crate) trait Route: Clone + Send + Sync + 'static {
 pub(crate) struct Kv;
 
 impl Route for Kv {
-    const NAME: &'static str = "etcdserverpb.KV";
+    const NAME: &'static str = cairn_proto::etcdserverpb::kv_server::SERVICE_NAME;
     const STREAMING: &'static [&'static str] = &[];
     const READS: &'static [&'static str] = &["Range"];
 
@@ -76,7 +76,7 @@ impl Route for Kv {
 pub(crate) struct Watch;
 
 impl Route for Watch {
-    const NAME: &'static str = "etcdserverpb.Watch";
+    const NAME: &'static str = cairn_proto::etcdserverpb::watch_server::SERVICE_NAME;
     const STREAMING: &'static [&'static str] = &["Watch"];
     const READS: &'static [&'static str] = &[];
 }
@@ -86,7 +86,7 @@ impl Route for Watch {
 pub(crate) struct Lease;
 
 impl Route for Lease {
-    const NAME: &'static str = "etcdserverpb.Lease";
+    const NAME: &'static str = cairn_proto::etcdserverpb::lease_server::SERVICE_NAME;
     const STREAMING: &'static [&'static str] = &["LeaseKeepAlive"];
     const READS: &'static [&'static str] = &["LeaseTimeToLive", "LeaseLeases"];
 }

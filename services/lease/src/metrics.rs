@@ -2,6 +2,7 @@
 
 use std::sync::LazyLock;
 
+use cairn_proto::contract::metrics;
 use prometheus::{IntCounter, IntGauge};
 
 /// Every metric of a lease instance.
@@ -30,7 +31,7 @@ impl LeaseMetrics {
         Self {
             active: registered(
                 IntGauge::new(
-                    "cairn_lease_active",
+                    metrics::LEASE_ACTIVE,
                     "1 while this instance holds the claim",
                 )
                 .expect("valid metric name"),
@@ -43,7 +44,7 @@ impl LeaseMetrics {
                 .expect("valid metric name"),
             ),
             keep_alives: registered(
-                IntCounter::new("cairn_lease_keep_alives_total", "Keep-alives taken")
+                IntCounter::new(metrics::LEASE_KEEP_ALIVES, "Keep-alives taken")
                     .expect("valid metric name"),
             ),
             expired: registered(
@@ -55,7 +56,7 @@ impl LeaseMetrics {
             ),
             checkpoint_commands: registered(
                 IntCounter::new(
-                    "cairn_lease_checkpoint_commands_total",
+                    metrics::LEASE_CHECKPOINT_COMMANDS,
                     "Checkpoint commands written to the log, renewals included",
                 )
                 .expect("valid metric name"),
@@ -75,8 +76,6 @@ mod tests {
             .iter()
             .map(|family| family.name().to_owned())
             .collect();
-        assert!(names
-            .iter()
-            .any(|name| name == "cairn_lease_keep_alives_total"));
+        assert!(names.iter().any(|name| name == metrics::LEASE_KEEP_ALIVES));
     }
 }

@@ -154,18 +154,16 @@ fn go_code_name(code: tonic::Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use cairn_proto::etcd_error::EtcdError;
+
     use super::*;
 
     #[test]
     fn etcd_errors_print_their_description_only() {
-        let status =
-            tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        let status = tonic::Status::out_of_range(EtcdError::Compacted.message());
         let error = CtlError::from(etcd_client::Error::GRpcStatus(status));
         assert_eq!(error.exit, Exit::Error);
-        assert_eq!(
-            error.to_string(),
-            "etcdserver: mvcc: required revision has been compacted"
-        );
+        assert_eq!(error.to_string(), EtcdError::Compacted.message());
     }
 
     #[test]

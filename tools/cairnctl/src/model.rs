@@ -6,6 +6,7 @@
 //! Go's `encoding/json` over etcd's generated structs (`omitempty` on proto
 //! fields) and over clientv3's own wrappers (no `omitempty`).
 
+use cairn_proto::etcd_error::EtcdError;
 use serde::Serialize;
 
 use crate::output::json::{base64_bytes, base64_list};
@@ -272,7 +273,7 @@ impl WatchResult {
     /// clientv3's `WatchResponse.Err`, printed when a watch is cancelled.
     pub(crate) fn cancel_error(&self) -> String {
         if self.compact_revision != 0 {
-            "etcdserver: mvcc: required revision has been compacted".to_owned()
+            EtcdError::Compacted.message().to_owned()
         } else if self.canceled && !self.cancel_reason.is_empty() {
             self.cancel_reason.clone()
         } else {

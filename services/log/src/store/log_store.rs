@@ -26,10 +26,80 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+/// Entries the store keeps in memory after appending them, for the readers
+/// that want the newest: replication to the followers, and the leader's own
+/// apply. Older entries are read from RocksDB.
+const RECENT_ENTRIES: usize = 1024;
+
+/// The newest appended entries, contiguous, oldest first.
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::VecDeque<Entry>,
+}
+
+impl Recent {
+    fn push(&mut self, entry: Entry) {
+        if self
+            .entries
+            .back()
+            .is_some_and(|newest| newest.log_id.index + 1 != entry.log_id.index)
+        {
+            self.entries.clear();
+        }
+        self.entries.push_back(entry);
+        if self.entries.len() > RECENT_ENTRIES {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Entries in `[start, end)`, at most `limit`, if all of them are here.
+    fn read(&self, start: u64, end: u64, limit: usize) -> Option<Vec<Entry>> {
+        let oldest = self.entries.front()?.log_id.index;
+        let newest = self.entries.back()?.log_id.index;
+        if start < oldest || end > newest + 1 {
+            return None;
+        }
+        let skip = usize::try_from(start - oldest).ok()?;
+        let count = usize::try_from(end.saturating_sub(start)).ok()?.min(limit);
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take(count)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Forgets entries from `index` on (a truncation).
+    fn truncate(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|newest| newest.log_id.index >= index)
+        {
+            self.entries.pop_back();
+        }
+    }
+
+    /// Forgets entries up to `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|oldest| oldest.log_id.index <= index)
+        {
+            self.entries.pop_front();
+        }
+    }
+}
+
 /// The raft log of one node. Cloning shares the database.
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<DB>,
+    /// The newest appended entries, served without RocksDB.
+    recent: Arc<parking_lot::Mutex<Recent>>,
     syncer: Arc<Syncer>,
     /// The commit index openraft last reported, for Status (`u64::MAX` = none).
     committed: Arc<AtomicU64>,
@@ -49,6 +119,7 @@ impl LogStore {
             })?;
         Ok(Self {
             db,
+            recent: Arc::new(parking_lot::Mutex::new(Recent::default())),
             syncer: Arc::new(Syncer {
                 sender: Some(sender),
                 thread: Some(thread),
@@ -73,6 +144,9 @@ impl LogStore {
 
     /// Entries with index in `[start, end)`, at most `limit` of them, in order.
     pub(crate) fn read(&self, start: u64, end: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
+        if let Some(entries) = self.recent.lock().read(start, end, limit) {
+            return Ok(entries);
+        }
         let log = cf(&self.db, CF_LOG)?;
         let mut entries = Vec::new();
         let from = index_key(start);
@@ -258,19 +332,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let write = || -> Result<usize, LogError> {
+        let write = || -> Result<Vec<Entry>, LogError> {
             let log = cf(&self.db, CF_LOG)?;
             let mut batch = WriteBatch::default();
-            let mut count = 0;
+            let mut written = Vec::new();
             for entry in entries {
                 batch.put_cf(log, index_key(entry.log_id.index), encode(&entry)?);
-                count += 1;
+                written.push(entry);
             }
             // Written to the WAL and memtable now, synced by the sync thread.
             self.db.write_opt(batch, &WriteOptions::default())?;
-            Ok(count)
+            Ok(written)
         };
-        let count = write().map_err(|error| to_storage(error, true))?;
+        let written = write().map_err(|error| to_storage(error, true))?;
+        let count = written.len();
+        {
+            let mut recent = self.recent.lock();
+            for entry in written {
+                recent.push(entry);
+            }
+        }
         LOG_METRICS.appended_entries.inc_by(count as u64);
         self.syncer
             .queue(callback)
@@ -285,6 +366,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.db.write_opt(batch, &sync_write())?;
             Ok(())
         };
+        self.recent.lock().truncate(log_id.index);
         write().map_err(|error| to_storage(error, true))
     }
 
@@ -297,6 +379,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.db.write_opt(batch, &sync_write())?;
             Ok(())
         };
+        self.recent.lock().purge(log_id.index);
         write().map_err(|error| to_storage(error, true))?;
         LOG_METRICS
             .first_index

@@ -77,7 +77,7 @@ impl MvccApi {
                 otel.name = call.method().as_str_name(),
                 otel.kind = "server",
                 rpc.system = "grpc",
-                rpc.service = "etcdserverpb.KV",
+                rpc.service = cairn_proto::etcdserverpb::kv_server::SERVICE_NAME,
             );
             cairn_kit::telemetry::continue_trace(&span, &call.trace_context);
             span

@@ -120,6 +120,10 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        // The WAL is written when `sync` flushes it, not on every apply: the
+        // replica acknowledges an index to the log only after that sync, so
+        // a crash loses nothing the log will not send again.
+        options.set_manual_wal_flush(true);
         let families = schema::FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options()));

@@ -2,6 +2,7 @@
 //! metrics: the checkpoint commands it writes while the leases sit idle and
 //! while they are renewed.
 
+use cairn_proto::contract::metrics;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -41,7 +42,7 @@ impl ActiveInstance {
     pub(crate) async fn find(urls: &[String]) -> Option<Self> {
         for url in urls.iter().filter(|url| !url.is_empty()) {
             match scrape(url).await {
-                Ok(page) if value(&page, "cairn_lease_active") == Some(1.0) => {
+                Ok(page) if value(&page, metrics::LEASE_ACTIVE) == Some(1.0) => {
                     return Some(Self { url: url.clone() })
                 }
                 Ok(_) => {}
@@ -56,7 +57,7 @@ impl ActiveInstance {
     /// figures but not the rest of the run.
     pub(crate) async fn read(&self) -> Option<Reading> {
         match scrape(&self.url).await {
-            Ok(page) if value(&page, "cairn_lease_active") == Some(1.0) => Some(Reading {
+            Ok(page) if value(&page, metrics::LEASE_ACTIVE) == Some(1.0) => Some(Reading {
                 at: Instant::now(),
                 page,
             }),
@@ -76,11 +77,11 @@ impl ActiveInstance {
 pub(super) fn commands_between(before: &Reading, after: &Reading) -> Commands {
     let seconds = after.at.duration_since(before.at).as_secs_f64();
     let delta = |name| after.counter(name) - before.counter(name);
-    let commands = delta("cairn_lease_checkpoint_commands_total");
+    let commands = delta(metrics::LEASE_CHECKPOINT_COMMANDS);
     Commands {
         seconds,
         commands,
         per_second: commands / seconds.max(f64::EPSILON),
-        keep_alives: delta("cairn_lease_keep_alives_total"),
+        keep_alives: delta(metrics::LEASE_KEEP_ALIVES),
     }
 }

@@ -1,6 +1,7 @@
 //! `endpoint status | health`: one connection per endpoint, so each
 //! endpoint answers for itself.
 
+use cairn_proto::etcd_error::EtcdError;
 use std::time::Instant;
 
 use super::Ctx;
@@ -87,7 +88,7 @@ async fn check(ctx: &Ctx, endpoint: &str) -> EndpointHealth {
     };
     let error = match answer.await {
         Ok(_) => String::new(),
-        Err(error) if error.message == "etcdserver: permission denied" => String::new(),
+        Err(error) if error.message == EtcdError::PermissionDenied.message() => String::new(),
         Err(error) => error.message,
     };
     EndpointHealth {

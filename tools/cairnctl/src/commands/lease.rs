@@ -1,5 +1,6 @@
 //! `lease grant | revoke | timetolive | list | keep-alive`.
 
+use cairn_proto::etcd_error::EtcdError;
 use std::time::Duration;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseTimeToLiveOptions};
@@ -122,7 +123,7 @@ async fn keep_alive(ctx: &Ctx, args: &[String], once: bool) -> Result<(), CtlErr
         Some(Err(error)) if is_lease_gone(&error) => {
             return Err(CtlError::new(
                 Exit::BadConnection,
-                "etcdserver: requested lease not found",
+                EtcdError::LeaseNotFound.message(),
             ))
         }
         Some(Err(error)) => {
@@ -153,7 +154,7 @@ async fn keep_alive(ctx: &Ctx, args: &[String], once: bool) -> Result<(), CtlErr
             _ if once => {
                 return Err(CtlError::new(
                     Exit::BadConnection,
-                    "etcdserver: requested lease not found",
+                    EtcdError::LeaseNotFound.message(),
                 ))
             }
             _ => return lease_gone(ctx, id),
