@@ -34,8 +34,9 @@ use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 
+use super::reads::read_record;
 use super::schema::{self, KeyRow, Record};
-use super::{family, read_record, LogPosition, State};
+use super::{family, LogPosition, State};
 use crate::error::MvccError;
 use crate::range::{self, RangeSource, ReadBounds};
 use crate::revision::Revision;
