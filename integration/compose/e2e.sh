@@ -161,16 +161,23 @@ fi
 cat "$work/put-trace.txt"
 
 step "metrics"
-for pair in log-1:cairn_log_commit_index mvcc-1:cairn_mvcc_db_bytes mvcc-2:cairn_mvcc_publish_lag_revisions \
-    edge:cairn_edge_call_seconds lease-1:cairn_lease_leases watch:cairn_watch_streams \
-    lease-2:cairn_grpc_server_seconds_count; do
-    service="${pair%%:*}" metric="${pair#*:}"
-    container="$(compose ps -q "$service" | head -n 1)"
+metrics_of() {
     # Read whole before matching: grep -q quitting early would fail curl.
-    metrics="$(docker exec "$container" curl -fsS http://127.0.0.1:9100/metrics)" ||
-        fail "$service's /metrics does not answer"
+    docker exec "$(compose ps -q "$1" | head -n 1)" curl -fsS http://127.0.0.1:9100/metrics ||
+        fail "$1's /metrics does not answer"
+}
+for pair in log-1:cairn_log_commit_index mvcc-1:cairn_mvcc_db_bytes mvcc-2:cairn_mvcc_publish_lag_revisions \
+    edge:cairn_edge_call_seconds lease-1:cairn_lease_leases lease-2:cairn_lease_leases \
+    watch:cairn_watch_streams; do
+    service="${pair%%:*}" metric="${pair#*:}"
+    metrics="$(metrics_of "$service")"
     grep -q "^$metric" <<<"$metrics" || fail "$service's /metrics has no $metric"
 done
+# The edge sends each lease call to either instance and a standby forwards it,
+# so the active one, whichever it is, has served the calls above.
+lease_calls="$( (metrics_of lease-1; metrics_of lease-2) |
+    grep -c '^cairn_grpc_server_seconds_count{rpc_method="LeaseGrant"' || true)"
+[ "$lease_calls" -ge 1 ] || fail "no lease instance counts the LeaseGrant it served"
 
 step "kill a log container, writes go on"
 docker kill "$(compose ps -q log-1)" >/dev/null

@@ -195,6 +195,29 @@ pub fn continue_trace(span: &tracing::Span, carrier: &std::collections::HashMap<
     }
 }
 
+/// The server span of one call that arrived as a message on a long-lived
+/// stream rather than as its own gRPC call (which [`GrpcServerTraceLayer`]
+/// would trace): a child of the caller's trace in `carrier`, or no span when
+/// the caller was not traced.
+pub fn message_span(
+    carrier: &std::collections::HashMap<String, String>,
+    service: &'static str,
+    method: &str,
+) -> tracing::Span {
+    if !carries_trace(carrier) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = method,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+    );
+    continue_trace(&span, carrier);
+    span
+}
+
 /// Reads a caller's trace context from incoming headers.
 pub fn extract_context(headers: &http::HeaderMap) -> Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))

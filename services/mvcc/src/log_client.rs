@@ -191,9 +191,12 @@ impl LogClient {
             let Some(stream) = self.proposals.get(node) else {
                 return Err(LogFailure::unreached("no log node is configured".into()));
             };
+            let mut trace_context = std::collections::HashMap::new();
+            cairn_kit::telemetry::inject_into(&mut trace_context);
             let proposal = TaggedProposal {
                 id: 0,
                 commands: commands.clone(),
+                trace_context,
             };
             let placement = match tokio::time::timeout_at(deadline, stream.call(proposal)).await {
                 Err(_) => {

@@ -18,7 +18,7 @@ pub(crate) fn router(store: Arc<SpanStore>) -> Router {
         .route("/", get(|| async { "ok\n" }))
         .route("/api/services", get(services))
         .route("/api/traces", get(search))
-        .route("/api/traces/:id", get(trace))
+        .route("/api/traces/{id}", get(trace))
         .with_state(store)
 }
 
@@ -111,5 +111,34 @@ mod tests {
         assert_eq!(percent_decode("a+b"), "a b");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    async fn get_status(path: &str) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let response = router(Arc::new(SpanStore::new(8)))
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_trace_is_looked_up_by_the_id_in_its_path() {
+        let (status, body) = get_status("/api/traces/0123abcd").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("trace not found"), "{body}");
+        let (status, _) = get_status("/api/services").await;
+        assert_eq!(status, StatusCode::OK);
     }
 }

@@ -113,10 +113,18 @@ impl LogApi {
             while let Ok(Some(proposal)) = incoming.message().await {
                 let api = api.clone();
                 let placements = placements.clone();
-                tokio::spawn(async move {
-                    let placement = api.place_tagged(proposal).await;
-                    let _ = placements.send(Ok(placement)).await;
-                });
+                let span = cairn_kit::telemetry::message_span(
+                    &proposal.trace_context,
+                    pb::log_server::SERVICE_NAME,
+                    "Proposals",
+                );
+                tokio::spawn(
+                    async move {
+                        let placement = api.place_tagged(proposal).await;
+                        let _ = placements.send(Ok(placement)).await;
+                    }
+                    .instrument(span),
+                );
             }
         });
         ReceiverStream::new(out)

@@ -71,19 +71,11 @@ impl MvccApi {
 
     /// One call, as the KV service would answer it.
     async fn one_call(&self, call: KvCall) -> KvAnswer {
-        let span = if cairn_kit::telemetry::carries_trace(&call.trace_context) {
-            let span = tracing::info_span!(
-                "grpc.server",
-                otel.name = call.method().as_str_name(),
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.service = cairn_proto::etcdserverpb::kv_server::SERVICE_NAME,
-            );
-            cairn_kit::telemetry::continue_trace(&span, &call.trace_context);
-            span
-        } else {
-            tracing::Span::none()
-        };
+        let span = cairn_kit::telemetry::message_span(
+            &call.trace_context,
+            cairn_proto::etcdserverpb::kv_server::SERVICE_NAME,
+            call.method().as_str_name(),
+        );
         self.dispatch(call).instrument(span).await
     }
 
