@@ -61,8 +61,7 @@ mod parking_lot_free {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t130_the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_without_one() -> Result<()>
-{
+async fn the_edge_serves_etcd_and_outlives_a_replica_then_fails_fast_without_one() -> Result<()> {
     let cluster = LogCluster::start(LogClusterOptions::default()).await?;
     let outcome = serve_and_outlive_a_replica(&cluster).await;
     cluster.explain(outcome)
@@ -337,8 +336,7 @@ async fn serve_and_outlive_a_replica(cluster: &LogCluster) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t135_past_its_quota_a_replica_raises_nospace_until_space_is_freed_and_disarmed(
-) -> Result<()> {
+async fn past_its_quota_a_replica_raises_nospace_until_space_is_freed_and_disarmed() -> Result<()> {
     const QUOTA: u64 = 512 * 1024;
     let cluster = LogCluster::start(LogClusterOptions::default()).await?;
     let log_endpoints: Vec<String> = cluster.addrs()?;

@@ -9,7 +9,7 @@ use cairn_integration::stack::{Stack, StackOptions};
 use cairn_integration::walkthrough::{diff, etcdctl_path, run_walkthrough, Etcd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t170_etcdctl_and_cairnctl_see_the_edge_as_etcdctl_sees_etcd() -> Result<()> {
+async fn etcdctl_and_cairnctl_see_the_edge_as_etcdctl_sees_etcd() -> Result<()> {
     let etcdctl = etcdctl_path()?;
     let etcd = Etcd::start_cluster(3).await?;
     let expected = run_walkthrough(&etcdctl, &etcd.endpoint).await?;

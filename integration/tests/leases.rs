@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t140_leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revision() -> Result<()> {
+async fn leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revision() -> Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let mut lease = stack.lease()?;
 
@@ -197,7 +197,7 @@ async fn t140_leases_through_the_edge_grant_keep_revoke_and_expire_in_one_revisi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t150_a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires() -> Result<()> {
+async fn a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires() -> Result<()> {
     let mut stack = Stack::start(StackOptions::default()).await?;
     let kept = stack.grant(4).await?;
     stack.put("kept", kept).await?;
@@ -316,7 +316,7 @@ async fn t150_a_lease_outlives_two_takeovers_and_an_abandoned_one_still_expires(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t160_ten_thousand_leases_kept_alive_by_ten_streams_then_all_expire() -> Result<()> {
+async fn ten_thousand_leases_kept_alive_by_ten_streams_then_all_expire() -> Result<()> {
     const LEASES: usize = 10_000;
     const STREAMS: usize = 10;
     const GRANTERS_PER_STREAM: usize = 5;
@@ -483,7 +483,7 @@ async fn claim_epoch(stack: &Stack) -> Result<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t145_an_idle_holder_keeps_its_claim_and_both_instances_agree() -> Result<()> {
+async fn an_idle_holder_keeps_its_claim_and_both_instances_agree() -> Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let epoch = claim_epoch(&stack).await?;
 

@@ -52,7 +52,7 @@ fn assert_contiguous(node: u64, entries: &[cairn_proto::cairn::log::v1::Entry]) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t10_every_acknowledged_proposal_survives_a_leader_kill_exactly_once() -> Result<()> {
+async fn every_acknowledged_proposal_survives_a_leader_kill_exactly_once() -> Result<()> {
     const CLIENTS: usize = 20;
     const PROPOSALS: usize = 10_000;
     const KILL_AFTER_ACKS: usize = 3_000;
@@ -193,7 +193,7 @@ async fn t10_every_acknowledged_proposal_survives_a_leader_kill_exactly_once() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t20_without_a_quorum_proposals_fail_fast_and_recover() -> Result<()> {
+async fn without_a_quorum_proposals_fail_fast_and_recover() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
     let options = LogClusterOptions::default();
     let timeout = Duration::from_millis(options.request_timeout_ms);
@@ -253,7 +253,7 @@ async fn t20_without_a_quorum_proposals_fail_fast_and_recover() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t30_oversized_and_malformed_requests_are_invalid_arguments() -> Result<()> {
+async fn oversized_and_malformed_requests_are_invalid_arguments() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
     let limit = 64 * 1024;
     let cluster = LogCluster::start(LogClusterOptions {
@@ -324,7 +324,7 @@ async fn t30_oversized_and_malformed_requests_are_invalid_arguments() -> Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t40_a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Result<()> {
+async fn a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Result<()> {
     const ROUNDS: usize = 20;
     const WRITERS: usize = 8;
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -402,7 +402,7 @@ async fn t40_a_node_killed_while_writing_keeps_every_acknowledged_entry() -> Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t50_the_log_never_purges_what_a_consumer_still_needs() -> Result<()> {
+async fn the_log_never_purges_what_a_consumer_still_needs() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = LogCluster::start(LogClusterOptions {
         nodes: 1,
@@ -481,7 +481,7 @@ async fn t50_the_log_never_purges_what_a_consumer_still_needs() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t60_members_are_added_promoted_and_removed_through_any_node() -> Result<()> {
+async fn members_are_added_promoted_and_removed_through_any_node() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut cluster = LogCluster::start(LogClusterOptions::default()).await?;
     let ids = cluster.ids();
@@ -582,7 +582,7 @@ async fn t60_members_are_added_promoted_and_removed_through_any_node() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t70_bad_settings_stop_the_binary_naming_the_key() -> Result<()> {
+async fn bad_settings_stop_the_binary_naming_the_key() -> Result<()> {
     let binary = cairn_integration::bin_path("cairn-log")?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("log.toml");
@@ -617,7 +617,7 @@ async fn t70_bad_settings_stop_the_binary_naming_the_key() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t80_sigterm_stops_a_node_cleanly_and_it_resumes_from_disk() -> Result<()> {
+async fn sigterm_stops_a_node_cleanly_and_it_resumes_from_disk() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut cluster = LogCluster::start(LogClusterOptions {
         nodes: 1,
@@ -652,7 +652,7 @@ async fn t80_sigterm_stops_a_node_cleanly_and_it_resumes_from_disk() -> Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t90_a_read_index_covers_every_write_acknowledged_before_it() -> Result<()> {
+async fn a_read_index_covers_every_write_acknowledged_before_it() -> Result<()> {
     const WRITERS: usize = 8;
     const READERS: usize = 16;
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -716,7 +716,7 @@ async fn t90_a_read_index_covers_every_write_acknowledged_before_it() -> Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t100_a_follower_behind_the_purge_catches_up_from_a_snapshot() -> Result<()> {
+async fn a_follower_behind_the_purge_catches_up_from_a_snapshot() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut cluster = LogCluster::start(LogClusterOptions {
         snapshot_every: 50,
@@ -790,7 +790,7 @@ async fn t100_a_follower_behind_the_purge_catches_up_from_a_snapshot() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t105_leadership_is_handed_over_under_writes_without_losing_one() -> Result<()> {
+async fn leadership_is_handed_over_under_writes_without_losing_one() -> Result<()> {
     const MOVES: usize = 6;
     const WRITERS: usize = 8;
     let _serial = ONE_AT_A_TIME.lock().await;

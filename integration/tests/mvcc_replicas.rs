@@ -73,7 +73,7 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t110_two_replicas_agree_reads_are_linearizable_and_the_stream_has_no_gap() -> Result<()> {
+async fn two_replicas_agree_reads_are_linearizable_and_the_stream_has_no_gap() -> Result<()> {
     let cluster = LogCluster::start(LogClusterOptions::default()).await?;
     let endpoints: Vec<String> = cluster.addrs()?;
     let mut nats = NatsServer::start(cluster.dir()).await?;
@@ -336,7 +336,7 @@ async fn history(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t120_a_stream_that_lost_everything_is_rebuilt_from_history() -> Result<()> {
+async fn a_stream_that_lost_everything_is_rebuilt_from_history() -> Result<()> {
     let cluster = LogCluster::start(LogClusterOptions {
         nodes: 1,
         ..Default::default()

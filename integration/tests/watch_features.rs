@@ -43,7 +43,7 @@ async fn next(answers: &mut Streaming<WatchResponse>) -> Result<WatchResponse> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t200_watch_ids_progress_fragments_and_cancel_behave_as_etcd() -> Result<()> {
+async fn watch_ids_progress_fragments_and_cancel_behave_as_etcd() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(120), watch_features())
         .await
         .context("the watch feature walk took over two minutes")?

@@ -365,7 +365,7 @@ async fn write(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t180_watchers_get_every_event_once_in_order_through_a_gateway_kill_a_nats_restart_and_a_compaction(
+async fn watchers_get_every_event_once_in_order_through_a_gateway_kill_a_nats_restart_and_a_compaction(
 ) -> Result<()> {
     let mut stack = Stack::start(StackOptions {
         watch_gateways: 3,

@@ -121,7 +121,7 @@ fn percentile(sorted: &[f64], quantile: f64) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t190_a_stalled_client_neither_slows_the_others_nor_grows_the_gateway() -> Result<()> {
+async fn a_stalled_client_neither_slows_the_others_nor_grows_the_gateway() -> Result<()> {
     let stack = Stack::start(StackOptions {
         watch_gateways: 1,
         watch_extra: format!("[window]\nrevisions = {WINDOW}\n"),
