@@ -122,18 +122,27 @@ pub(crate) fn fill(
 
     let mut kvs = Vec::with_capacity(fetch);
     let mut bytes = 0_usize;
-    for (key, revision) in found.keys.into_iter().take(fetch) {
-        let record = record(revision)?;
-        if record.kv.key.as_slice() != &*key {
-            return Err(MvccError::Corrupt(format!(
-                "revision {revision:?} holds another key than the index says"
-            )));
+    let wanted = &found.keys[..fetch];
+    for chunk in wanted.chunks(READ_CHUNK) {
+        // Read in revision order, so the store walks its records forward.
+        let mut order: Vec<usize> = (0..chunk.len()).collect();
+        order.sort_unstable_by_key(|&at| chunk[at].1);
+        let mut read: Vec<Option<KeyValue>> = vec![None; chunk.len()];
+        for at in order {
+            let (key, revision) = &chunk[at];
+            let record = record(*revision)?;
+            if record.kv.key.as_slice() != &**key {
+                return Err(MvccError::Corrupt(format!(
+                    "revision {revision:?} holds another key than the index says"
+                )));
+            }
+            bytes = bytes.saturating_add(record.kv.key.len() + record.kv.value.len() + 32);
+            if bytes > max_bytes {
+                return Err(MvccError::ResponseTooLarge { limit: max_bytes });
+            }
+            read[at] = Some(record.kv);
         }
-        bytes = bytes.saturating_add(record.kv.key.len() + record.kv.value.len() + 32);
-        if bytes > max_bytes {
-            return Err(MvccError::ResponseTooLarge { limit: max_bytes });
-        }
-        kvs.push(record.kv);
+        kvs.extend(read.into_iter().flatten());
     }
     if filtered {
         kvs.retain(|kv| passes_filters(kv, request));
@@ -157,6 +166,12 @@ pub(crate) fn fill(
         count,
     })
 }
+
+/// Records a Range reads at a time: each piece is read in revision order
+/// (records are stored by revision, so reading them in that order walks the
+/// store forward) and put back in key order; the response's byte limit is
+/// checked as each record arrives.
+const READ_CHUNK: usize = 1024;
 
 /// Runs `request` against `source` at once (inside an apply, for a Txn).
 pub(crate) fn range(
@@ -204,5 +219,57 @@ pub(crate) fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
     }
     if order == SortOrder::Descend {
         kvs.reverse();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(index: usize, revision: Revision) -> KeyValue {
+        KeyValue {
+            key: format!("key-{index:05}").into_bytes(),
+            mod_revision: revision.main,
+            value: b"v".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_are_read_in_revision_order_and_answered_in_key_order() {
+        // Keys written in reverse, across more than one read chunk.
+        let count = READ_CHUNK * 2 + 7;
+        let revision_of = |index: usize| Revision {
+            main: (count - index) as i64,
+            sub: 0,
+        };
+        let keys: Vec<(Arc<[u8]>, Revision)> = (0..count)
+            .map(|index| {
+                (
+                    Arc::from(kv(index, revision_of(index)).key),
+                    revision_of(index),
+                )
+            })
+            .collect();
+        let mut asked = Vec::new();
+        let request = RangeRequest::default();
+        let response = fill(Found::from(keys), &request, 0, usize::MAX, |revision| {
+            asked.push(revision);
+            let index = count - revision.main as usize;
+            Ok(Record {
+                tombstone: false,
+                kv: kv(index, revision),
+            })
+        })
+        .expect("the range is answered");
+
+        let answered: Vec<Vec<u8>> = response.kvs.iter().map(|kv| kv.key.clone()).collect();
+        let expected: Vec<Vec<u8>> = (0..count)
+            .map(|index| kv(index, revision_of(index)).key)
+            .collect();
+        assert_eq!(answered, expected);
+        for piece in asked.chunks(READ_CHUNK) {
+            assert!(piece.windows(2).all(|pair| pair[0] < pair[1]), "{piece:?}");
+        }
     }
 }
