@@ -13,7 +13,9 @@ use std::path::Path;
 use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, PublisherClaim};
 use cairn_proto::etcdserverpb::AlarmMember;
 use parking_lot::RwLock;
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB,
+};
 
 use crate::error::MvccError;
 use crate::range::ReadBounds;
@@ -122,9 +124,11 @@ impl Store {
         // replica acknowledges an index to the log only after that sync, so
         // a crash loses nothing the log will not send again.
         options.set_manual_wal_flush(true);
+        options.set_db_write_buffer_size(ALL_WRITE_BUFFERS_BYTES);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let families = schema::FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, family_options()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&options, dir, families)?;
         let state = rebuild(&db)?;
         Ok(Self {
@@ -290,9 +294,21 @@ pub(crate) fn family<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFa
 /// as well.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
-fn family_options() -> Options {
+/// Bytes all families together may buffer: past it the largest buffer is
+/// written out, so a replica's write buffers stay bounded however the
+/// writes spread over families.
+const ALL_WRITE_BUFFERS_BYTES: usize = 24 * 1024 * 1024;
+
+/// One block cache for every family. Left alone, RocksDB gives each family
+/// a 32 MiB cache of its own.
+const BLOCK_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+fn family_options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
     let mut options = Options::default();
     options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    options.set_block_based_table_factory(&table);
     options
 }
 
