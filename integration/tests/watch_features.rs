@@ -1,6 +1,7 @@
 //! The rest of etcd's watch surface through the edge and a real gateway:
 //! client-chosen and assigned watch IDs, progress_notify, RequestProgress,
-//! fragments of a revision too large for one response, and cancel.
+//! fragments of a revision too large for one response, cancel, and the
+//! revisions a watcher catches up on arriving together.
 
 use std::time::Duration;
 
@@ -206,5 +207,69 @@ async fn watch_features() -> Result<()> {
             break;
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_from_a_past_revision_gets_the_revisions_since_in_one_response() -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(120), caught_up_in_one_response())
+        .await
+        .context("the catch-up took over two minutes")?
+}
+
+async fn caught_up_in_one_response() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        watch_gateways: 1,
+        ..Default::default()
+    })
+    .await?;
+    let mut kv = stack.edge.kv()?;
+    let mut revisions = Vec::new();
+    for index in 0..5 {
+        let put = kv
+            .put(PutRequest {
+                key: format!("past/{index}").into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        revisions.push(put.header.map_or(0, |header| header.revision));
+    }
+
+    let (requests, queued) = mpsc::channel(4);
+    requests
+        .send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"past/".to_vec(),
+                range_end: b"past0".to_vec(),
+                start_revision: revisions[0],
+                ..Default::default()
+            })),
+        })
+        .await?;
+    let mut answers = WatchClient::new(stack.edge.channel()?)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await?
+        .into_inner();
+    let created = next(&mut answers).await?;
+    ensure!(created.created, "{created:?}");
+    // As etcd (and python-etcd3's test_watch_responses) has it: the five
+    // revisions since the start come together.
+    let caught_up = next(&mut answers).await?;
+    let seen: Vec<i64> = caught_up
+        .events
+        .iter()
+        .filter_map(|event| event.kv.as_ref().map(|kv| kv.mod_revision))
+        .collect();
+    ensure!(
+        seen == revisions,
+        "one response held {seen:?}, not {revisions:?}"
+    );
+    ensure!(
+        caught_up.header.as_ref().map(|header| header.revision) == revisions.last().copied(),
+        "{caught_up:?}"
+    );
+    drop(requests);
     Ok(())
 }

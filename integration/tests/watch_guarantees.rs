@@ -7,8 +7,9 @@
 //!
 //! Checked per watcher: ordered, unique, reliable (exactly the history's
 //! events for its range, filters and start), atomic (a revision's events in
-//! one response), resumable, prev_kv as the history has it, and progress
-//! responses never ahead of the events delivered.
+//! one response, though a response may hold several), resumable, prev_kv as
+//! the history has it, and progress responses never ahead of the events
+//! delivered.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -240,30 +241,34 @@ async fn client(
                 continue;
             }
             let index = first + usize::try_from(answer.watch_id - 1)?;
-            let Some(first_event) = answer.events.first() else {
-                continue;
-            };
-            let event_revision = first_event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-            if answer
+            let revisions: Vec<i64> = answer
                 .events
                 .iter()
-                .any(|event| event.kv.as_ref().map_or(0, |kv| kv.mod_revision) != event_revision)
-            {
+                .map(|event| event.kv.as_ref().map_or(0, |kv| kv.mod_revision))
+                .collect();
+            let (Some(&first_revision), Some(&last_revision)) =
+                (revisions.first(), revisions.last())
+            else {
+                continue;
+            };
+            if revisions.windows(2).any(|pair| pair[1] < pair[0]) {
                 record.violations.push(format!(
-                    "watcher {index}: one response held several revisions"
+                    "watcher {index}: one response held revisions out of order: {revisions:?}"
                 ));
             }
             let seen = &mut record.seen[index];
-            if event_revision <= seen.last {
+            // A response may hold many revisions, but never part of one
+            // another response also holds.
+            if first_revision <= seen.last {
                 let last = seen.last;
                 record.violations.push(format!(
-                    "watcher {index}: revision {event_revision} after {last} (out of order or twice)"
+                    "watcher {index}: revision {first_revision} after {last} (out of order, twice, or split)"
                 ));
                 continue;
             }
-            seen.last = event_revision;
-            for event in answer.events {
-                seen.events.push((event_revision, event));
+            seen.last = last_revision;
+            for (event, revision) in answer.events.into_iter().zip(revisions) {
+                seen.events.push((revision, event));
             }
         }
         lock(&record)?.resumes += 1;

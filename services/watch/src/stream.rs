@@ -7,6 +7,7 @@
 //! so a slow client holds back only its own watchers, which later catch up
 //! from history.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,12 @@ use crate::metrics::WATCH_METRICS;
 const WINDOW_BATCH: usize = 256;
 /// Above this, a watcher that allows fragments gets its events in pieces.
 const FRAGMENT_BYTES: usize = 1024 * 1024;
+/// The most revisions one response carries, as etcd's watch batches do.
+const BATCH_REVISIONS: usize = 1000;
+/// Revisions join a response until it would pass this size; a revision is
+/// never split between responses (but for fragments), so one larger than
+/// this goes alone.
+const BATCH_BYTES: usize = 1024 * 1024;
 /// The watch ID of a progress response to RequestProgress.
 const PROGRESS_WATCH_ID: i64 = -1;
 
@@ -264,11 +271,7 @@ impl WatchStream {
                     break;
                 }
                 match self.shared.hub.read(next, WINDOW_BATCH) {
-                    Window::Here(revisions) => {
-                        for revision in revisions {
-                            self.deliver_revision(id, &revision).await?;
-                        }
-                    }
+                    Window::Here(revisions) => self.deliver_revisions(id, &revisions).await?,
                     Window::Gone => {
                         WATCH_METRICS.catch_ups.inc();
                         self.catch_up(id).await?;
@@ -281,23 +284,53 @@ impl WatchStream {
         Ok(())
     }
 
-    /// Sends one revision's events to watcher `id`, if any match.
-    async fn deliver_revision(&mut self, id: i64, revision: &RevisionEvents) -> Result<(), Gone> {
-        let Some(watcher) = self.watchers.get_mut(&id) else {
-            return Ok(());
-        };
-        if revision.revision < watcher.next {
-            return Ok(());
+    /// Sends watcher `id` the events it wants of `revisions` (in revision
+    /// order), as etcd does: many revisions to a response, whole revisions
+    /// only, at most [`BATCH_REVISIONS`] of them and about [`BATCH_BYTES`].
+    async fn deliver_revisions<R: Borrow<RevisionEvents>>(
+        &mut self,
+        id: i64,
+        revisions: &[R],
+    ) -> Result<(), Gone> {
+        let mut batch: Vec<Event> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut batch_revisions = 0;
+        let mut last_revision = 0;
+        for revision in revisions.iter().map(Borrow::borrow) {
+            let Some(watcher) = self.watchers.get_mut(&id) else {
+                return Ok(());
+            };
+            if revision.revision < watcher.next {
+                continue;
+            }
+            watcher.next = revision.revision + 1;
+            let events = watcher.select(&revision.events);
+            if events.is_empty() {
+                continue;
+            }
+            watcher.active_since_notify = true;
+            let fragment = watcher.fragment;
+            let bytes: usize = events.iter().map(Message::encoded_len).sum();
+            let full = batch_revisions == BATCH_REVISIONS || batch_bytes + bytes > BATCH_BYTES;
+            if !batch.is_empty() && full {
+                self.send_events(id, last_revision, std::mem::take(&mut batch), fragment)
+                    .await?;
+                batch_bytes = 0;
+                batch_revisions = 0;
+            }
+            batch.extend(events);
+            batch_bytes += bytes;
+            batch_revisions += 1;
+            last_revision = revision.revision;
         }
-        watcher.next = revision.revision + 1;
-        let events = watcher.select(&revision.events);
-        if events.is_empty() {
-            return Ok(());
+        let fragment = self
+            .watchers
+            .get(&id)
+            .is_some_and(|watcher| watcher.fragment);
+        if !batch.is_empty() {
+            self.send_events(id, last_revision, batch, fragment).await?;
         }
-        watcher.active_since_notify = true;
-        let fragment = watcher.fragment;
-        self.send_events(id, revision.revision, events, fragment)
-            .await
+        Ok(())
     }
 
     async fn send_events(
@@ -374,9 +407,7 @@ impl WatchStream {
                 Ok(None) => return Ok(()),
                 Err(status) => return self.fail_watcher(id, stream_error(status)).await,
             };
-            for revision in &chunk.revisions {
-                self.deliver_revision(id, revision).await?;
-            }
+            self.deliver_revisions(id, &chunk.revisions).await?;
             if let Some(watcher) = self.watchers.get_mut(&id) {
                 // Everything up to the revision current at the call is in.
                 watcher.next = watcher.next.max(chunk.current_revision + 1);
