@@ -416,7 +416,14 @@ async fn past_its_quota_a_replica_raises_nospace_until_space_is_freed_and_disarm
         physical: true,
     })
     .await?;
-    maintenance.defragment(DefragmentRequest {}).await?;
+    let defragmented = maintenance
+        .defragment(DefragmentRequest {})
+        .await?
+        .into_inner();
+    ensure!(
+        defragmented.header.is_none(),
+        "etcd's DefragmentResponse has no header: {defragmented:?}"
+    );
     let freed = maintenance.status(StatusRequest {}).await?.into_inner();
     ensure!(
         u64::try_from(freed.db_size).unwrap_or(u64::MAX) < QUOTA,
