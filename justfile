@@ -82,12 +82,12 @@ bench-lease leases="10000" duration="10s":
     "$CARGO_TARGET_DIR/release/cairn-bench" lease --endpoint 127.0.0.1:2379 --leases {{leases}} --ttl 120 --duration {{duration}} --lease-metrics http://127.0.0.1:9131/metrics,http://127.0.0.1:9132/metrics || status=$?; \
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
 
-# Watch fan-out through the edge with 1 and then 3 gateways: N watchers on one prefix, puts at a fixed rate, put-to-event latency and each gateway's memory.
+# Watch fan-out through the edge with 1, 2 and then 3 gateways: N watchers on one prefix, puts at a fixed rate, put-to-event latency, and each gateway's CPU and memory (CPU per million events staying flat as gateways are added is fan-out scaling with cores).
 bench-watch watchers="1000" rate="1000" duration="10s":
     cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
     if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
     status=0; \
-    for gateways in 1 3; do \
+    for gateways in 1 2 3; do \
         rm -rf .bench; \
         CAIRN_DEV_DIR=.bench CAIRN_DEV_WATCH_GATEWAYS=$gateways deploy/local/dev.sh up "$CARGO_TARGET_DIR/release" || exit 1; \
         "$CARGO_TARGET_DIR/release/cairn-bench" watch --endpoint 127.0.0.1:2379 --watchers {{watchers}} --rate {{rate}} --duration {{duration}} --label "$gateways gw" --gateway-pids "$(paste -sd, .bench/watch-pids)" || status=$?; \

@@ -1,17 +1,13 @@
 //! etcd's Watch service: each client stream gets its own task.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::watch_server::Watch;
-use cairn_proto::etcdserverpb::{WatchRequest, WatchResponse};
-use futures::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use cairn_proto::etcdserverpb::WatchRequest;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::outbox::{Outbox, ResponseStream};
 use crate::stream::{Shared, WatchStream};
-
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 /// The Watch service of one gateway.
 pub(crate) struct WatchApi {
@@ -33,9 +29,9 @@ impl Watch for WatchApi {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (out, answers) = tokio::sync::mpsc::channel(self.queue);
-        let stream = WatchStream::new(self.shared.clone(), out);
+        let (outbox, answers) = Outbox::new(self.queue);
+        let stream = WatchStream::new(self.shared.clone(), outbox);
         tokio::spawn(stream.run(request.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
+        Ok(Response::new(answers))
     }
 }

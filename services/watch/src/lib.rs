@@ -18,6 +18,7 @@ mod feed;
 mod history;
 mod hub;
 mod metrics;
+mod outbox;
 mod settings;
 mod stream;
 

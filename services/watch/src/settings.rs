@@ -51,8 +51,9 @@ pub struct WindowSettings {
     /// Recent revisions kept for watchers to read; one further behind is
     /// caught up from a replica's history instead.
     pub revisions: usize,
-    /// Responses queued for one client stream; a stream whose client reads
-    /// slower than this waits, and its watchers catch up later.
+    /// Responses queued for one client stream (and at most 64 KiB of them);
+    /// a stream whose client reads slower than this waits, and its watchers
+    /// catch up later.
     pub stream_queue: usize,
 }
 

@@ -20,13 +20,13 @@ use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::Event;
 use prost::Message;
-use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::error::WatchError;
 use crate::history::{stream_error, History};
 use crate::hub::{Hub, Window};
 use crate::metrics::WATCH_METRICS;
+use crate::outbox::Outbox;
 
 /// Revisions read from the window at a time.
 const WINDOW_BATCH: usize = 256;
@@ -37,7 +37,7 @@ const BATCH_REVISIONS: usize = 1000;
 /// Revisions join a response until it would pass this size; a revision is
 /// never split between responses (but for fragments), so one larger than
 /// this goes alone.
-const BATCH_BYTES: usize = 1024 * 1024;
+const BATCH_BYTES: usize = 32 * 1024;
 /// The watch ID of a progress response to RequestProgress.
 const PROGRESS_WATCH_ID: i64 = -1;
 
@@ -107,7 +107,7 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 /// A client stream's state and its way out.
 pub(crate) struct WatchStream {
     shared: Arc<Shared>,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    out: Outbox,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
 }
@@ -116,10 +116,7 @@ pub(crate) struct WatchStream {
 struct Gone;
 
 impl WatchStream {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        out: mpsc::Sender<Result<WatchResponse, Status>>,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, out: Outbox) -> Self {
         Self {
             shared,
             out,
@@ -138,7 +135,7 @@ impl WatchStream {
     }
 
     async fn send(&self, response: WatchResponse) -> Result<(), Gone> {
-        self.out.send(Ok(response)).await.map_err(|_| Gone)
+        self.out.send(response).await.map_err(|_| Gone)
     }
 
     /// Serves the stream until the client ends it or goes away.
@@ -199,7 +196,7 @@ impl WatchStream {
         let (current, compacted) = match self.shared.history.current().await {
             Ok(revisions) => revisions,
             Err(error) => {
-                let _ = self.out.send(Err(Status::from(error))).await;
+                let _ = self.out.fail(Status::from(error)).await;
                 return Err(Gone);
             }
         };
@@ -435,7 +432,7 @@ impl WatchStream {
             }
             other => {
                 tracing::warn!(error = %other, "history unavailable; ending the watch stream");
-                let _ = self.out.send(Err(Status::from(other))).await;
+                let _ = self.out.fail(Status::from(other)).await;
                 Err(Gone)
             }
         }

@@ -10,7 +10,7 @@ use clap::Args;
 pub(crate) use fan_out::{fan_out, FanOut, FanOutPlan};
 
 use crate::log::parse_duration;
-use crate::procfs::status_kib;
+use crate::procfs::{cpu_seconds, status_kib};
 use crate::report::Summary;
 
 #[derive(Args)]
@@ -36,7 +36,8 @@ pub(crate) struct WatchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// Gateway process ids whose resident memory is reported at the end.
+    /// Gateway process ids whose CPU time over the run and resident memory
+    /// at the end are reported.
     #[arg(long, value_delimiter = ',')]
     gateway_pids: Vec<u32>,
     /// Label of the row, e.g. `3 gateways`.
@@ -72,7 +73,18 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
         args.size,
         args.duration
     );
+    let cpu_before: Vec<Option<f64>> = args
+        .gateway_pids
+        .iter()
+        .map(|pid| cpu_seconds(*pid))
+        .collect();
     let measured = fan_out(&args.endpoint, &plan).await?;
+    let cpu_used: Vec<Option<f64>> = args
+        .gateway_pids
+        .iter()
+        .zip(cpu_before)
+        .map(|(pid, before)| Some(cpu_seconds(*pid)? - before?))
+        .collect();
     let row = summary(
         format!("{} {} watchers", args.label, args.watchers),
         &measured,
@@ -87,11 +99,44 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
         measured.unmatched,
         row.per_second
     );
-    for pid in &args.gateway_pids {
+    for (pid, cpu) in args.gateway_pids.iter().zip(&cpu_used) {
+        let cpu = cpu.map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.2}"));
         match status_kib(*pid, "VmRSS") {
-            Some(rss) => println!("gateway {pid}: RSS {} MiB", rss / 1024),
+            Some(rss) => println!("gateway {pid}: RSS {} MiB, CPU {cpu} s", rss / 1024),
             None => println!("gateway {pid}: not running"),
         }
     }
+    if let Some(per_million) = cpu_per_million_events(&cpu_used, measured.delivered()) {
+        println!(
+            "gateways together: {per_million:.2} CPU s per million events delivered \
+             (flat as gateways are added means fan-out scales with cores)"
+        );
+    }
     Ok(())
+}
+
+/// The gateways' CPU seconds, summed, per million events delivered; `None`
+/// when a reading is missing or nothing was delivered.
+fn cpu_per_million_events(cpu_used: &[Option<f64>], delivered: u64) -> Option<f64> {
+    if cpu_used.is_empty() || delivered == 0 {
+        return None;
+    }
+    let total: f64 = cpu_used.iter().copied().sum::<Option<f64>>()?;
+    Some(total * 1_000_000.0 / delivered as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_million_events_needs_every_reading_and_some_events() {
+        assert_eq!(
+            cpu_per_million_events(&[Some(1.5), Some(0.5)], 4_000_000),
+            Some(0.5)
+        );
+        assert_eq!(cpu_per_million_events(&[Some(1.0), None], 1_000_000), None);
+        assert_eq!(cpu_per_million_events(&[Some(1.0)], 0), None);
+        assert_eq!(cpu_per_million_events(&[], 1_000_000), None);
+    }
 }
