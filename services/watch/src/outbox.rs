@@ -47,8 +47,18 @@ impl Outbox {
 
     /// Queues `response`, waiting while the stream holds too much.
     pub(crate) async fn send(&self, response: WatchResponse) -> Result<(), Closed> {
-        let kib = response.encoded_len().div_ceil(1024);
-        self.queue(Ok(response), kib).await
+        let bytes = response.encoded_len();
+        self.send_of(response, bytes).await
+    }
+
+    /// [`Outbox::send`] for a response whose size the caller already knows
+    /// (its events' bytes), so the events are not measured again.
+    pub(crate) async fn send_of(
+        &self,
+        response: WatchResponse,
+        bytes: usize,
+    ) -> Result<(), Closed> {
+        self.queue(Ok(response), bytes.div_ceil(1024)).await
     }
 
     /// Ends the stream with `status` once what is queued has gone.

@@ -289,6 +289,9 @@ impl WatchStream {
         id: i64,
         revisions: &[R],
     ) -> Result<(), Gone> {
+        let Some(fragment) = self.watchers.get(&id).map(|watcher| watcher.fragment) else {
+            return Ok(());
+        };
         let mut batch: Vec<Event> = Vec::new();
         let mut batch_bytes = 0;
         let mut batch_revisions = 0;
@@ -306,11 +309,11 @@ impl WatchStream {
                 continue;
             }
             watcher.active_since_notify = true;
-            let fragment = watcher.fragment;
             let bytes: usize = events.iter().map(Message::encoded_len).sum();
             let full = batch_revisions == BATCH_REVISIONS || batch_bytes + bytes > BATCH_BYTES;
             if !batch.is_empty() && full {
-                self.send_events(id, last_revision, std::mem::take(&mut batch), fragment)
+                let events = std::mem::take(&mut batch);
+                self.send_events(id, last_revision, events, batch_bytes, fragment)
                     .await?;
                 batch_bytes = 0;
                 batch_revisions = 0;
@@ -320,59 +323,52 @@ impl WatchStream {
             batch_revisions += 1;
             last_revision = revision.revision;
         }
-        let fragment = self
-            .watchers
-            .get(&id)
-            .is_some_and(|watcher| watcher.fragment);
         if !batch.is_empty() {
-            self.send_events(id, last_revision, batch, fragment).await?;
+            self.send_events(id, last_revision, batch, batch_bytes, fragment)
+                .await?;
         }
         Ok(())
     }
 
+    /// Sends `events` (`size` bytes encoded) of revisions up to `revision`
+    /// to watcher `id`: in one response, or in fragments when they are
+    /// large and the watcher allows it.
     async fn send_events(
         &self,
         id: i64,
         revision: i64,
         events: Vec<Event>,
+        size: usize,
         fragment: bool,
     ) -> Result<(), Gone> {
         WATCH_METRICS.events.inc_by(events.len() as u64);
-        let size: usize = events.iter().map(Message::encoded_len).sum();
+        let mut pieces: Vec<(Vec<Event>, usize)> = Vec::new();
         if !fragment || size <= FRAGMENT_BYTES {
-            return self
-                .send(WatchResponse {
-                    header: self.header(revision),
-                    watch_id: id,
-                    events,
-                    ..Default::default()
-                })
-                .await;
-        }
-        let mut pieces: Vec<Vec<Event>> = vec![Vec::new()];
-        let mut piece_size = 0;
-        for event in events {
-            let event_size = event.encoded_len();
-            if piece_size + event_size > FRAGMENT_BYTES && !pieces.last().is_some_and(Vec::is_empty)
-            {
-                pieces.push(Vec::new());
-                piece_size = 0;
-            }
-            piece_size += event_size;
-            if let Some(piece) = pieces.last_mut() {
-                piece.push(event);
+            pieces.push((events, size));
+        } else {
+            pieces.push((Vec::new(), 0));
+            for event in events {
+                let event_size = event.encoded_len();
+                if let Some((piece, piece_size)) = pieces.last_mut() {
+                    if *piece_size + event_size <= FRAGMENT_BYTES || piece.is_empty() {
+                        piece.push(event);
+                        *piece_size += event_size;
+                        continue;
+                    }
+                }
+                pieces.push((vec![event], event_size));
             }
         }
         let last = pieces.len() - 1;
-        for (index, events) in pieces.into_iter().enumerate() {
-            self.send(WatchResponse {
+        for (index, (events, size)) in pieces.into_iter().enumerate() {
+            let response = WatchResponse {
                 header: self.header(revision),
                 watch_id: id,
                 events,
                 fragment: index < last,
                 ..Default::default()
-            })
-            .await?;
+            };
+            self.out.send_of(response, size).await.map_err(|_| Gone)?;
         }
         Ok(())
     }
