@@ -8,6 +8,18 @@ const ETCD_PROTOS: &[&str] = &[
     "authpb/auth.proto",
     "mvccpb/kv.proto",
     "etcdserverpb/rpc.proto",
+    "v3lockpb/v3lock.proto",
+    "v3electionpb/v3election.proto",
+];
+
+/// The packages the HTTP gateway speaks as JSON: etcd's mapping of proto names,
+/// 64-bit integers as strings, bytes as base64 and enums by name.
+const JSON_PACKAGES: &[&str] = &[
+    ".authpb",
+    ".mvccpb",
+    ".etcdserverpb",
+    ".v3lockpb",
+    ".v3electionpb",
 ];
 
 /// cairn's internal protos. Their servers answer a body that does not decode with
@@ -26,7 +38,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     if !etcd_present.is_empty() {
         let etcd = protox::compile(&etcd_present, ["etcd"])?;
+        let descriptors = prost::Message::encode_to_vec(&etcd);
         tonic_prost_build::configure().compile_fds(etcd)?;
+        pbjson_build::Builder::new()
+            .register_descriptors(&descriptors)?
+            // etcd's gateway writes the names as the .proto spells them and
+            // ignores fields it does not know; both spellings are read.
+            .preserve_proto_field_names()
+            .ignore_unknown_fields()
+            .build(JSON_PACKAGES)?;
     }
 
     // The cairn protos import etcd's types, which are generated once above and

@@ -9,12 +9,14 @@ pub mod etcd_error;
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd's auth data types (`authpb`).
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod authpb {
     tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// etcd's v3 gRPC API (`etcdserverpb`): the KV, Watch, Lease, Cluster,
@@ -22,6 +24,22 @@ pub mod authpb {
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
+}
+
+/// etcd's lock service (`v3lockpb`), served by the edge over KV and leases.
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+}
+
+/// etcd's election service (`v3electionpb`), served by the edge over KV,
+/// leases and watches.
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// cairn's internal APIs.
