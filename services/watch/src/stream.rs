@@ -268,7 +268,10 @@ impl WatchStream {
                     break;
                 }
                 match self.shared.hub.read(next, WINDOW_BATCH) {
-                    Window::Here(revisions) => self.deliver_revisions(id, &revisions).await?,
+                    Window::Here(revisions) => {
+                        let current = self.shared.hub.latest();
+                        self.deliver_revisions(id, &revisions, current).await?
+                    }
                     Window::Gone => {
                         WATCH_METRICS.catch_ups.inc();
                         self.catch_up(id).await?;
@@ -284,10 +287,13 @@ impl WatchStream {
     /// Sends watcher `id` the events it wants of `revisions` (in revision
     /// order), as etcd does: many revisions to a response, whole revisions
     /// only, at most [`BATCH_REVISIONS`] of them and about [`BATCH_BYTES`].
+    /// Each response's header carries the store's `current` revision (or
+    /// its last event's, if newer), as etcd's does for a watcher catching up.
     async fn deliver_revisions<R: Borrow<RevisionEvents>>(
         &mut self,
         id: i64,
         revisions: &[R],
+        current: i64,
     ) -> Result<(), Gone> {
         let Some(fragment) = self.watchers.get(&id).map(|watcher| watcher.fragment) else {
             return Ok(());
@@ -313,8 +319,14 @@ impl WatchStream {
             let full = batch_revisions == BATCH_REVISIONS || batch_bytes + bytes > BATCH_BYTES;
             if !batch.is_empty() && full {
                 let events = std::mem::take(&mut batch);
-                self.send_events(id, last_revision, events, batch_bytes, fragment)
-                    .await?;
+                self.send_events(
+                    id,
+                    last_revision.max(current),
+                    events,
+                    batch_bytes,
+                    fragment,
+                )
+                .await?;
                 batch_bytes = 0;
                 batch_revisions = 0;
             }
@@ -324,7 +336,7 @@ impl WatchStream {
             last_revision = revision.revision;
         }
         if !batch.is_empty() {
-            self.send_events(id, last_revision, batch, batch_bytes, fragment)
+            self.send_events(id, last_revision.max(current), batch, batch_bytes, fragment)
                 .await?;
         }
         Ok(())
@@ -400,7 +412,9 @@ impl WatchStream {
                 Ok(None) => return Ok(()),
                 Err(status) => return self.fail_watcher(id, stream_error(status)).await,
             };
-            self.deliver_revisions(id, &chunk.revisions).await?;
+            let current = chunk.current_revision.max(self.shared.hub.latest());
+            self.deliver_revisions(id, &chunk.revisions, current)
+                .await?;
             if let Some(watcher) = self.watchers.get_mut(&id) {
                 // Everything up to the revision current at the call is in.
                 watcher.next = watcher.next.max(chunk.current_revision + 1);
