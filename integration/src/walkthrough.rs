@@ -24,16 +24,33 @@ pub fn script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ctl-walkthrough.sh")
 }
 
+/// The HTTP/JSON walkthrough: curl against etcd's gateway paths.
+pub fn http_script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/http-walkthrough.sh")
+}
+
 /// Runs the walkthrough with the client `ctl` against `endpoint`
 /// (`host:port` of a store still at revision 1) and returns its transcript.
 pub async fn run_walkthrough(ctl: &Path, endpoint: &str) -> Result<String> {
+    run_script(&script_path(), endpoint, Some(ctl)).await
+}
+
+/// Runs the HTTP/JSON walkthrough against `endpoint` (`host:port` of a
+/// store still at revision 1) and returns its transcript.
+pub async fn run_http_walkthrough(endpoint: &str) -> Result<String> {
+    run_script(&http_script_path(), endpoint, None).await
+}
+
+async fn run_script(script: &Path, endpoint: &str, ctl: Option<&Path>) -> Result<String> {
     let mut command = Command::new("bash");
     command
-        .arg(script_path())
-        .env("CTL", ctl)
+        .arg(script)
         .env("ENDPOINT", endpoint)
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(ctl) = ctl {
+        command.env("CTL", ctl);
+    }
     // etcdctl reads ETCDCTL_* as flags, and refuses ones that clash with
     // the command line; the test's own must not leak in.
     for (key, _) in std::env::vars_os() {
@@ -44,11 +61,11 @@ pub async fn run_walkthrough(ctl: &Path, endpoint: &str) -> Result<String> {
     let output = command
         .output()
         .await
-        .with_context(|| format!("running {}", script_path().display()))?;
+        .with_context(|| format!("running {}", script.display()))?;
     if !output.status.success() {
         bail!(
-            "the walkthrough with {} failed ({}): {}",
-            ctl.display(),
+            "{} against {endpoint} failed ({}): {}",
+            script.display(),
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );

@@ -19,6 +19,21 @@ pub enum EdgeError {
     /// A backend answered with an error; it goes to the client as it came.
     #[error("{0}")]
     Backend(Status),
+    /// Proclaim or Resign without the leader key Campaign answered.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    /// Proclaim by a candidate whose key is gone or was replaced.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Leader of an election with no candidates.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// A lock waiter's key vanished (its lease ended) while it waited.
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    /// The watch a lock or campaign waited on ended without the delete.
+    #[error("lost watcher waiting for delete")]
+    LostWatcher,
 }
 
 impl From<EtcdError> for EdgeError {
@@ -40,6 +55,13 @@ impl From<EdgeError> for Status {
             EdgeError::Backend(status) => status,
             EdgeError::NoBackend { .. } => Status::unavailable(error.to_string()),
             EdgeError::Settings(_) | EdgeError::Kit(_) => Status::internal(error.to_string()),
+            // etcd's lock and election servers return these as plain errors,
+            // which gRPC sends as UNKNOWN with the text.
+            EdgeError::MissingLeaderKey
+            | EdgeError::ElectionNotLeader
+            | EdgeError::ElectionNoLeader
+            | EdgeError::SessionExpired
+            | EdgeError::LostWatcher => Status::unknown(error.to_string()),
         }
     }
 }

@@ -11,10 +11,18 @@
 //! - `shed`: load shedding; `backends`: typed clients of the log and replicas.
 //! - `tunnel`: unary KV calls as messages on a few streams per replica.
 //! - `cluster`, `maintenance`: the etcd services answered here.
+//! - `local`: the edge's services called in process, by `lock`, `election`
+//!   (etcd's Lock and Election, over KV, Lease and Watch via `candidacy`) and
+//!   `gateway` (etcd's HTTP/JSON API, on the same port as gRPC).
 
 mod backends;
+mod candidacy;
 mod cluster;
+mod election;
 mod error;
+mod gateway;
+mod local;
+mod lock;
 mod maintenance;
 mod metrics;
 mod pool;
@@ -29,6 +37,8 @@ use std::time::Duration;
 use cairn_kit::shutdown::Signal;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
 use tonic::service::Routes;
 use tower::Layer;
 
@@ -39,6 +49,9 @@ pub use settings::EdgeSettings;
 
 use crate::backends::Log;
 use crate::cluster::ClusterApi;
+use crate::election::ElectionApi;
+use crate::local::Local;
+use crate::lock::LockApi;
 use crate::maintenance::MaintenanceApi;
 use crate::pool::BackendPool;
 use crate::proxy::Proxy;
@@ -115,7 +128,45 @@ pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), 
                     .max_encoding_message_size(usize::MAX),
             ),
         );
-    cairn_kit::grpc::serve(listener, routes, shutdown).await?;
+    // Lock and Election are clients of the services above; the gateway of
+    // all of them.
+    let kv_lease_watch = Local::new(routes.clone());
+    let routes = routes
+        .add_service(shed.layer(LockServer::new(LockApi::new(kv_lease_watch.clone()))))
+        .add_service(shed.layer(ElectionServer::new(ElectionApi::new(kv_lease_watch))));
+    // A JSON body carries bytes as base64, a third longer than the message.
+    let gateway = gateway::router(Local::new(routes.clone()), 2 * max_request + 64 * 1024);
+    if let Some(address) = &settings.edge.http_listen {
+        spawn_http_listener(address, gateway.clone(), shutdown.clone()).await?;
+    }
+    let routes = tonic::service::Routes::from(routes.into_axum_router().merge(gateway));
+    cairn_kit::grpc::serve_with_http1(listener, routes, shutdown).await?;
     tracing::info!("cairn-edge stopping");
+    Ok(())
+}
+
+/// Serves the HTTP/JSON gateway alone on a listener of its own, for setups
+/// that keep HTTP and gRPC apart.
+async fn spawn_http_listener(
+    address: &str,
+    gateway: axum::Router,
+    shutdown: cairn_kit::shutdown::ShutdownWatch,
+) -> Result<(), EdgeError> {
+    use axum::serve::ListenerExt;
+    let listener = cairn_kit::grpc::bind(address).await?;
+    tracing::info!(listen = %cairn_kit::grpc::local_addr(&listener)?, "HTTP/JSON gateway ready");
+    let listener = listener.tap_io(|connection| {
+        let _ = connection.set_nodelay(true);
+    });
+    let router = gateway.layer(cairn_kit::telemetry::GrpcServerTraceLayer);
+    let mut stop = shutdown;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the HTTP/JSON listener failed");
+        }
+    });
     Ok(())
 }

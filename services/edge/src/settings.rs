@@ -28,6 +28,9 @@ pub struct NodeSettings {
     pub advertise_client_urls: Vec<String>,
     /// etcd's cluster_id in the headers the edge writes itself.
     pub cluster_id: u64,
+    /// A second listener serving only the HTTP/JSON gateway, which `listen`
+    /// serves too (as etcd does, beside gRPC); none when unset.
+    pub http_listen: Option<String>,
 }
 
 impl Default for NodeSettings {
@@ -36,6 +39,7 @@ impl Default for NodeSettings {
             listen: "127.0.0.1:2379".to_owned(),
             advertise_client_urls: vec!["http://127.0.0.1:2379".to_owned()],
             cluster_id: 0x6361_6972_6e00_0001,
+            http_listen: None,
         }
     }
 }

@@ -49,9 +49,29 @@ pub async fn serve(
     routes: Routes,
     shutdown: ShutdownWatch,
 ) -> Result<(), KitError> {
+    serve_routes(listener, routes, shutdown, false).await
+}
+
+/// [`serve`], also taking HTTP/1.1 requests: for routes that include plain
+/// HTTP endpoints (the edge's JSON gateway) beside gRPC on one port.
+pub async fn serve_with_http1(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: ShutdownWatch,
+) -> Result<(), KitError> {
+    serve_routes(listener, routes, shutdown, true).await
+}
+
+async fn serve_routes(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: ShutdownWatch,
+    http1: bool,
+) -> Result<(), KitError> {
     let mut stop = shutdown;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .accept_http1(http1)
         .layer(GrpcServerTraceLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), async move { stop.cancelled().await })

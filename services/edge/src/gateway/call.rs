@@ -1,0 +1,150 @@
+//! One gateway call: the JSON request becomes the gRPC call it maps to, made
+//! in process through the edge's own routes, and the answer goes back as JSON.
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::uri::PathAndQuery;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
+use tonic_prost::ProstCodec;
+
+use super::json;
+use crate::local::Local;
+
+/// What a gateway message must be: a protobuf message with etcd's JSON form.
+pub(crate) trait Message:
+    prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static
+{
+}
+
+impl<M> Message for M where
+    M: prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static
+{
+}
+
+/// The HTTP headers a gRPC call made for the gateway carries on.
+const FORWARDED_HEADERS: &[http::HeaderName] = &[http::header::AUTHORIZATION];
+
+fn request<M>(message: M, headers: &HeaderMap) -> Request<M> {
+    let mut metadata = HeaderMap::new();
+    for name in FORWARDED_HEADERS {
+        if let Some(value) = headers.get(name) {
+            metadata.insert(name.clone(), value.clone());
+        }
+    }
+    Request::from_parts(
+        MetadataMap::from_headers(metadata),
+        Default::default(),
+        message,
+    )
+}
+
+/// A unary call: one message in, one out.
+pub(crate) async fn unary<Req: Message, Resp: Message>(
+    local: Local,
+    path: &'static str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let outcome = async {
+        let message: Req = json::message(&body)?;
+        let mut grpc = local.grpc();
+        grpc.ready().await.map_err(unreachable)?;
+        grpc.unary(
+            request(message, &headers),
+            PathAndQuery::from_static(path),
+            ProstCodec::<Req, Resp>::default(),
+        )
+        .await
+    }
+    .await;
+    match outcome {
+        Ok(answer) => json::answer(answer.get_ref()),
+        Err(status) => json::failure(&status),
+    }
+}
+
+/// A call whose answer is a stream (Snapshot, Observe): one message in.
+pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
+    local: Local,
+    path: &'static str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let outcome = async {
+        let message: Req = json::message(&body)?;
+        let mut grpc = local.grpc();
+        grpc.ready().await.map_err(unreachable)?;
+        grpc.server_streaming(
+            request(message, &headers),
+            PathAndQuery::from_static(path),
+            ProstCodec::<Req, Resp>::default(),
+        )
+        .await
+    }
+    .await;
+    match outcome {
+        Ok(answers) => json::stream(lines(answers.into_inner())),
+        Err(status) => json::failure(&status),
+    }
+}
+
+/// A call streaming both ways (Watch, LeaseKeepAlive): the body's messages
+/// in, as they arrive. The call stays open when the body ends, as etcd's
+/// does, until the client goes away; a first message that does not parse is
+/// a 400, a later one ends what is sent.
+pub(crate) async fn streaming<Req: Message, Resp: Message>(
+    local: Local,
+    path: &'static str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut sent = Box::pin(json::messages::<Req>(body.into_data_stream()));
+    let first = match sent.next().await {
+        Some(Err(status)) => return json::failure(&status),
+        first => first.and_then(Result::ok),
+    };
+    let rest = sent.take_while(|message| std::future::ready(message.is_ok()));
+    let requests = futures::stream::iter(first)
+        .chain(rest.filter_map(|message| std::future::ready(message.ok())))
+        .chain(futures::stream::pending());
+    let outcome = async {
+        let mut grpc = local.grpc();
+        grpc.ready().await.map_err(unreachable)?;
+        grpc.streaming(
+            request(requests, &headers),
+            PathAndQuery::from_static(path),
+            ProstCodec::<Req, Resp>::default(),
+        )
+        .await
+    }
+    .await;
+    match outcome {
+        Ok(answers) => json::stream(lines(answers.into_inner())),
+        Err(status) => json::failure(&status),
+    }
+}
+
+/// The lines of a streamed answer, the last one the error that ended it, if
+/// one did.
+fn lines<Resp: Message>(
+    answers: impl Stream<Item = Result<Resp, Status>> + Send + 'static,
+) -> impl Stream<Item = Vec<u8>> + Send + 'static {
+    let mut failed = false;
+    answers
+        .take_while(move |item| {
+            let go_on = !failed;
+            failed |= item.is_err();
+            std::future::ready(go_on)
+        })
+        .map(json::chunk)
+}
+
+fn unreachable(error: std::convert::Infallible) -> Status {
+    match error {}
+}
