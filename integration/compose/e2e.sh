@@ -104,6 +104,9 @@ eventually 30 ctl put e2e/greeting hello || fail "put"
 echo "   first put acknowledged $((SECONDS - first)) s after all were healthy"
 [ "$(ctl get e2e/greeting --print-value-only)" = hello ] || fail "get"
 ctl member list >/dev/null || fail "member list"
+# etcd's JSON gateway on the same port: e2e/greeting is ZTJlL2dyZWV0aW5n, hello aGVsbG8=.
+curl -sf "http://$endpoint/v3/kv/range" -d '{"key":"ZTJlL2dyZWV0aW5n"}' | grep -q '"value":"aGVsbG8="' \
+    || fail "curl could not read e2e/greeting through the HTTP/JSON gateway"
 
 step "watch"
 watch_in_background "$work/watch.out" e2e/w --prefix

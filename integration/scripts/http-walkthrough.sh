@@ -104,6 +104,7 @@ step /v3/election/campaign "{\"name\":\"bXllbGVjdGlvbg==\",\"lease\":\"$holder\"
 leader="$(sed -nE 's/.*"leader":(\{[^}]*\}).*/\1/p' "$work/out")"
 step /v3/election/proclaim "{\"leader\":$leader,\"value\":\"djI=\"}"
 step /v3/election/leader '{"name":"bXllbGVjdGlvbg=="}'
+stream /v3/election/observe '{"name":"bXllbGVjdGlvbg=="}' 1
 step /v3/election/resign "{\"leader\":$leader}"
 step /v3/election/proclaim "{\"leader\":$leader,\"value\":\"djE=\"}"
 step /v3/election/proclaim '{"value":"djE="}'
@@ -142,8 +143,12 @@ def lease_in_key(text):
         return text
     return f"<base64 {found.group(1)}{lease(int(found.group(2), 16))}>"
 
-PLACEHOLDERS = {"version", "dbSize", "dbSizeInUse", "leader", "raftIndex", "raftTerm",
-                "raftAppliedIndex", "name", "peerURLs", "clientURLs"}
+# What Status and MemberList say of each server's own make-up.
+PLACEHOLDERS = {
+    None: {"version", "dbSize", "dbSizeInUse", "leader", "raftIndex", "raftTerm",
+           "raftAppliedIndex"},
+    "members": {"name", "peerURLs", "clientURLs"},
+}
 
 def normalize(value, parent=None):
     if isinstance(value, list):
@@ -163,7 +168,7 @@ def normalize(value, parent=None):
             item = "<TTL>"
         elif key == "key" and isinstance(item, str):
             item = lease_in_key(item)
-        elif key in PLACEHOLDERS and parent in (None, "members") and not isinstance(item, dict):
+        elif key in PLACEHOLDERS.get(parent, ()) and not isinstance(item, dict):
             item = f"<{key}>"
         else:
             item = normalize(item, key)
