@@ -151,7 +151,10 @@ async fn etcdctl_elect_listen_observes_a_change_of_leader() -> Result<()> {
     let mut observer = Ctl::spawn(endpoint, &["elect", "-l", "vote"])?;
     let mut one = Ctl::spawn(endpoint, &["elect", "vote", "one"])?;
     let one_key = one.expect_line("leader key").await?;
-    ensure!(one_key.starts_with("vote/"), "candidate one printed {one_key:?}");
+    ensure!(
+        one_key.starts_with("vote/"),
+        "candidate one printed {one_key:?}"
+    );
     ensure!(one.expect_line("value").await? == "one");
     ensure!(observer.expect_line("leader key").await? == one_key);
     ensure!(observer.expect_line("leader value").await? == "one");
@@ -162,7 +165,10 @@ async fn etcdctl_elect_listen_observes_a_change_of_leader() -> Result<()> {
     }
     revoke_lease_of(endpoint, &one_key).await?;
     let two_key = two.expect_line("leader key").await?;
-    ensure!(two_key.starts_with("vote/") && two_key != one_key, "{two_key:?}");
+    ensure!(
+        two_key.starts_with("vote/") && two_key != one_key,
+        "{two_key:?}"
+    );
     ensure!(observer.expect_line("new leader key").await? == two_key);
     ensure!(observer.expect_line("new leader value").await? == "two");
     for ctl in [&mut observer, &mut one, &mut two] {
@@ -201,7 +207,9 @@ async fn the_etcd_client_crate_locks_elects_and_defragments_through_the_edge() -
     let waiting = || {
         let mut client = client.clone();
         async move {
-            let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
+            let options = etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_count_only();
             let count = client.get("crate-lock/", Some(options)).await.ok()?.count();
             (count == 2).then_some(())
         }
@@ -235,25 +243,40 @@ async fn the_etcd_client_crate_locks_elects_and_defragments_through_the_edge() -
     let current = observed.message().await?.context("observe ended")?;
     ensure!(current.kv().map(|kv| kv.value()) == Some(&b"v1"[..]));
     client
-        .proclaim("v2", Some(etcd_client::ProclaimOptions::new().with_leader(leader.clone())))
+        .proclaim(
+            "v2",
+            Some(etcd_client::ProclaimOptions::new().with_leader(leader.clone())),
+        )
         .await?;
     let proclaimed = tokio::time::timeout(HANDOVER, observed.message())
         .await??
         .context("observe ended")?;
     ensure!(proclaimed.kv().map(|kv| kv.value()) == Some(&b"v2"[..]));
     client
-        .resign(Some(etcd_client::ResignOptions::new().with_leader(leader.clone())))
+        .resign(Some(
+            etcd_client::ResignOptions::new().with_leader(leader.clone()),
+        ))
         .await?;
     let gone = client.leader("crate-vote").await;
     ensure!(
-        gone.as_ref().err().map(ToString::to_string).is_some_and(|text| text.contains("election: no leader")),
+        gone.as_ref()
+            .err()
+            .map(ToString::to_string)
+            .is_some_and(|text| text.contains("election: no leader")),
         "{gone:?}"
     );
     let stale = client
-        .proclaim("v3", Some(etcd_client::ProclaimOptions::new().with_leader(leader)))
+        .proclaim(
+            "v3",
+            Some(etcd_client::ProclaimOptions::new().with_leader(leader)),
+        )
         .await;
     ensure!(
-        stale.as_ref().err().map(ToString::to_string).is_some_and(|text| text.contains("election: not leader")),
+        stale
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .is_some_and(|text| text.contains("election: not leader")),
         "{stale:?}"
     );
 
@@ -264,7 +287,11 @@ async fn the_etcd_client_crate_locks_elects_and_defragments_through_the_edge() -
     let mut history = client
         .watch(
             "crate-lock/",
-            Some(etcd_client::WatchOptions::new().with_prefix().with_start_revision(1)),
+            Some(
+                etcd_client::WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(1),
+            ),
         )
         .await?;
     let answer = loop {
