@@ -94,6 +94,32 @@ bench-watch watchers="1000" rate="1000" duration="10s":
         CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; \
     done; exit $status
 
+# etcd's HTTP/JSON gateway against gRPC on one release-built cairn: puts and linearizable ranges with 1 and 64 clients, the two transports alternating for `rounds` rounds, with the edge's CPU per 10k requests.
+bench-http duration="5s" rounds="2":
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
+    if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
+    rm -rf .bench
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"
+    status=0; edge_pid="$(tail -n 1 .bench/pids)"; \
+    for round in $(seq {{rounds}}); do for op in put range; do for transport in grpc http; do \
+        "$CARGO_TARGET_DIR/release/cairn-bench" kv --op $op --transport $transport --label "$transport round $round" --cpu-pid "$edge_pid" --clients 1,64 --duration {{duration}} || status=$?; \
+    done; done; done; \
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh down; exit $status
+
+# Memory per idle watcher, cairn's watch gateways against etcd's member, each on fresh processes: N watchers on keys of their own over 100 streams, resident memory before and after (the edge's growth shown apart).
+bench-idle-watchers watchers="100000":
+    cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
+    if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
+    if [ -s .bench-etcd/pids ]; then echo "an etcd is already running from .bench-etcd (deploy/local/etcd.sh down)" >&2; exit 1; fi
+    rm -rf .bench
+    trap 'deploy/local/etcd.sh down; CAIRN_DEV_DIR=.bench deploy/local/dev.sh down' EXIT; \
+    CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"; \
+    deploy/local/etcd.sh up; \
+    "$CARGO_TARGET_DIR/release/cairn-bench" watch-idle --endpoint 127.0.0.1:23790 --watchers {{watchers}} \
+        --holder-pids "$(head -n 1 .bench-etcd/pids)" --label etcd && \
+    "$CARGO_TARGET_DIR/release/cairn-bench" watch-idle --endpoint 127.0.0.1:2379 --watchers {{watchers}} \
+        --holder-pids "$(paste -sd, .bench/watch-pids)" --other-pids "$(tail -n 1 .bench/pids)" --label cairn
+
 # cairn against a real 3-member etcd 3.4 on this machine: every workload (puts, a hot key, CAS transactions, ranges, watch fan-out, lease keep-alives) through the same client, alternating rounds; prints figures, cairn/etcd ratios and each process's peak memory, writes .bench/compare.json and .bench/compare.png. About 4 minutes on 2 cores with the build cached; etcd is measured through its leader; extra flags go to `cairn-bench compare`, e.g. `just bench 3s 2 --only put-1,range-lin`.
 bench duration="3s" rounds="2" *flags="":
     cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench

@@ -78,6 +78,22 @@ where
     for _ in 0..load.clients.min(load.connections) {
         channels.push(connect(&load.endpoint).await?);
     }
+    drive_over(load, channels, call).await
+}
+
+/// [`drive`] over connections of any kind (`channels`, shared round-robin
+/// by the clients), e.g. HTTP/1.1 clients for etcd's JSON gateway.
+pub(crate) async fn drive_over<C, F, Fut>(
+    load: &Load,
+    channels: Vec<C>,
+    call: F,
+) -> anyhow::Result<Measured>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Outcome, Status>> + Send,
+{
+    anyhow::ensure!(!channels.is_empty(), "no connections to drive");
     let record_from = Instant::now() + WARM_UP;
     let stop = record_from + load.duration;
     let mut tasks = Vec::new();

@@ -22,7 +22,7 @@ use crate::procfs::cpu_seconds;
 use crate::report::Summary;
 
 /// Keys each putting client cycles through, so the store stays small.
-const KEYS_PER_CLIENT: u64 = 100;
+pub(crate) const KEYS_PER_CLIENT: u64 = 100;
 /// The preloaded read set: every read finds a key, and `range-all` returns
 /// all of them (10,000, as in etcd's own range benchmark).
 pub(crate) const READ_KEYS: u64 = 10_000;
@@ -57,12 +57,25 @@ pub(crate) struct KvArgs {
     /// (e.g. the edge's pid).
     #[arg(long)]
     cpu_pid: Option<u32>,
+    /// How requests travel: gRPC, or etcd's HTTP/JSON gateway (puts and
+    /// ranges only).
+    #[arg(long, value_enum, default_value_t = Transport::Grpc)]
+    transport: Transport,
     /// Label of the rows, e.g. `edge` or `direct`.
     #[arg(long, default_value = "kv")]
     label: String,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+/// How a client's requests travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// etcd's gRPC API over HTTP/2.
+    Grpc,
+    /// etcd's HTTP/JSON gateway: JSON POSTs over HTTP/1.1.
+    Http,
 }
 
 /// The request a client repeats.
@@ -216,13 +229,18 @@ pub(crate) async fn measure(load: &Load, op: KvOperation, size: usize) -> anyhow
 
 pub(crate) async fn run(args: KvArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.size > 0, "--size must be positive");
+    anyhow::ensure!(
+        args.transport == Transport::Grpc || crate::http::supports(args.op),
+        "{:?} has no HTTP form here",
+        args.op
+    );
     if args.op.needs_preload() {
         let took = preload(&args.endpoint, args.size).await?;
         println!("preloaded {READ_KEYS} keys in {:.1} s", took.as_secs_f64());
     }
     println!(
-        "{:?} against {} ({} B values)",
-        args.op, args.endpoint, args.size
+        "{:?} against {} over {:?} ({} B values)",
+        args.op, args.endpoint, args.transport, args.size
     );
     println!(
         "{}{}{}",
@@ -248,7 +266,17 @@ pub(crate) async fn run(args: KvArgs) -> anyhow::Result<()> {
             duration: args.duration,
         };
         let cpu_before = args.cpu_pid.and_then(cpu_seconds);
-        let measured = measure(&load, args.op, args.size).await?;
+        let measured = match args.transport {
+            Transport::Grpc => measure(&load, args.op, args.size).await?,
+            Transport::Http => {
+                let gateway = crate::http::Gateway::new(&args.endpoint, args.size);
+                let op = args.op;
+                crate::drive::drive_over(&load, vec![gateway], move |gateway, number, sequence| {
+                    crate::http::call(op, gateway, number, sequence)
+                })
+                .await?
+            }
+        };
         let cpu_after = args.cpu_pid.and_then(cpu_seconds);
         let summary = Summary::new(
             format!("{} {clients} clients", args.label),

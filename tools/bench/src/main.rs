@@ -4,6 +4,7 @@
 mod compare;
 mod drive;
 mod fsync;
+mod http;
 mod keys;
 mod kv;
 mod lease;
@@ -37,6 +38,9 @@ enum Workload {
     /// Watch fan-out: watchers on one prefix, puts at a fixed rate, and the
     /// put-to-event latency every watcher sees.
     Watch(watch::WatchArgs),
+    /// Idle watchers, each on a key of its own: the memory each costs the
+    /// processes that hold them.
+    WatchIdle(watch::IdleArgs),
     /// The same workloads against etcd and cairn in alternating rounds:
     /// figures, ratios, peak memory, JSON and a chart.
     Compare(compare::CompareArgs),
@@ -52,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         Workload::Kv(args) => kv::run(args).await,
         Workload::Lease(args) => lease::run(args).await,
         Workload::Watch(args) => watch::run(args).await,
+        Workload::WatchIdle(args) => watch::run_idle(args).await,
         Workload::Compare(args) => compare::run(args).await,
         Workload::Chart(args) => compare::redraw(&args),
     }

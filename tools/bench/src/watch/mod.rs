@@ -2,12 +2,14 @@
 //! time from sending a put to each watcher receiving its event.
 
 mod fan_out;
+mod idle;
 
 use std::time::Duration;
 
 use clap::Args;
 
 pub(crate) use fan_out::{fan_out, FanOut, FanOutPlan};
+pub(crate) use idle::{run as run_idle, IdleArgs};
 
 use crate::log::parse_duration;
 use crate::procfs::{cpu_seconds, status_kib};
