@@ -9,7 +9,9 @@ use futures::{Stream, StreamExt};
 use http::uri::PathAndQuery;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::client::Grpc;
 use tonic::metadata::MetadataMap;
+use tonic::service::Routes;
 use tonic::{Request, Status};
 use tonic_prost::ProstCodec;
 
@@ -44,6 +46,15 @@ fn request<M>(message: M, headers: &HeaderMap) -> Request<M> {
     )
 }
 
+/// The client to make one call with, ready, and the call's request read
+/// from `body`.
+async fn prepare<Req: Message>(local: &Local, body: &[u8]) -> Result<(Grpc<Routes>, Req), Status> {
+    let message: Req = json::message(body)?;
+    let mut grpc = local.grpc();
+    grpc.ready().await.map_err(unreachable)?;
+    Ok((grpc, message))
+}
+
 /// A unary call: one message in, one out.
 pub(crate) async fn unary<Req: Message, Resp: Message>(
     local: Local,
@@ -52,18 +63,12 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     body: Bytes,
 ) -> Response {
     let outcome = async {
-        let message: Req = json::message(&body)?;
-        let mut grpc = local.grpc();
-        grpc.ready().await.map_err(unreachable)?;
-        grpc.unary(
-            request(message, &headers),
-            PathAndQuery::from_static(path),
-            ProstCodec::<Req, Resp>::default(),
-        )
-        .await
-    }
-    .await;
-    match outcome {
+        let (mut grpc, message) = prepare::<Req>(&local, &body).await?;
+        let codec = ProstCodec::<Req, Resp>::default();
+        let path = PathAndQuery::from_static(path);
+        grpc.unary(request(message, &headers), path, codec).await
+    };
+    match outcome.await {
         Ok(answer) => json::answer(answer.get_ref()),
         Err(status) => json::failure(&status),
     }
@@ -77,18 +82,13 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     body: Bytes,
 ) -> Response {
     let outcome = async {
-        let message: Req = json::message(&body)?;
-        let mut grpc = local.grpc();
-        grpc.ready().await.map_err(unreachable)?;
-        grpc.server_streaming(
-            request(message, &headers),
-            PathAndQuery::from_static(path),
-            ProstCodec::<Req, Resp>::default(),
-        )
-        .await
-    }
-    .await;
-    match outcome {
+        let (mut grpc, message) = prepare::<Req>(&local, &body).await?;
+        let codec = ProstCodec::<Req, Resp>::default();
+        let path = PathAndQuery::from_static(path);
+        grpc.server_streaming(request(message, &headers), path, codec)
+            .await
+    };
+    match outcome.await {
         Ok(answers) => json::stream(lines(answers.into_inner())),
         Err(status) => json::failure(&status),
     }
