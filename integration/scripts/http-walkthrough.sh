@@ -12,8 +12,7 @@
 # and runs is replaced by placeholders: cluster, member and lease IDs (leases
 # numbered in order of appearance, also inside lock and election keys), raft
 # terms and indexes, versions, database sizes, member names and URLs, a lease's
-# remaining TTL, and the wording of a JSON parse error. The raft term is left
-# out of headers: it counts elections of each server's own raft. Revisions,
+# remaining TTL, and the wording of a JSON parse error. Revisions,
 # keys, values, counts, flags, error codes and etcd's error messages are kept
 # exactly.
 set -uo pipefail
@@ -158,8 +157,8 @@ def normalize(value, parent=None):
     out = {}
     for key, item in value.items():
         if key == "header":
-            item = {k: (f"<{k}>" if k in ("cluster_id", "member_id") else v)
-                    for k, v in item.items() if k != "raft_term"}
+            item = {k: (f"<{k}>" if k in ("cluster_id", "member_id", "raft_term") else v)
+                    for k, v in item.items()}
         elif key in ("ID", "lease") and parent != "members" and isinstance(item, (str, int)):
             item = lease(item) if str(item) != "0" else item
         elif key == "ID" and parent == "members":

@@ -67,7 +67,7 @@ impl LeaseApi {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
             revision: self.instance.revision(),
-            raft_term: 0,
+            raft_term: self.instance.term(),
         })
     }
 
@@ -154,7 +154,7 @@ impl Lease for LeaseApi {
             .replicas
             .apply_fenced(Op::LeaseGrant(LeaseGrantRequest { ttl, id }), active.epoch)
             .await?;
-        self.instance.saw_revision(applied.revision);
+        self.instance.saw(applied.revision, applied.raft_term);
         active.granted(id, ttl);
         Ok(Response::new(LeaseGrantResponse {
             header: self.header(),
@@ -180,7 +180,7 @@ impl Lease for LeaseApi {
             .replicas
             .apply_fenced(Op::LeaseRevoke(LeaseRevokeRequest { id }), active.epoch)
             .await?;
-        self.instance.saw_revision(applied.revision);
+        self.instance.saw(applied.revision, applied.raft_term);
         if let Some(ApplyResult::LeaseRevoke(_)) = applied.result {
             active.revoked(id);
         }
@@ -238,7 +238,7 @@ impl Lease for LeaseApi {
             }
             Err(error) => return Err(error.into()),
         };
-        self.instance.saw_revision(found.revision);
+        self.instance.saw(found.revision, found.raft_term);
         let record = found.lease.unwrap_or_default();
         let remaining = active
             .table
@@ -262,7 +262,7 @@ impl Lease for LeaseApi {
             return holder.lease_leases(forwarded(request.into_inner())).await;
         }
         let state = self.instance.replicas.leases().await?;
-        self.instance.saw_revision(state.revision);
+        self.instance.saw(state.revision, state.raft_term);
         Ok(Response::new(LeaseLeasesResponse {
             header: self.header(),
             leases: state

@@ -6,7 +6,7 @@
 //! higher. The first claim applied wins; the winner resumes every lease from
 //! its last checkpoint, counted from after the claim, so never early.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub(crate) struct Instance {
     claim: RwLock<Claim>,
     /// The newest revision seen, for response headers.
     revision: AtomicI64,
+    /// The newest log term seen, for response headers (etcd's raft_term).
+    term: AtomicU64,
 }
 
 impl Instance {
@@ -49,6 +51,7 @@ impl Instance {
             active: RwLock::new(None),
             claim: RwLock::new(Claim::default()),
             revision: AtomicI64::new(0),
+            term: AtomicU64::new(0),
         })
     }
 
@@ -70,8 +73,14 @@ impl Instance {
         self.revision.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn saw_revision(&self, revision: i64) {
+    pub(crate) fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+
+    /// Notes what a replica answered: its revision and log term.
+    pub(crate) fn saw(&self, revision: i64, term: u64) {
         self.revision.fetch_max(revision, Ordering::Relaxed);
+        self.term.fetch_max(term, Ordering::Relaxed);
     }
 
     fn saw_holder(&self, holder: Option<&LeaseHolder>) {
@@ -86,7 +95,7 @@ impl Instance {
     /// instance's next look at it.
     pub(crate) async fn refresh_claim(&self) -> Result<Claim, LeaseError> {
         let state = self.replicas.leases().await?;
-        self.saw_revision(state.revision);
+        self.saw(state.revision, state.raft_term);
         self.saw_holder(state.holder.as_ref());
         Ok(self.claim())
     }
@@ -101,7 +110,7 @@ impl Instance {
                 epoch,
             }))
             .await?;
-        self.saw_revision(applied.revision);
+        self.saw(applied.revision, applied.raft_term);
         let Some(ApplyResult::Fenced(fenced)) = applied.result else {
             return Err(LeaseError::NoActive("a claim got no fenced result".into()));
         };
@@ -111,7 +120,7 @@ impl Instance {
         }
         // The state after the claim: every lease and its last checkpoint.
         let state = self.replicas.leases().await?;
-        self.saw_revision(state.revision);
+        self.saw(state.revision, state.raft_term);
         self.saw_holder(state.holder.as_ref());
         if state.holder.as_ref().map(|holder| holder.epoch) != Some(epoch) {
             // Someone claimed again in between.
@@ -158,7 +167,7 @@ impl Instance {
         takeover_after: Duration,
     ) -> Result<(), LeaseError> {
         let state = self.replicas.leases().await?;
-        self.saw_revision(state.revision);
+        self.saw(state.revision, state.raft_term);
         let holder = state.holder.unwrap_or_default();
         self.saw_holder(Some(&holder));
         let now = Instant::now();

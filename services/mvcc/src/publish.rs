@@ -315,6 +315,8 @@ impl Publisher {
                 events: RevisionEvents {
                     revision,
                     events: Vec::new(),
+                    // History keeps no terms; gateways keep the newest seen.
+                    raft_term: 0,
                 },
                 trace_context: Default::default(),
                 compacted: if revision > 1 { compacted } else { 0 },

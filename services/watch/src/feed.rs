@@ -101,6 +101,7 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
             RevisionEvents {
                 revision,
                 events: Vec::new(),
+                raft_term: 0,
             }
         } else {
             let decoded = RevisionEvents::decode(message.payload.as_ref())
@@ -161,6 +162,7 @@ async fn revision_from_history(
     let empty = RevisionEvents {
         revision,
         events: Vec::new(),
+        raft_term: 0,
     };
     let mut chunks = match history.events(&[0], &[0], revision, true).await {
         Ok(chunks) => chunks,
@@ -209,6 +211,7 @@ async fn fill_gap(hub: &Hub, history: &History, until: i64) -> Result<(), WatchE
                 hub.push(RevisionEvents {
                     revision: next,
                     events: Vec::new(),
+                    raft_term: 0,
                 });
                 next += 1;
             }

@@ -3,6 +3,7 @@
 //! revision gone from the window catches up from a replica's history.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cairn_proto::cairn::mvcc::v1::RevisionEvents;
@@ -15,6 +16,8 @@ use crate::metrics::WATCH_METRICS;
 pub(crate) struct Hub {
     window: RwLock<VecDeque<Arc<RevisionEvents>>>,
     latest: watch::Sender<i64>,
+    /// The newest log term a revision came with: etcd's raft_term.
+    term: AtomicU64,
     capacity: usize,
 }
 
@@ -31,6 +34,7 @@ impl Hub {
         Arc::new(Self {
             window: RwLock::new(VecDeque::with_capacity(capacity.min(65_536))),
             latest: watch::channel(0).0,
+            term: AtomicU64::new(0),
             capacity,
         })
     }
@@ -38,6 +42,11 @@ impl Hub {
     /// The newest revision in the window, 0 before the first.
     pub(crate) fn latest(&self) -> i64 {
         *self.latest.borrow()
+    }
+
+    /// The newest log term seen, for response headers; 0 before any.
+    pub(crate) fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
     }
 
     /// How many client streams are following the hub.
@@ -55,6 +64,7 @@ impl Hub {
     /// readers then catch up from history.
     pub(crate) fn push(&self, revision: RevisionEvents) {
         let number = revision.revision;
+        self.term.fetch_max(revision.raft_term, Ordering::Relaxed);
         {
             let mut window = self.window.write();
             match window.back() {
@@ -95,7 +105,26 @@ mod tests {
         RevisionEvents {
             revision: number,
             events: Vec::new(),
+            raft_term: 2,
         }
+    }
+
+    #[test]
+    fn the_term_is_the_newest_seen_and_a_revision_from_history_leaves_it() {
+        let hub = Hub::new(8);
+        assert_eq!(hub.term(), 0);
+        hub.push(revision(2));
+        let from_history = RevisionEvents {
+            raft_term: 0,
+            ..revision(3)
+        };
+        hub.push(from_history);
+        assert_eq!(hub.term(), 2);
+        hub.push(RevisionEvents {
+            raft_term: 3,
+            ..revision(4)
+        });
+        assert_eq!(hub.term(), 3);
     }
 
     fn numbers(window: Window) -> Option<Vec<i64>> {

@@ -130,7 +130,7 @@ impl WatchStream {
             cluster_id: self.shared.cluster_id,
             member_id: self.shared.member_id,
             revision,
-            raft_term: 0,
+            raft_term: self.shared.hub.term(),
         })
     }
 

@@ -149,6 +149,7 @@ impl MvccApi {
             holder: Some(table.holder),
             revision: table.revision,
             applied_index: table.applied.index,
+            raft_term: table.applied.term,
         })
     }
 
@@ -163,6 +164,7 @@ impl MvccApi {
             lease: Some(view.record),
             keys: view.keys,
             revision: view.revision,
+            raft_term: self.replica.applied().term,
         })
     }
 }

@@ -98,6 +98,7 @@ impl MvccApi {
         };
         Ok(ApplyResponse {
             revision,
+            raft_term: self.replica.applied().term,
             result: Some(result),
         })
     }

@@ -164,6 +164,8 @@ impl Store {
                 revisions.push(RevisionEvents {
                     revision: revision.main,
                     events: Vec::new(),
+                    // History keeps no terms.
+                    raft_term: 0,
                 });
             }
             let record = view.record(revision)?;

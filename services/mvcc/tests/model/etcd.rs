@@ -307,7 +307,12 @@ impl Model {
                     event
                 })
                 .collect();
-            found.push(RevisionEvents { revision, events });
+            // History keeps no terms.
+            found.push(RevisionEvents {
+                revision,
+                events,
+                raft_term: 0,
+            });
         }
         found
     }
@@ -392,6 +397,7 @@ impl Model {
                     RevisionEvents {
                         revision: self.current(),
                         events,
+                        raft_term: crate::LOG_TERM,
                     }
                 });
                 (Ok(reply.with_revision(self.current())), revision)

@@ -37,6 +37,10 @@ struct Run {
 }
 
 /// The ranges read at every revision after every step.
+/// The log term every entry of a run is applied in; the revisions' events
+/// carry it.
+const LOG_TERM: u64 = 1;
+
 const READS: [(&[u8], &[u8]); 7] = [
     (b"a", b""),
     (b"ab", b""),
@@ -102,7 +106,7 @@ impl Run {
                 };
                 let entry = LogEntry {
                     index: self.index,
-                    term: 1,
+                    term: LOG_TERM,
                     commands: vec![command.encode_to_vec().into()],
                 };
                 let applied = self
@@ -150,7 +154,7 @@ impl Run {
             }
             log.push(LogEntry {
                 index: self.index,
-                term: 1,
+                term: LOG_TERM,
                 commands: encoded,
             });
         }

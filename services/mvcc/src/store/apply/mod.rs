@@ -189,6 +189,7 @@ pub(super) fn apply(
                 applied.revisions.push(RevisionEvents {
                     revision: state.current,
                     events,
+                    raft_term: entry.term,
                 });
                 applied.revision_traces.push(command.trace_context.clone());
             }
