@@ -1,7 +1,8 @@
 //! The rest of etcd's watch surface through the edge and a real gateway:
 //! client-chosen and assigned watch IDs, progress_notify, RequestProgress,
-//! fragments of a revision too large for one response, cancel, and the
-//! revisions a watcher catches up on arriving together.
+//! fragments of a revision too large for one response, cancel, the
+//! revisions a watcher catches up on arriving together, and a stream whose
+//! client stopped sending.
 
 use std::time::Duration;
 
@@ -271,5 +272,43 @@ async fn caught_up_in_one_response() -> Result<()> {
         "{caught_up:?}"
     );
     drop(requests);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_sending_keeps_its_watchers_as_with_etcd() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        watch_gateways: 1,
+        ..Default::default()
+    })
+    .await?;
+    let (requests, queued) = mpsc::channel(1);
+    requests.send(create("half", "", 0, false, false)).await?;
+    let mut answers = WatchClient::new(stack.edge.channel()?)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await?
+        .into_inner();
+    ensure!(next(&mut answers).await?.created);
+    // The request side ends: etcd keeps serving the stream's watchers.
+    drop(requests);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack
+        .edge
+        .kv()?
+        .put(PutRequest {
+            key: b"half".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    let event = next(&mut answers).await?;
+    ensure!(
+        event
+            .events
+            .first()
+            .and_then(|event| event.kv.as_ref())
+            .is_some_and(|kv| kv.key == b"half"),
+        "{event:?}"
+    );
     Ok(())
 }

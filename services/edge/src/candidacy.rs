@@ -218,8 +218,8 @@ pub(crate) async fn delete(local: &Local, key: &[u8]) -> Result<Option<ResponseH
 /// One watch through the edge's Watch service, kept open as long as this
 /// lives; only responses that carry events come out.
 pub(crate) struct Watching {
-    // The watch gateway ends a stream whose requests end, so the sender is
-    // held for as long as the watch is wanted.
+    // Held for as long as the watch is wanted: the stream's requests stay
+    // open, as a client's would.
     _requests: mpsc::Sender<WatchRequest>,
     responses: Streaming<WatchResponse>,
 }

@@ -61,6 +61,11 @@ impl Outbox {
         self.queue(Ok(response), bytes.div_ceil(1024)).await
     }
 
+    /// Resolves once the client is gone and nothing more will be read.
+    pub(crate) async fn closed(&self) {
+        self.sender.closed().await;
+    }
+
     /// Ends the stream with `status` once what is queued has gone.
     pub(crate) async fn fail(&self, status: Status) -> Result<(), Closed> {
         self.queue(Err(status), 1).await

@@ -138,23 +138,30 @@ impl WatchStream {
         self.out.send(response).await.map_err(|_| Gone)
     }
 
-    /// Serves the stream until the client ends it or goes away.
+    /// Serves the stream until the client goes away. A client that only
+    /// stops sending (half-closes) keeps its watchers, as etcd's does.
     pub(crate) async fn run(mut self, mut requests: Streaming<WatchRequest>) {
         WATCH_METRICS.streams.inc();
         let mut latest = self.shared.hub.subscribe();
         let mut progress = tokio::time::interval(self.shared.progress_interval);
         progress.tick().await;
+        let mut sending = true;
         loop {
             if self.deliver().await.is_err() {
                 break;
             }
             let step = tokio::select! {
-                request = requests.message() => match request {
+                request = requests.message(), if sending => match request {
                     Ok(Some(request)) => self.handle(request).await,
-                    _ => Err(Gone),
+                    Ok(None) => {
+                        sending = false;
+                        Ok(())
+                    }
+                    Err(_) => Err(Gone),
                 },
                 changed = latest.changed() => changed.map_err(|_| Gone),
                 _ = progress.tick() => self.notify_progress().await,
+                () = self.out.closed() => Err(Gone),
             };
             if step.is_err() {
                 break;
