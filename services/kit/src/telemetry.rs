@@ -277,10 +277,11 @@ static GRPC_SERVER_SECONDS: std::sync::LazyLock<Option<prometheus::HistogramVec>
         Some(histogram)
     });
 
-impl<S, B> tower::Service<http::Request<B>> for GrpcServerTrace<S>
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcServerTrace<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    R: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -292,37 +293,58 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let timer = GRPC_SERVER_SECONDS.as_ref().map(|histogram| {
-            histogram
-                .with_label_values(&[service, method])
-                .start_timer()
+        // A clone of the URI shares its bytes; the labels are chosen once the
+        // answer says whether anything served the path.
+        let uri = request.uri().clone();
+        let started = std::time::Instant::now();
+        let span = exporting().then(|| {
+            let path = uri.path().trim_start_matches('/');
+            let (service, method) = path.split_once('/').unwrap_or((path, ""));
+            let span = tracing::info_span!(
+                "grpc.server",
+                otel.name = %path,
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.method = %method,
+            );
+            let _ = span.set_parent(extract_context(request.headers()));
+            span
         });
-        if !exporting() {
-            let call = self.inner.call(request);
-            return Box::pin(async move {
-                let answer = call.await;
-                drop(timer);
-                answer
-            });
-        }
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %path,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-        );
-        let _ = span.set_parent(extract_context(request.headers()));
-        let call = self.inner.call(request).instrument(span);
+        let call = self.inner.call(request);
         Box::pin(async move {
-            let answer = call.await;
-            drop(timer);
+            let answer = match span {
+                Some(span) => call.instrument(span).await,
+                None => call.await,
+            };
+            if let (Some(histogram), Ok(response)) = (GRPC_SERVER_SECONDS.as_ref(), &answer) {
+                let path = uri.path().trim_start_matches('/');
+                let labels = if served(response) {
+                    path.split_once('/').unwrap_or((path, ""))
+                } else {
+                    ("unknown", "unknown")
+                };
+                histogram
+                    .with_label_values(&[labels.0, labels.1])
+                    .observe(started.elapsed().as_secs_f64());
+            }
             answer
         })
     }
+}
+
+/// Whether a path was served: neither an HTTP 404/405 nor gRPC's
+/// UNIMPLEMENTED. Calls to paths nothing serves share one label, so a
+/// client sending arbitrary paths cannot grow the metrics without bound.
+fn served<R>(response: &http::Response<R>) -> bool {
+    let status = response.status();
+    let unimplemented = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|code| code == "12");
+    status != http::StatusCode::NOT_FOUND
+        && status != http::StatusCode::METHOD_NOT_ALLOWED
+        && !unimplemented
 }
 
 #[cfg(test)]
@@ -335,6 +357,32 @@ mod tests {
     use tonic_health::pb::HealthCheckRequest;
 
     use super::*;
+
+    #[test]
+    fn paths_nothing_serves_are_told_apart_from_served_ones() {
+        let answer = |status: u16, grpc_status: Option<&'static str>| {
+            let mut response = http::Response::new(());
+            *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            if let Some(code) = grpc_status {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static(code));
+            }
+            response
+        };
+        assert!(served(&answer(200, None)));
+        assert!(
+            served(&answer(200, Some("5"))),
+            "an etcd error is a served call"
+        );
+        assert!(
+            served(&answer(400, None)),
+            "a gateway error is a served call"
+        );
+        assert!(!served(&answer(200, Some("12"))));
+        assert!(!served(&answer(404, None)));
+        assert!(!served(&answer(405, None)));
+    }
 
     #[test]
     fn trace_context_round_trips_through_metadata() {
