@@ -10,7 +10,7 @@ use cairn_integration::walkthrough::{diff, run_http_walkthrough, Etcd};
 /// went wrong the same way cannot pass as equal.
 const EXPECTED_IN_REFERENCE: [&str; 4] = [
     r#""kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}],"count":"1"}"#,
-    r#"{"result":{"header":{"cluster_id":"<cluster_id>","member_id":"<member_id>","revision":"9"},"created":true}}"#,
+    r#"{"result":{"header":{"cluster_id":"<cluster_id>","member_id":"<member_id>","revision":"9","raft_term":"<raft_term>"},"created":true}}"#,
     r#"{"error":"etcdserver: mvcc: required revision has been compacted","message":"etcdserver: mvcc: required revision has been compacted","code":11}"#,
     "### POST /v3/no/such/path {}\n[404]\nNot Found\n",
 ];
