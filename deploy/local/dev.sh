@@ -223,6 +223,14 @@ down() {
         [ "$alive" = 0 ] && break
         sleep 0.1
     done
+    # What has not stopped in 10 s is killed, so no node of this cluster is
+    # left to talk to the next one on the same ports.
+    while read -r pid; do
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "process $pid did not stop in 10 s; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done < "$dir/pids"
     rm -f "$dir/pids" "$dir/watch-pids"
     echo "stopped"
 }

@@ -62,21 +62,36 @@ pub async fn serve_with_http1(
     serve_routes(listener, routes, shutdown, true).await
 }
 
+/// How long calls in progress may go on after shutdown before the server
+/// stops without them. Long-lived streams between services never end by
+/// themselves: two log nodes each waiting for the other's replication stream
+/// to close would otherwise wait forever.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
 async fn serve_routes(
     listener: TcpListener,
     routes: Routes,
     shutdown: ShutdownWatch,
     http1: bool,
 ) -> Result<(), KitError> {
-    let mut stop = shutdown;
-    tonic::transport::Server::builder()
+    let mut stop = shutdown.clone();
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .accept_http1(http1)
         .layer(GrpcServerTraceLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), async move { stop.cancelled().await })
-        .await
-        .map_err(|error| KitError::Grpc(error.to_string()))
+        .serve_with_incoming_shutdown(incoming(listener), async move { stop.cancelled().await });
+    let mut drained = shutdown;
+    tokio::select! {
+        served = server => served.map_err(|error| KitError::Grpc(error.to_string())),
+        () = async move {
+            drained.cancelled().await;
+            tokio::time::sleep(DRAIN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?DRAIN_GRACE, "calls still open after shutdown; stopping without them");
+            Ok(())
+        }
+    }
 }
 
 /// Whether a failed call never reached the callee: the connection was
