@@ -71,6 +71,8 @@ step /v3/kv/range '{"key":"Zm9v","range_end":"Zm9w","count_only":true}'
 step /v3/kv/range '{"key":"Zm9v","range_end":"Zm9w","sort_order":"DESCEND","sort_target":"MOD"}'
 step /v3/kv/range '{"key":"Zm9v","revision":"2"}'
 step /v3/kv/range '{"key":"AA==","range_end":"AA==","limit":"10"}'
+# etcd 3.4 serves every path under /v3beta too.
+step /v3beta/kv/range '{"key":"Zm9vMQ=="}'
 step /v3/kv/txn '{"compare":[{"key":"Zm9v","target":"VALUE","result":"EQUAL","value":"YmF6"}],"success":[{"request_put":{"key":"Zm9v","value":"cXV4"}},{"request_range":{"key":"Zm9v"}}],"failure":[{"request_range":{"key":"Zm9vMQ=="}}]}'
 step /v3/kv/txn '{"compare":[{"key":"Zm9v","target":"VERSION","result":"GREATER","version":"10"}],"success":[{"request_delete_range":{"key":"Zm9v"}}],"failure":[{"requestRange":{"key":"Zm9vMQ=="}}]}'
 step /v3/kv/deleterange '{"key":"Zm9vMQ==","prev_kv":true}'

@@ -1,4 +1,5 @@
-//! etcd's HTTP/JSON gateway: `POST /v3/...` with a JSON request, answered in
+//! etcd's HTTP/JSON gateway: `POST /v3/...` (or `/v3beta/...`, as etcd 3.4
+//! also serves) with a JSON request, answered in
 //! etcd's JSON (proto field names, 64-bit integers as strings, bytes as
 //! base64, enums by name). Each path is the gRPC call it names, made through
 //! the edge's own routes, so it is routed, limited and traced as that call.
@@ -49,6 +50,7 @@ pub(crate) fn router(local: Local, max_body: usize) -> Router {
     .elections()
     .router
     .route("/v3/{*unknown}", axum::routing::any(not_found))
+    .route("/v3beta/{*unknown}", axum::routing::any(not_found))
     .layer(DefaultBodyLimit::max(max_body))
 }
 
@@ -67,42 +69,44 @@ struct Table {
     local: Local,
 }
 
+/// The prefix etcd 3.3 and 3.4 serve every gateway path under besides `/v3`.
+const BETA_PREFIX: &str = "/v3beta/";
+
 impl Table {
-    fn unary<Req: Message, Resp: Message>(mut self, path: &str, grpc: &'static str) -> Self {
+    /// Routes POST `path` (under `/v3/`, and its twin under `/v3beta/`) to
+    /// `handler`; another method is refused.
+    fn post(mut self, path: &str, handler: axum::routing::MethodRouter) -> Self {
+        let handler = handler.fallback(method_not_allowed);
+        let beta = path.replacen("/v3/", BETA_PREFIX, 1);
+        self.router = self
+            .router
+            .route(path, handler.clone())
+            .route(&beta, handler);
+        self
+    }
+
+    fn unary<Req: Message, Resp: Message>(self, path: &str, grpc: &'static str) -> Self {
         let local = self.local.clone();
         let handler = move |headers: HeaderMap, body: Bytes| {
             call::unary::<Req, Resp>(local.clone(), grpc, headers, body)
         };
-        self.router = self
-            .router
-            .route(path, post(handler).fallback(method_not_allowed));
-        self
+        self.post(path, post(handler))
     }
 
-    fn server_streaming<Req: Message, Resp: Message>(
-        mut self,
-        path: &str,
-        grpc: &'static str,
-    ) -> Self {
+    fn server_streaming<Req: Message, Resp: Message>(self, path: &str, grpc: &'static str) -> Self {
         let local = self.local.clone();
         let handler = move |headers: HeaderMap, body: Bytes| {
             call::server_streaming::<Req, Resp>(local.clone(), grpc, headers, body)
         };
-        self.router = self
-            .router
-            .route(path, post(handler).fallback(method_not_allowed));
-        self
+        self.post(path, post(handler))
     }
 
-    fn streaming<Req: Message, Resp: Message>(mut self, path: &str, grpc: &'static str) -> Self {
+    fn streaming<Req: Message, Resp: Message>(self, path: &str, grpc: &'static str) -> Self {
         let local = self.local.clone();
         let handler = move |headers: HeaderMap, body: Body| {
             call::streaming::<Req, Resp>(local.clone(), grpc, headers, body)
         };
-        self.router = self
-            .router
-            .route(path, post(handler).fallback(method_not_allowed));
-        self
+        self.post(path, post(handler))
     }
 
     fn leases(self) -> Self {
