@@ -16,7 +16,6 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::KeyValue;
-use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::error::EdgeError;
@@ -215,12 +214,10 @@ pub(crate) async fn delete(local: &Local, key: &[u8]) -> Result<Option<ResponseH
     Ok(answer.header)
 }
 
-/// One watch through the edge's Watch service, kept open as long as this
-/// lives; only responses that carry events come out.
+/// One watch through the edge's Watch service; only responses that carry
+/// events come out. The stream's request side ends after the create, which
+/// leaves the watch running, as with etcd.
 pub(crate) struct Watching {
-    // Held for as long as the watch is wanted: the stream's requests stay
-    // open, as a client's would.
-    _requests: mpsc::Sender<WatchRequest>,
     responses: Streaming<WatchResponse>,
 }
 
@@ -233,7 +230,6 @@ impl Watching {
         range_end: Vec<u8>,
         start_revision: i64,
     ) -> Result<Self, Status> {
-        let (requests, queue) = mpsc::channel(1);
         let create = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key: key.to_vec(),
@@ -242,19 +238,12 @@ impl Watching {
                 ..Default::default()
             })),
         };
-        requests
-            .send(create)
-            .await
-            .map_err(|_| Status::from(EdgeError::LostWatcher))?;
         let responses = local
             .watch()
-            .watch(tokio_stream::wrappers::ReceiverStream::new(queue))
+            .watch(tokio_stream::once(create))
             .await?
             .into_inner();
-        Ok(Self {
-            _requests: requests,
-            responses,
-        })
+        Ok(Self { responses })
     }
 
     /// The next response with events; `None` when the stream ended. A
@@ -330,27 +319,37 @@ impl Drop for Cleanup {
     }
 }
 
+/// Runs `op` if `key` is still the candidate created at `rev`: a leader's
+/// proclaim and resign. Answers the transaction.
+pub(crate) async fn if_still_candidate(
+    local: &Local,
+    key: &[u8],
+    rev: i64,
+    op: Op,
+) -> Result<TxnResponse, Status> {
+    let answer = local
+        .kv()
+        .txn(TxnRequest {
+            compare: vec![create_revision_is(key, rev)],
+            success: vec![RequestOp { request: Some(op) }],
+            failure: Vec::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(answer)
+}
+
 /// Deletes `key` if it is still the candidate created at `rev`.
 pub(crate) async fn resign(
     local: &Local,
     key: &[u8],
     rev: i64,
 ) -> Result<Option<ResponseHeader>, Status> {
-    let answer = local
-        .kv()
-        .txn(TxnRequest {
-            compare: vec![create_revision_is(key, rev)],
-            success: vec![RequestOp {
-                request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
-                    key: key.to_vec(),
-                    ..Default::default()
-                })),
-            }],
-            failure: Vec::new(),
-        })
-        .await?
-        .into_inner();
-    Ok(answer.header)
+    let delete = Op::RequestDeleteRange(DeleteRangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    });
+    Ok(if_still_candidate(local, key, rev, delete).await?.header)
 }
 
 #[cfg(test)]

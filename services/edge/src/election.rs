@@ -5,7 +5,7 @@
 use std::pin::Pin;
 
 use cairn_proto::etcdserverpb::request_op::Request as Op;
-use cairn_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest};
+use cairn_proto::etcdserverpb::PutRequest;
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::v3electionpb::election_server::Election;
 use cairn_proto::v3electionpb::{
@@ -153,22 +153,13 @@ async fn proclaim(
     lease: i64,
     value: Vec<u8>,
 ) -> Result<Option<cairn_proto::etcdserverpb::ResponseHeader>, Status> {
-    let answer = local
-        .kv()
-        .txn(TxnRequest {
-            compare: vec![candidacy::create_revision_is(key, rev)],
-            success: vec![RequestOp {
-                request: Some(Op::RequestPut(PutRequest {
-                    key: key.to_vec(),
-                    value,
-                    lease,
-                    ..Default::default()
-                })),
-            }],
-            failure: Vec::new(),
-        })
-        .await?
-        .into_inner();
+    let put = Op::RequestPut(PutRequest {
+        key: key.to_vec(),
+        value,
+        lease,
+        ..Default::default()
+    });
+    let answer = candidacy::if_still_candidate(local, key, rev, put).await?;
     if !answer.succeeded {
         return Err(EdgeError::ElectionNotLeader.into());
     }
