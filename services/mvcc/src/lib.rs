@@ -81,7 +81,11 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
         replica.clone(),
         settings.limits.limits(),
         settings.node.cluster_id,
-    );
+    )
+    .skipping_read_index(settings.testing.skip_read_index);
+    if settings.testing.skip_read_index {
+        tracing::warn!("testing.skip_read_index is set: linearizable reads may be stale");
+    }
     let published = !settings.nats.url.is_empty();
     if published {
         tokio::spawn(publish::run(

@@ -23,6 +23,17 @@ pub struct MvccSettings {
     pub nats: NatsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
+    pub testing: TestingSettings,
+}
+
+/// Faults a test can switch on to show its checks can fail. Never set in a
+/// deployment: each one breaks a guarantee on purpose.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingSettings {
+    /// Answer linearizable reads from what this replica has applied, without
+    /// asking the log for a read index: reads may be stale.
+    pub skip_read_index: bool,
 }
 
 /// Who this replica is and where it keeps its state.

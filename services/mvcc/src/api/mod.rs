@@ -32,6 +32,9 @@ pub(crate) struct MvccApi {
     limits: Limits,
     cluster_id: u64,
     member_id: u64,
+    /// Linearizable reads answered without a read index (a deliberately
+    /// broken replica, see `TestingSettings`).
+    skip_read_index: bool,
 }
 
 impl MvccApi {
@@ -44,7 +47,15 @@ impl MvccApi {
             limits,
             cluster_id,
             member_id,
+            skip_read_index: false,
         }
+    }
+
+    /// Answers linearizable reads from whatever has been applied, without a
+    /// read index: only for showing that the history checker catches it.
+    pub(crate) fn skipping_read_index(mut self, skip: bool) -> Self {
+        self.skip_read_index = skip;
+        self
     }
 
     /// etcd's `member_id` for this replica.
