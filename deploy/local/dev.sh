@@ -56,6 +56,10 @@ up() {
         members+="\"$i=127.0.0.1:${log_ports[$((i - 1))]}\", "
     done
     : > "$dir/pids"
+    # A token of this run: a node left over from an earlier one on these
+    # ports is refused instead of disturbing the new cluster.
+    local token
+    token="cairn-dev-$(date +%s)-$$"
     for i in 1 2 3; do
         cat > "$dir/log-$i.toml" <<TOML
 [node]
@@ -66,6 +70,7 @@ data_dir = "$dir/log-$i"
 [cluster]
 bootstrap = true
 members = [${members%, }]
+token = "$token"
 
 [metrics]
 listen = "127.0.0.1:${metrics_ports[$((i - 1))]}"

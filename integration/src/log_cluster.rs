@@ -24,6 +24,10 @@ pub struct LogClusterOptions {
     pub retain_entries: u64,
     pub purge_interval_ms: u64,
     pub max_command_bytes: usize,
+    /// The cluster token every node sends on raft messages; `None` gives the
+    /// cluster one of its own (its directory's name), so two clusters of
+    /// one test, or of tests running side by side, never take each other's.
+    pub cluster_token: Option<String>,
 }
 
 impl Default for LogClusterOptions {
@@ -35,6 +39,7 @@ impl Default for LogClusterOptions {
             retain_entries: 100_000,
             purge_interval_ms: 1000,
             max_command_bytes: 2 * 1024 * 1024,
+            cluster_token: None,
         }
     }
 }
@@ -69,12 +74,16 @@ impl LogNode {
         let config = dir.join(format!("node-{id}.toml"));
         let text = format!(
             "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\n\
-             [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\n\n\
+             [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\ntoken = \"{token}\"\n\n\
              [raft]\nrequest_timeout_ms = {timeout}\nsnapshot_every = {snapshot}\n\
              retain_entries = {retain}\npurge_interval_ms = {purge}\nmax_command_bytes = {max}\n\n\
              [telemetry]\nlog_filter = \"info,openraft=warn\"\n",
             data = data.display(),
             members = members.join(", "),
+            token = options.cluster_token.clone().unwrap_or_else(|| {
+                dir.file_name()
+                    .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+            }),
             timeout = options.request_timeout_ms,
             snapshot = options.snapshot_every,
             retain = options.retain_entries,

@@ -24,6 +24,10 @@ pub mod metadata {
     /// Request metadata: how many times the call was already forwarded
     /// between nodes of one service.
     pub const FORWARDED: &str = "cairn-forwarded";
+    /// Request metadata on raft traffic between log nodes: the sender's
+    /// cluster token, so a node never takes a message from another cluster
+    /// (a leftover process of an earlier run on the same address).
+    pub const CLUSTER_TOKEN: &str = "cairn-cluster-token";
 
     /// The leader a node named in its answer, if it named one.
     pub fn leader(map: &MetadataMap) -> Option<&str> {
@@ -34,6 +38,20 @@ pub mod metadata {
     pub fn set_leader(map: &mut MetadataMap, leader: &str) {
         if let Ok(value) = MetadataValue::try_from(leader) {
             map.insert(LEADER, value);
+        }
+    }
+
+    /// The cluster token a raft message was sent with, if it carries one.
+    pub fn cluster_token(map: &MetadataMap) -> Option<&str> {
+        map.get(CLUSTER_TOKEN).and_then(|value| value.to_str().ok())
+    }
+
+    /// Marks a raft message as coming from the cluster `token` names. A
+    /// token that is not a valid header value is left out, and refused by
+    /// the receiver as missing.
+    pub fn set_cluster_token(map: &mut MetadataMap, token: &str) {
+        if let Ok(value) = MetadataValue::try_from(token) {
+            map.insert(CLUSTER_TOKEN, value);
         }
     }
 
@@ -210,6 +228,14 @@ mod tests {
         metadata::set_leader(&mut map, "127.0.0.1:7001");
         assert_eq!(metadata::forwards(&map), 2);
         assert_eq!(metadata::leader(&map), Some("127.0.0.1:7001"));
+    }
+
+    #[test]
+    fn a_cluster_token_round_trips_through_metadata() {
+        let mut map = MetadataMap::new();
+        assert_eq!(metadata::cluster_token(&map), None);
+        metadata::set_cluster_token(&mut map, "cairn-test-1");
+        assert_eq!(metadata::cluster_token(&map), Some("cairn-test-1"));
     }
 
     #[test]

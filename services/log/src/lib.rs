@@ -52,7 +52,7 @@ pub async fn serve(settings: LogSettings, shutdown: impl Signal) -> Result<(), L
     let raft = Raft::new(
         settings.node.id,
         raft_config,
-        Network::default(),
+        Network::new(&settings.cluster.token),
         log_store.clone(),
         state_machine,
     )
@@ -100,7 +100,7 @@ pub async fn serve(settings: LogSettings, shutdown: impl Signal) -> Result<(), L
     let routes = Routes::new(health_service)
         .add_service(LogServer::new(api).max_decoding_message_size(max_request))
         .add_service(
-            RaftServer::new(RaftService::new(raft.clone()))
+            RaftServer::new(RaftService::new(raft.clone(), &settings.cluster.token))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         );

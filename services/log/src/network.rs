@@ -3,16 +3,23 @@
 //! openraft's messages travel as bincode inside `RaftMessage`: openraft owns their
 //! shape, so the proto stays a thin envelope. Each peer gets one lazily connected
 //! HTTP/2 channel that reconnects by itself after the peer comes back.
+//!
+//! Every message carries the sender's cluster token as metadata, and a node
+//! refuses one with another token before raft sees it: a node of another
+//! cluster that reaches this one (a leftover process on a reused address)
+//! would otherwise feed raft a log it cannot reconcile.
 
 use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cairn_kit::multiplex::{Multiplex, MultiplexError};
 use cairn_proto::cairn::log::v1::raft_client::RaftClient;
 use cairn_proto::cairn::log::v1::raft_server;
 use cairn_proto::cairn::log::v1::{RaftCall, RaftMessage, RaftReply, RaftRpc};
+use cairn_proto::contract::metadata;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -27,9 +34,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::error::LogError;
 use crate::metrics::LOG_METRICS;
 use crate::types::{NodeId, Raft, TypeConfig};
 
@@ -76,16 +85,64 @@ fn keep_within(
     entries.last().map(|entry| entry.log_id)
 }
 
+/// Refuses a raft message unless it carries this node's cluster token.
+fn admit(ours: &str, metadata: &MetadataMap) -> Result<(), LogError> {
+    match metadata::cluster_token(metadata) {
+        Some(theirs) if theirs == ours => Ok(()),
+        Some(theirs) => Err(LogError::FailedPrecondition(format!(
+            "raft message refused: the sender's cluster token is `{theirs}`, this node's \
+             (cluster.token) is `{ours}`; a node of another cluster has this node's address"
+        ))),
+        None => Err(LogError::FailedPrecondition(format!(
+            "raft message refused: the sender sent no cluster token, this node's \
+             (cluster.token) is `{ours}`; a node of another cluster has this node's address"
+        ))),
+    }
+}
+
+/// How often a refusal by one peer is logged at most: openraft tries again
+/// every heartbeat.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// A peer's refusals of this node's cluster token, logged at a bounded rate.
+struct Refusals {
+    addr: String,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    /// Logs `status` if the peer refused this node's token and none was
+    /// logged lately; true if it was such a refusal.
+    fn note(&self, status: &Status) -> bool {
+        if status.code() != Code::FailedPrecondition {
+            return false;
+        }
+        let mut warned = self.warned.lock();
+        if warned.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY) {
+            *warned = Some(Instant::now());
+            tracing::warn!(
+                peer = %self.addr,
+                refusal = status.message(),
+                "a peer refuses this node's raft messages: it belongs to another cluster, \
+                 so it counts as unreachable"
+            );
+        }
+        true
+    }
+}
+
 /// The transport to one peer, shared by every client openraft makes for it:
 /// InstallSnapshot as a call of its own, AppendEntries and Vote as messages on
 /// one long-lived stream.
 struct Peer {
     unary: RaftClient<Channel>,
     exchange: Multiplex<RaftCall, RaftReply>,
+    token: Arc<str>,
+    refusals: Arc<Refusals>,
 }
 
 impl Peer {
-    fn connect(addr: &str) -> Result<Self, String> {
+    fn connect(addr: &str, token: Arc<str>) -> Result<Self, String> {
         let endpoint =
             Endpoint::from_shared(format!("http://{addr}")).map_err(|error| error.to_string())?;
         let channel = endpoint
@@ -96,23 +153,55 @@ impl Peer {
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let opener = unary.clone();
+        let refusals = Arc::new(Refusals {
+            addr: addr.to_owned(),
+            warned: Mutex::new(None),
+        });
+        let (stream_token, stream_refusals) = (token.clone(), refusals.clone());
         let exchange = Multiplex::new(
             1,
             |call: &mut RaftCall, id| call.id = id,
             |reply: &RaftReply| reply.id,
             move |calls| {
                 let mut client = opener.clone();
-                async move { client.exchange(calls).await.map(Response::into_inner) }
+                let mut request = Request::new(calls);
+                metadata::set_cluster_token(request.metadata_mut(), &stream_token);
+                let refusals = stream_refusals.clone();
+                async move {
+                    client
+                        .exchange(request)
+                        .await
+                        .map(Response::into_inner)
+                        .inspect_err(|status| {
+                            refusals.note(status);
+                        })
+                }
             },
         );
-        Ok(Self { unary, exchange })
+        Ok(Self {
+            unary,
+            exchange,
+            token,
+            refusals,
+        })
     }
 }
 
 /// Makes a client per peer for openraft; clients of one peer share its transport.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Network {
     peers: Arc<Mutex<HashMap<String, Arc<Peer>>>>,
+    token: Arc<str>,
+}
+
+impl Network {
+    /// Peers reached with the cluster `token` on every message.
+    pub(crate) fn new(token: &str) -> Self {
+        Self {
+            peers: Arc::default(),
+            token: Arc::from(token),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -123,7 +212,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             let mut peers = self.peers.lock();
             match peers.get(&node.addr) {
                 Some(peer) => Ok(peer.clone()),
-                None => Peer::connect(&node.addr).map(|peer| {
+                None => Peer::connect(&node.addr, self.token.clone()).map(|peer| {
                     let peer = Arc::new(peer);
                     peers.insert(node.addr.clone(), peer.clone());
                     peer
@@ -218,11 +307,13 @@ impl PeerClient {
             Rpc::InstallSnapshot => {
                 let mut message = Request::new(RaftMessage { payload });
                 message.set_timeout(option.hard_ttl());
+                metadata::set_cluster_token(message.metadata_mut(), &peer.token);
                 let answered = peer.unary.clone().install_snapshot(message).await;
                 answered
                     .map(|answer| answer.into_inner().payload)
                     .map_err(|status| {
-                        let unreachable = status.code() == tonic::Code::Unavailable;
+                        let refused = peer.refusals.note(&status);
+                        let unreachable = refused || status.code() == Code::Unavailable;
                         peer_error(&self.addr, unreachable, status.message())
                     })
             }
@@ -301,15 +392,27 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// The receiving side: hands peers' messages to the local raft.
+/// The receiving side: hands peers' messages of its own cluster to the local raft.
 #[derive(Clone)]
 pub(crate) struct RaftService {
     raft: Raft,
+    token: Arc<str>,
 }
 
 impl RaftService {
-    pub(crate) fn new(raft: Raft) -> Self {
-        Self { raft }
+    pub(crate) fn new(raft: Raft, token: &str) -> Self {
+        Self {
+            raft,
+            token: Arc::from(token),
+        }
+    }
+
+    /// Refuses `request` unless it comes from this node's cluster.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        admit(&self.token, request.metadata()).map_err(|refusal| {
+            tracing::debug!(%refusal, "raft message from another cluster refused");
+            Status::from(refusal)
+        })
     }
 }
 
@@ -388,6 +491,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<RaftCall>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
+        self.admit(&request)?;
         let (replies, out) = mpsc::channel(REPLY_QUEUE);
         let service = self.clone();
         let mut calls = request.into_inner();
@@ -408,6 +512,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&request)?;
         let started = std::time::Instant::now();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
         let answer = encode(&self.raft.append_entries(rpc).await);
@@ -419,6 +524,7 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&request)?;
         let rpc: VoteRequest<NodeId> = decode(request)?;
         encode(&self.raft.vote(rpc).await)
     }
@@ -427,6 +533,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&request)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
         encode(&self.raft.install_snapshot(rpc).await)
     }
@@ -458,5 +565,43 @@ mod tests {
         let mut fits = vec![entry(1, 10), entry(2, 10)];
         assert_eq!(keep_within(&mut fits, 1000), None);
         assert_eq!(fits.len(), 2);
+    }
+
+    #[test]
+    fn a_message_from_another_cluster_is_refused_naming_both_tokens() {
+        let mut same = MetadataMap::new();
+        metadata::set_cluster_token(&mut same, "cluster-a");
+        assert!(admit("cluster-a", &same).is_ok());
+
+        let mut other = MetadataMap::new();
+        metadata::set_cluster_token(&mut other, "cluster-b");
+        let status = Status::from(admit("cluster-a", &other).expect_err("another token"));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status.message().contains("`cluster-b`") && status.message().contains("`cluster-a`"),
+            "{}",
+            status.message()
+        );
+
+        let status = Status::from(admit("cluster-a", &MetadataMap::new()).expect_err("no token"));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status.message().contains("no cluster token"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn a_refusal_counts_as_one_and_another_failure_does_not() {
+        let refusals = Refusals {
+            addr: "127.0.0.1:1".into(),
+            warned: Mutex::new(None),
+        };
+        assert!(refusals.note(&Status::failed_precondition("other cluster")));
+        let first = *refusals.warned.lock();
+        assert!(refusals.note(&Status::failed_precondition("other cluster")));
+        assert_eq!(*refusals.warned.lock(), first, "warned again at once");
+        assert!(!refusals.note(&Status::unavailable("down")));
     }
 }

@@ -56,6 +56,12 @@ pub struct ClusterSettings {
     pub bootstrap: bool,
     /// Initial voters as `id=host:port`.
     pub members: Vec<String>,
+    /// Names this cluster on every raft message (etcd's
+    /// `--initial-cluster-token`): a node refuses messages with another
+    /// token, so a process of another cluster that reaches it (a leftover
+    /// of an earlier run on the same ports) cannot disturb it. Every node
+    /// of a cluster must have the same one.
+    pub token: String,
 }
 
 impl Default for ClusterSettings {
@@ -63,6 +69,7 @@ impl Default for ClusterSettings {
         Self {
             bootstrap: true,
             members: vec!["1=127.0.0.1:7001".to_owned()],
+            token: "cairn".to_owned(),
         }
     }
 }
@@ -188,6 +195,20 @@ impl LogSettings {
         if self.raft.snapshot_every == 0 {
             return bad("raft.snapshot_every", "must be positive");
         }
+        if self.cluster.token.is_empty() {
+            return bad("cluster.token", "must not be empty");
+        }
+        if !self
+            .cluster
+            .token
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic())
+        {
+            return bad(
+                "cluster.token",
+                "must be ASCII letters, digits and punctuation (it travels as gRPC metadata)",
+            );
+        }
         let members = self.initial_members()?;
         if self.cluster.bootstrap && !members.contains_key(&self.node.id) {
             return bad(
@@ -222,6 +243,16 @@ mod tests {
         }
         settings.cluster.members = vec!["1=a:1".into(), "1=b:2".into()];
         assert!(settings.initial_members().is_err());
+    }
+
+    #[test]
+    fn an_empty_or_unsendable_cluster_token_is_refused() {
+        for token in ["", "  ", "caf\u{e9}", "a\nb"] {
+            let mut settings = LogSettings::default();
+            settings.cluster.token = token.to_owned();
+            let error = settings.validate().expect_err(token).to_string();
+            assert!(error.contains("cluster.token"), "{error}");
+        }
     }
 
     #[test]
