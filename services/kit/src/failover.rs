@@ -128,7 +128,10 @@ impl<C: Clone> Failover<C> {
     /// Calls `call` on the preferred node, moving on to the next while `retry`
     /// says the failure allows it. A refusal `retry` does not allow comes back
     /// as the callee sent it (clients match etcd's messages exactly); running
-    /// out of nodes names the call and the last node tried.
+    /// out of nodes names the call and the last node tried. A connection
+    /// that broke under a call counts as UNAVAILABLE, for `retry` and for
+    /// the caller alike: tonic's UNKNOWN "transport error" says nothing a
+    /// caller can act on.
     pub async fn call<T, F, Fut>(
         &self,
         what: &str,
@@ -159,7 +162,12 @@ impl<C: Clone> Failover<C> {
                     format!("{what} via {address}: {}", status.message()),
                 )
             };
-            match tokio::time::timeout(remaining, call(client.clone())).await {
+            let answered = tokio::time::timeout(remaining, call(client.clone()))
+                .await
+                .map(|answer| {
+                    answer.map_err(|status| crate::grpc::unavailable_if_broken(status, ""))
+                });
+            match answered {
                 Ok(Ok(response)) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(response.into_inner());
@@ -230,5 +238,43 @@ mod tests {
             Some(Code::FailedPrecondition)
         );
         assert_eq!(refused.as_ref().map(Status::message), Some("no"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_broken_under_a_call_is_unavailable_and_moves_on() {
+        let failover = Failover::new(
+            vec![("a".to_owned(), 0_u8), ("b".to_owned(), 1_u8)],
+            Duration::from_secs(1),
+        );
+        let answered = failover
+            .call("test", unavailable, |node| async move {
+                if node == 0 {
+                    Err(Status::unknown("transport error"))
+                } else {
+                    Ok(tonic::Response::new(node))
+                }
+            })
+            .await;
+        assert_eq!(answered.ok(), Some(1));
+
+        let broken = failover
+            .call("test", never_sent, |_| async move {
+                Err::<tonic::Response<u8>, _>(Status::unknown("transport error"))
+            })
+            .await
+            .err();
+        assert_eq!(broken.as_ref().map(Status::code), Some(Code::Unavailable));
+
+        let genuine = failover
+            .call("test", unavailable, |_| async move {
+                Err::<tonic::Response<u8>, _>(Status::unknown("election: not leader"))
+            })
+            .await
+            .err();
+        assert_eq!(genuine.as_ref().map(Status::code), Some(Code::Unknown));
+        assert_eq!(
+            genuine.as_ref().map(Status::message),
+            Some("election: not leader")
+        );
     }
 }
