@@ -40,6 +40,10 @@ pub enum LogError {
     /// The request went from node to node without reaching the leader.
     #[error("{0}")]
     NotLeader(String),
+    /// The connection to the leader a request was forwarded to broke under
+    /// it: the leader may have carried it out.
+    #[error("{0}")]
+    ForwardBroken(String),
     /// This node is shutting down; the request was not carried out.
     #[error("this log node is shutting down")]
     Stopping,
@@ -102,7 +106,7 @@ impl From<LogError> for Status {
         }
         match error {
             LogError::FailedPrecondition(_) => Status::failed_precondition(message),
-            LogError::Raft(_) => Status::unavailable(message),
+            LogError::Raft(_) | LogError::ForwardBroken(_) => Status::unavailable(message),
             _ => Status::internal(message),
         }
     }
@@ -165,6 +169,16 @@ mod tests {
         });
         let failure = Failure::from_status(&status).expect("a failure detail");
         assert_eq!(failure.first_index, 10);
+    }
+
+    #[test]
+    fn a_broken_forward_is_unavailable_without_a_kind() {
+        let status = Status::from(LogError::ForwardBroken("reset".into()));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            cairn_proto::contract::failure_kind(&status),
+            FailureKind::Unspecified
+        );
     }
 
     #[test]

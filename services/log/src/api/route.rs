@@ -108,6 +108,30 @@ pub(super) fn membership_refusal(error: &ClientWriteError<NodeId, BasicNode>) ->
     }
 }
 
+/// A forwarded request's failure as this node answers it: what the leader
+/// said, as it said it; a leader that could not be reached as no leader
+/// (nothing was appended); a connection that broke under the call as
+/// UNAVAILABLE with an unknown outcome, never tonic's UNKNOWN "transport
+/// error", which tells a caller nothing it can act on.
+fn forward_failure(status: Status, leader: &str) -> Status {
+    if cairn_kit::grpc::status_never_sent(&status) {
+        return LogError::NoLeader(format!(
+            "the leader at {leader} could not be reached: {}",
+            status.message()
+        ))
+        .into();
+    }
+    if cairn_kit::grpc::transport_failed(&status) {
+        return LogError::ForwardBroken(format!(
+            "the connection to the leader at {leader} broke under the request, which may or \
+             may not have taken effect: {}",
+            status.message()
+        ))
+        .into();
+    }
+    status
+}
+
 impl LogApi {
     pub(super) fn deadline(&self) -> Instant {
         Instant::now() + self.inner.request_timeout
@@ -241,7 +265,9 @@ impl LogApi {
         metadata::set_forwards(onward.metadata_mut(), forwards + 1);
         onward.set_timeout(deadline.saturating_duration_since(Instant::now()));
         cairn_kit::telemetry::inject_context(onward.metadata_mut());
-        let mut response = call(client, onward).await?;
+        let mut response = call(client, onward)
+            .await
+            .map_err(|status| forward_failure(status, leader))?;
         // Saves the caller this hop next time.
         metadata::set_leader(response.metadata_mut(), leader);
         Ok(response)
@@ -264,5 +290,43 @@ impl LogApi {
             Routed::Here(value) => Ok(Response::new(here(value))),
             Routed::There(leader) => self.forward(request, &leader, deadline, there).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cairn_proto::contract::{failure_kind, FailureKind};
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_forward_that_broke_or_never_left_is_unavailable_and_the_leaders_answer_is_kept() {
+        let mut torn = Status::unknown("transport error");
+        torn.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        let broken = forward_failure(torn, "127.0.0.1:7001");
+        assert_eq!(broken.code(), Code::Unavailable);
+        assert_eq!(failure_kind(&broken), FailureKind::Unspecified);
+        assert!(broken.message().contains("127.0.0.1:7001"), "{broken:?}");
+
+        let mut refused = Status::unavailable("tcp connect error");
+        refused.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        let unreached = forward_failure(refused, "127.0.0.1:7001");
+        assert_eq!(unreached.code(), Code::Unavailable);
+        assert_eq!(failure_kind(&unreached), FailureKind::NoLeader);
+
+        let timed_out = cairn_proto::contract::Failure::of(FailureKind::TimedOut)
+            .into_status(Code::Unavailable, "may still commit");
+        let kept = forward_failure(timed_out, "127.0.0.1:7001");
+        assert_eq!(kept.message(), "may still commit");
+        assert_eq!(failure_kind(&kept), FailureKind::TimedOut);
+        let invalid = forward_failure(Status::invalid_argument("empty"), "a:1");
+        assert_eq!(invalid.code(), Code::InvalidArgument);
     }
 }
