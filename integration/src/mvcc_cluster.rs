@@ -115,9 +115,30 @@ pub struct MvccReplica {
     pub name: String,
     pub addr: String,
     config: PathBuf,
+    /// The settings as `configure_with` wrote them, before any `[seed]`.
+    settings: String,
+    data_dir: PathBuf,
     output: PathBuf,
     child: Option<Child>,
 }
+
+/// grpc.health.v1's request and answer, for asking a replica whether it serves.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheck {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthAnswer {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// grpc.health.v1's SERVING.
+pub const HEALTH_SERVING: i32 = 1;
+/// grpc.health.v1's NOT_SERVING.
+pub const HEALTH_NOT_SERVING: i32 = 2;
 
 impl MvccReplica {
     /// Writes the replica's settings under `dir`.
@@ -144,22 +165,67 @@ impl MvccReplica {
             .iter()
             .map(|addr| format!("\"{addr}\""))
             .collect();
+        let data_dir = dir.join(name);
         let text = format!(
             "[node]\nname = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\nack_interval_ms = 200\n\n\
              [log]\nendpoints = [{endpoints}]\nrequest_timeout_ms = 5000\n\n\
              [nats]\nurl = \"{nats_url}\"\n\n\
              [telemetry]\nlog_filter = \"info\"\n\n{extra}",
-            data = dir.join(name).display(),
+            data = data_dir.display(),
             endpoints = endpoints.join(", "),
         );
-        std::fs::write(&config, text)?;
+        std::fs::write(&config, &text)?;
         Ok(Self {
             name: name.to_owned(),
             addr,
             config,
+            settings: text,
+            data_dir,
             output: dir.join(format!("{name}.log")),
             child: None,
         })
+    }
+
+    /// Sets the replicas this one copies its store from when the log has
+    /// purged what it needs (`seed.replicas`; none unless set), keeping the
+    /// rest of its settings. Applies from the next start; `extra` must not
+    /// hold a `[seed]` table of its own.
+    pub fn set_seed_replicas(&mut self, peers: &[String]) -> Result<()> {
+        let peers: Vec<String> = peers.iter().map(|peer| format!("\"{peer}\"")).collect();
+        let text = format!(
+            "{}\n\n[seed]\nreplicas = [{}]\n",
+            self.settings,
+            peers.join(", ")
+        );
+        std::fs::write(&self.config, text)?;
+        Ok(())
+    }
+
+    /// The replica's RocksDB directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether the process was started and has not exited (or been killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// What the replica's gRPC health says of its KV service:
+    /// [`HEALTH_SERVING`] or [`HEALTH_NOT_SERVING`].
+    pub async fn health(&self) -> Result<i32> {
+        let request = HealthCheck {
+            service: "etcdserverpb.KV".into(),
+        };
+        let answer = crate::raw_grpc::unary(
+            self.channel()?,
+            "/grpc.health.v1.Health/Check",
+            prost::Message::encode_to_vec(&request),
+        )
+        .await?;
+        Ok(<HealthAnswer as prost::Message>::decode(answer.as_slice())?.status)
     }
 
     /// Starts the replica's process; an error if it is running.

@@ -33,8 +33,17 @@ pub enum MvccError {
     #[error("log: {0}")]
     Log(LogFailure),
     /// The log no longer holds the entries this replica needs next.
-    #[error("the log no longer holds index {wanted} (its first is {first}); this replica needs a copy of another's state")]
+    #[error("the log no longer holds index {wanted} (its first is {first}); this replica can only go on from a copy of another replica's store, which it takes at start from `seed.replicas`")]
     Purged { wanted: u64, first: u64 },
+    /// The log has purged what this replica needs and no other replica is
+    /// configured to copy the store from: only an operator can fix that.
+    #[error("the log no longer holds index {wanted} (its first is {first}) and no other replica is configured to copy the store from: set `seed.replicas` (CAIRN_SEED__REPLICAS) to the other replicas' addresses")]
+    NoSeedPeers { wanted: u64, first: u64 },
+    /// The replica has no store it may serve yet (it is deciding whether its
+    /// own is usable, copying one from a peer, or catching up); the edge
+    /// sends the call to another replica.
+    #[error("cairn: this replica is not serving yet: {0}")]
+    NotReady(String),
     #[error("nats: {0}")]
     Nats(String),
     /// A snapshot could not be taken, sent or unpacked.
@@ -103,8 +112,10 @@ impl From<MvccError> for Status {
                 tracing::debug!(%failure, kind = ?failure.kind, "the log failed a request");
                 log_status(&failure)
             }
-            MvccError::Failed(_) => Failure::of(FailureKind::ReplicaFailed)
-                .into_status(Code::Unavailable, error.to_string()),
+            MvccError::Failed(_) | MvccError::NotReady(_) => {
+                Failure::of(FailureKind::ReplicaFailed)
+                    .into_status(Code::Unavailable, error.to_string())
+            }
             MvccError::Stopped => EtcdError::Stopped.into(),
             MvccError::InvalidArgument(message) => Status::invalid_argument(message),
             MvccError::ResponseTooLarge { .. } => Status::resource_exhausted(error.to_string()),
@@ -159,5 +170,16 @@ mod tests {
             cairn_proto::contract::failure_kind(&status),
             FailureKind::ReplicaFailed
         );
+    }
+
+    #[test]
+    fn a_replica_not_serving_yet_is_passed_over_like_a_failed_one() {
+        let status = Status::from(MvccError::NotReady("copying the store".into()));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            cairn_proto::contract::failure_kind(&status),
+            FailureKind::ReplicaFailed
+        );
+        assert!(status.message().contains("copying the store"));
     }
 }

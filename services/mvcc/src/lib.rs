@@ -14,9 +14,13 @@
 //!   `housekeeping`: gauges and the NOSPACE quota on a timer.
 //! - `proposals`, `read_point`: calls to the log shared by concurrent requests.
 //! - `publish`: the JetStream revision stream.
+//! - `seed`: at start, the store the replica goes on from: its own, or a copy
+//!   of a peer's (`snapshot`) when the log has purged what it needs;
+//!   `gate`: the refusals it answers until then.
 
 mod api;
 mod error;
+mod gate;
 mod housekeeping;
 mod key_index;
 mod log_client;
@@ -27,6 +31,7 @@ mod range;
 mod read_point;
 mod replica;
 mod revision;
+mod seed;
 mod settings;
 mod snapshot;
 pub mod store;
@@ -47,17 +52,23 @@ pub use error::MvccError;
 pub use settings::MvccSettings;
 
 use crate::api::MvccApi;
+use crate::gate::Gate;
 use crate::log_client::LogClient;
 use crate::replica::Replica;
-use crate::store::Store;
 
 /// Room etcd leaves above --max-request-bytes for gRPC's own framing.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Binds `node.listen` and runs the replica until `shutdown` resolves.
+///
+/// The port answers from the start: health says NOT_SERVING and calls are
+/// refused (`REPLICA_FAILED`, so the edge goes elsewhere) until the replica
+/// has a store it may serve: its own, when the log still holds what follows
+/// it, or otherwise a copy from a peer in `seed.replicas`, once caught up.
 pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), MvccError> {
     settings.validate()?;
     let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
+    let own = cairn_kit::grpc::local_addr(&listener)?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     std::fs::create_dir_all(&settings.node.data_dir).map_err(|error| {
         MvccError::Settings(format!(
@@ -65,18 +76,72 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
             settings.node.data_dir.display()
         ))
     })?;
-    let store = Arc::new(Store::open(&settings.node.data_dir)?);
     let log = LogClient::new(&settings.log)?;
-    let replica = Replica::new(store, log, settings.node.name.clone());
-
     let metrics_addr = cairn_kit::metrics::spawn(&settings.metrics, shutdown.clone()).await?;
+
+    let (health_reporter, health_service) = cairn_kit::health::grpc_health();
+    health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
+    let kv_gate = Gate::closed("opening its store");
+    let mvcc_gate = Gate::closed("opening its store");
+    let routes = Routes::new(health_service)
+        .add_service(kv_gate.clone())
+        .add_service(mvcc_gate.clone());
+    let mut server = tokio::spawn(cairn_kit::grpc::serve(listener, routes, shutdown.clone()));
+    tracing::info!(
+        name = settings.node.name,
+        listen = %own,
+        metrics = ?metrics_addr,
+        "cairn-mvcc listening; not serving until its store is ready"
+    );
+
+    let start = seed::Start {
+        name: &settings.node.name,
+        data_dir: &settings.node.data_dir,
+        own,
+        peers: &settings.seed.replicas,
+    };
+    let progress = |doing: String| {
+        kv_gate.refuse_because(doing.clone());
+        mvcc_gate.refuse_because(doing);
+    };
+    let prepared = tokio::select! {
+        prepared = seed::prepare(&start, &log, &progress, shutdown.clone()) => prepared,
+        served = &mut server => return stopped(served),
+    };
+    let prepared = match prepared {
+        Ok(Some(prepared)) => prepared,
+        Ok(None) => return stopped(server.await),
+        Err(error @ MvccError::NoSeedPeers { .. }) => {
+            return refuse_until_stopped(error, &progress, server).await
+        }
+        Err(error) => return Err(error),
+    };
+    let seeded = prepared.seeded;
+    let replica = Replica::new(Arc::new(prepared.store), log, settings.node.name.clone());
     let ack_interval = Duration::from_millis(settings.node.ack_interval_ms);
-    tokio::spawn(replica::tail(replica.clone(), shutdown.clone()));
+    tokio::spawn(replica::tail(
+        replica.clone(),
+        Some(prepared.subscription),
+        shutdown.clone(),
+    ));
     tokio::spawn(replica::acknowledge(
         replica.clone(),
         ack_interval,
         shutdown.clone(),
     ));
+    if seeded {
+        // A copy is behind the log by the time it was made and moved: it
+        // serves once it has applied what the log had committed by now.
+        progress("catching up with the log after copying the store".into());
+        let caught_up = tokio::select! {
+            caught_up = catch_up(&replica) => caught_up,
+            served = &mut server => return stopped(served),
+        };
+        if let Err(error) = caught_up {
+            return refuse_until_stopped(error, &progress, server).await;
+        }
+    }
+
     let api = MvccApi::new(
         replica.clone(),
         settings.limits.limits(),
@@ -102,7 +167,16 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
         published,
         shutdown.clone(),
     ));
-    let (health_reporter, health_service) = cairn_kit::health::grpc_health();
+    let max_request = settings
+        .limits
+        .max_request_bytes
+        .saturating_add(GRPC_OVERHEAD_BYTES);
+    kv_gate.open(
+        KvServer::new(api.clone())
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(usize::MAX),
+    );
+    mvcc_gate.open(MvccServer::new(api).max_encoding_message_size(usize::MAX));
     health_reporter.set_serving::<KvServer<MvccApi>>().await;
     {
         // A replica whose apply failed answers nothing; health says so too.
@@ -115,27 +189,58 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
     }
     tracing::info!(
         name = settings.node.name,
-        listen = %cairn_kit::grpc::local_addr(&listener)?,
-        metrics = ?metrics_addr,
+        listen = %own,
         applied = replica.applied().index,
+        seeded,
         "cairn-mvcc ready"
     );
 
-    let max_request = settings
-        .limits
-        .max_request_bytes
-        .saturating_add(GRPC_OVERHEAD_BYTES);
-    let routes = Routes::new(health_service)
-        .add_service(
-            KvServer::new(api.clone())
-                .max_decoding_message_size(max_request)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(MvccServer::new(api).max_encoding_message_size(usize::MAX));
-    let served = cairn_kit::grpc::serve(listener, routes, shutdown).await;
+    let served = server.await;
     tracing::info!(name = settings.node.name, "cairn-mvcc stopping");
     if let Err(error) = replica.store.sync() {
         tracing::warn!(%error, "cannot sync the store on the way out");
     }
-    served.map_err(MvccError::from)
+    stopped(served)
+}
+
+/// Keeps the port up, not serving, telling every caller why, until shutdown:
+/// as a replica whose apply failed does, rather than exiting into a restart
+/// loop that cannot end differently. Then ends with `error`.
+async fn refuse_until_stopped(
+    error: MvccError,
+    refuse: &impl Fn(String),
+    server: tokio::task::JoinHandle<Result<(), cairn_kit::KitError>>,
+) -> Result<(), MvccError> {
+    tracing::error!(%error, "this replica cannot serve; it answers every call with why");
+    refuse(error.to_string());
+    stopped(server.await)?;
+    Err(error)
+}
+
+/// What the server task ended with.
+fn stopped(
+    served: Result<Result<(), cairn_kit::KitError>, tokio::task::JoinError>,
+) -> Result<(), MvccError> {
+    match served {
+        Ok(served) => served.map_err(MvccError::from),
+        Err(_) => Err(MvccError::Stopped),
+    }
+}
+
+/// Waits until the replica has applied what the log had committed when it
+/// was asked, asking again while the log has no leader.
+async fn catch_up(replica: &Replica) -> Result<(), MvccError> {
+    let point = loop {
+        match replica.log.read_index().await {
+            Ok(point) => break point.index,
+            Err(failure) => {
+                tracing::warn!(%failure, "cannot get the log's read index to catch up to; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    tokio::select! {
+        applied = replica.wait_applied(point) => applied,
+        reason = replica.stopped_applying() => Err(MvccError::Failed(reason)),
+    }
 }

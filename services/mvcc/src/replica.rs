@@ -230,10 +230,12 @@ fn start_applier(replica: &Arc<Replica>) -> Result<mpsc::Sender<Vec<LogEntry>>, 
     Ok(batches)
 }
 
-/// Tails the log from the applied index on, for good: a broken subscription
-/// is resumed on another node.
+/// Tails the log from the applied index on, for good, starting with
+/// `subscription` (from the applied index + 1) when there is one: a broken
+/// subscription is resumed on another node.
 pub(crate) async fn tail(
     replica: Arc<Replica>,
+    mut subscription: Option<Streaming<SubscribeResponse>>,
     mut shutdown: ShutdownWatch,
 ) -> Result<(), MvccError> {
     let start = replica.applied().index;
@@ -250,9 +252,12 @@ pub(crate) async fn tail(
     // queued, so a new subscription starts after it, not after the applied index.
     let mut next = start + 1;
     loop {
-        let stream = tokio::select! {
-            stream = replica.log.subscribe(next) => stream,
-            () = shutdown.cancelled() => return Ok(()),
+        let stream = match subscription.take() {
+            Some(stream) => Ok(stream),
+            None => tokio::select! {
+                stream = replica.log.subscribe(next) => stream,
+                () = shutdown.cancelled() => return Ok(()),
+            },
         };
         match stream {
             Ok(stream) => {

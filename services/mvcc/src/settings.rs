@@ -24,6 +24,48 @@ pub struct MvccSettings {
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
     pub testing: TestingSettings,
+    /// Where a replica copies its store from when the log has purged what it
+    /// needs; without it such a replica cannot start.
+    pub seed: SeedSettings,
+}
+
+/// Other replicas to copy the store from when the log no longer holds what
+/// this replica needs: a new replica joining after the log purged its
+/// beginning, a replica whose disk was lost, or one that was away too long.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeedSettings {
+    /// The peers' gRPC addresses (`host:port`), as they reach each other. A
+    /// shared list may name this replica too: its own address is skipped.
+    pub replicas: Vec<String>,
+}
+
+impl SeedSettings {
+    /// Checks each address is `host:port`, once.
+    fn validate(&self) -> Result<(), MvccError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for replica in &self.replicas {
+            let fail = |why: &str| {
+                Err(MvccError::Settings(format!(
+                    "setting `seed.replicas`: {replica:?} {why}"
+                )))
+            };
+            let Some((host, port)) = replica.rsplit_once(':') else {
+                return fail("is not host:port");
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+                return fail("has no usable host (host:port, without a scheme)");
+            }
+            if !port.parse::<u16>().is_ok_and(|port| port != 0) {
+                return fail("has no port between 1 and 65535");
+            }
+            if !seen.insert(replica.to_ascii_lowercase()) {
+                return fail("is listed twice");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Faults a test can switch on to show its checks can fail. Never set in a
@@ -131,7 +173,7 @@ impl MvccSettings {
                 .validate()
                 .map_err(|error| MvccError::Settings(error.to_string()))?;
         }
-        Ok(())
+        self.seed.validate()
     }
 }
 
@@ -149,5 +191,30 @@ mod tests {
         let mut nameless = MvccSettings::default();
         nameless.node.name.clear();
         assert!(nameless.validate().is_err());
+    }
+
+    fn seeded(replicas: &[&str]) -> Result<(), MvccError> {
+        let mut settings = MvccSettings::default();
+        settings.seed.replicas = replicas.iter().map(|peer| (*peer).to_owned()).collect();
+        settings.validate()
+    }
+
+    #[test]
+    fn seed_peers_must_be_distinct_host_and_port_pairs() {
+        assert!(seeded(&[]).is_ok());
+        assert!(seeded(&["mvcc-1:7101", "mvcc-2:7101", "127.0.0.1:7102", "[::1]:7103"]).is_ok());
+        for bad in [
+            "mvcc-1",
+            ":7101",
+            "mvcc-1:",
+            "mvcc-1:0",
+            "mvcc-1:70000",
+            "http://mvcc-1:7101",
+            "mvcc 1:7101",
+        ] {
+            let refused = seeded(&[bad]).expect_err(bad);
+            assert!(refused.to_string().contains("seed.replicas"), "{refused}");
+        }
+        assert!(seeded(&["mvcc-1:7101", "MVCC-1:7101"]).is_err());
     }
 }

@@ -122,49 +122,125 @@ impl Checkpoint {
     }
 }
 
-/// Unpacks a framed stream into `dir` (created; it must not hold a store),
-/// checking its checksum, so a replica can open it. Only the tests unpack
-/// for now, to check what `Checkpoint::write_to` writes.
-#[cfg(test)]
+/// Unpacks a whole snapshot stream into `dir` (created; it must not hold a
+/// store), so a replica can open it: a replica that seeds itself from a peer
+/// must refuse a copy that was cut short or damaged on the way. The framing's
+/// CRC, the zero padding, the SHA-256 of everything before it and the end of
+/// the stream right after it are all checked; every file is synced. On an
+/// error `dir` holds an unusable partial copy for the caller to remove.
 pub(crate) fn unpack(input: &mut impl Read, dir: &std::path::Path) -> Result<(), MvccError> {
+    let mut summed = Sha256Reader {
+        inner: input,
+        digest: sha2::Sha256::default(),
+        read: 0,
+    };
+    unpack_framed(&mut summed, dir)?;
+    let padding = summed.read.div_ceil(PAGE) * PAGE - summed.read;
+    let mut zeros = Vec::new();
+    (&mut summed)
+        .take(padding)
+        .read_to_end(&mut zeros)
+        .map_err(read_error)?;
+    if zeros.len() as u64 != padding {
+        return Err(truncated());
+    }
+    if zeros.iter().any(|byte| *byte != 0) {
+        return Err(MvccError::Snapshot("the padding is not zeros".into()));
+    }
+    let expected = summed.digest.finalize();
+    let mut digest = [0; SHA256_BYTES as usize];
+    summed.inner.read_exact(&mut digest).map_err(read_error)?;
+    if digest.as_slice() != expected.as_slice() {
+        return Err(MvccError::Snapshot("SHA-256 mismatch".into()));
+    }
+    let mut more = [0; 1];
+    if summed.inner.read(&mut more).map_err(read_error)? != 0 {
+        return Err(MvccError::Snapshot(
+            "bytes follow the SHA-256 trailer".into(),
+        ));
+    }
+    let synced = File::open(dir).and_then(|dir| dir.sync_all());
+    synced.map_err(io_error)
+}
+
+/// The files of a framed stream, up to and including its CRC.
+fn unpack_framed(input: &mut impl Read, dir: &std::path::Path) -> Result<(), MvccError> {
     let corrupt = |what: &str| MvccError::Snapshot(what.to_owned());
     std::fs::create_dir_all(dir).map_err(io_error)?;
     let mut input = Crc32Reader::new(input);
     let mut magic = vec![0; MAGIC.len()];
-    input.read_exact(&mut magic).map_err(io_error)?;
+    input.read_exact(&mut magic).map_err(read_error)?;
     if magic != MAGIC {
         return Err(corrupt("not a cairn snapshot"));
     }
+    let mut names = std::collections::BTreeSet::new();
     loop {
         let mut length = [0; 2];
-        input.read_exact(&mut length).map_err(io_error)?;
+        input.read_exact(&mut length).map_err(read_error)?;
         let length = usize::from(u16::from_be_bytes(length));
         if length == 0 {
             break;
         }
         let mut name = vec![0; length];
-        input.read_exact(&mut name).map_err(io_error)?;
+        input.read_exact(&mut name).map_err(read_error)?;
         let name = String::from_utf8(name).map_err(|_| corrupt("a file name is not UTF-8"))?;
         if name.contains('/') || name.contains('\\') || name == ".." || name == "." {
             return Err(corrupt("a file name leaves the directory"));
         }
+        if !names.insert(name.clone()) {
+            return Err(corrupt("a file comes twice"));
+        }
         let mut size = [0; 8];
-        input.read_exact(&mut size).map_err(io_error)?;
+        input.read_exact(&mut size).map_err(read_error)?;
         let size = u64::from_be_bytes(size);
         let mut file = File::create(dir.join(&name)).map_err(io_error)?;
-        let copied = std::io::copy(&mut (&mut input).take(size), &mut file).map_err(io_error)?;
+        let copied = std::io::copy(&mut (&mut input).take(size), &mut file).map_err(read_error)?;
         if copied != size {
-            return Err(corrupt("the stream ended inside a file"));
+            return Err(truncated());
         }
         file.sync_all().map_err(io_error)?;
     }
     let expected = input.crc();
     let mut crc = [0; 4];
-    input.into_inner().read_exact(&mut crc).map_err(io_error)?;
+    input
+        .into_inner()
+        .read_exact(&mut crc)
+        .map_err(read_error)?;
     if u32::from_be_bytes(crc) != expected {
         return Err(corrupt("checksum mismatch"));
     }
     Ok(())
+}
+
+fn truncated() -> MvccError {
+    MvccError::Snapshot("the stream ended early (truncated)".into())
+}
+
+/// A failed read: the end of the stream where more was due is a truncated
+/// copy; anything else (the sender's error included) says itself.
+fn read_error(error: std::io::Error) -> MvccError {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        truncated()
+    } else {
+        io_error(error)
+    }
+}
+
+/// Passes reads on from `inner`, feeding each byte read to a SHA-256 and
+/// counting them.
+struct Sha256Reader<R> {
+    inner: R,
+    digest: sha2::Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.digest.update(&buf[..read]);
+        self.read += read as u64;
+        Ok(read)
+    }
 }
 
 fn io_error(error: std::io::Error) -> MvccError {
@@ -207,13 +283,11 @@ impl<W: Write, C: Checksum> Write for Summing<W, C> {
 }
 
 /// Passes reads on from `inner`, feeding each byte read to a CRC-32.
-#[cfg(test)]
 struct Crc32Reader<R> {
     inner: R,
     hasher: crc32fast::Hasher,
 }
 
-#[cfg(test)]
 impl<R: Read> Crc32Reader<R> {
     fn new(inner: R) -> Self {
         Self {
@@ -231,7 +305,6 @@ impl<R: Read> Crc32Reader<R> {
     }
 }
 
-#[cfg(test)]
 impl<R: Read> Read for Crc32Reader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let read = self.inner.read(buf)?;
@@ -381,6 +454,69 @@ mod tests {
         let middle = damaged.len() / 2;
         damaged[middle] ^= 0xff;
         assert!(unpack(&mut damaged.as_slice(), &dir.path().join("damaged")).is_err());
+        Ok(())
+    }
+
+    /// A store of a few keys, and its snapshot's bytes.
+    fn snapshot_bytes(dir: &std::path::Path) -> Result<Vec<u8>, MvccError> {
+        let store = Store::open(&dir.join("store"))?;
+        for index in 1..=20 {
+            put(&store, index, &format!("key-{index}"))?;
+        }
+        let checkpoint = Checkpoint::take(&store, dir.join("checkpoint"))?;
+        let mut bytes = Vec::new();
+        checkpoint.write_to(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    #[test]
+    fn a_truncated_snapshot_is_refused_wherever_it_was_cut() -> Result<(), MvccError> {
+        let dir = tempfile::tempdir().map_err(io_error)?;
+        let bytes = snapshot_bytes(dir.path())?;
+        // Inside the magic, inside a file, inside the padding, inside the trailer,
+        // and with only the trailer missing.
+        for keep in [
+            5,
+            bytes.len() / 3,
+            bytes.len() - SHA256_BYTES as usize - 1,
+            bytes.len() - 5,
+            bytes.len() - SHA256_BYTES as usize,
+        ] {
+            let target = dir.path().join(format!("cut-{keep}"));
+            let refused = unpack(&mut &bytes[..keep], &target)
+                .expect_err("a truncated snapshot must be refused");
+            assert!(
+                refused.to_string().contains("truncated"),
+                "cut at {keep}: {refused}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_snapshot_damaged_past_its_crc_or_followed_by_more_bytes_is_refused(
+    ) -> Result<(), MvccError> {
+        let dir = tempfile::tempdir().map_err(io_error)?;
+        let bytes = snapshot_bytes(dir.path())?;
+        let mut trailer = bytes.clone();
+        let last = trailer.len() - 1;
+        trailer[last] ^= 1;
+        let refused = unpack(&mut trailer.as_slice(), &dir.path().join("trailer"))
+            .expect_err("a wrong SHA-256 must be refused");
+        assert!(refused.to_string().contains("SHA-256"), "{refused}");
+
+        let mut padding = bytes.clone();
+        let in_padding = padding.len() - SHA256_BYTES as usize - 1;
+        padding[in_padding] = 7;
+        assert!(unpack(&mut padding.as_slice(), &dir.path().join("padding")).is_err());
+
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let refused = unpack(&mut longer.as_slice(), &dir.path().join("longer"))
+            .expect_err("bytes after the trailer must be refused");
+        assert!(refused.to_string().contains("follow"), "{refused}");
+
+        unpack(&mut bytes.as_slice(), &dir.path().join("whole"))?;
         Ok(())
     }
 }
