@@ -106,6 +106,9 @@ endpoints = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
 [nats]
 url = "nats://127.0.0.1:$nats_port"
 
+[seed]
+replicas = ["127.0.0.1:${mvcc_ports[0]}", "127.0.0.1:${mvcc_ports[1]}"]
+
 [metrics]
 listen = "127.0.0.1:${mvcc_metrics_ports[$((i - 1))]}"
 TOML
