@@ -124,7 +124,10 @@ where
         tried.push(backend.addr);
         let _call = backend.start();
         let client = MvccClient::with_interceptor(backend.channel.clone(), TraceInterceptor);
-        match call(client).await {
+        let answered = call(client)
+            .await
+            .map_err(|status| cairn_kit::grpc::unavailable_if_broken(status, "cairn"));
+        match answered {
             Ok(response) => return Ok(response.into_inner()),
             Err(status) if failover::unavailable(&status) => {
                 if failover::never_sent(&status) {

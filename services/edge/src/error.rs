@@ -16,7 +16,8 @@ pub enum EdgeError {
     /// No backend of a service could be reached.
     #[error("no {service} backend is reachable")]
     NoBackend { service: &'static str },
-    /// A backend answered with an error; it goes to the client as it came.
+    /// A backend answered with an error; it goes to the client as it came,
+    /// unless the connection broke under the call (then UNAVAILABLE).
     #[error("{0}")]
     Backend(Status),
     /// Proclaim or Resign without the leader key Campaign answered.
@@ -52,7 +53,7 @@ impl From<EdgeError> for Status {
     fn from(error: EdgeError) -> Self {
         match error {
             EdgeError::Etcd(etcd) => Status::new(etcd.code(), etcd.message()),
-            EdgeError::Backend(status) => status,
+            EdgeError::Backend(status) => cairn_kit::grpc::unavailable_if_broken(status, "cairn"),
             EdgeError::NoBackend { .. } => Status::unavailable(error.to_string()),
             EdgeError::Settings(_) | EdgeError::Kit(_) => Status::internal(error.to_string()),
             // etcd's lock and election servers return these as plain errors,
@@ -63,5 +64,36 @@ impl From<EdgeError> for Status {
             | EdgeError::SessionExpired
             | EdgeError::LostWatcher => Status::unknown(error.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_backend_call_that_broke_is_unavailable_and_an_election_refusal_stays_unknown() {
+        let mut torn = Status::unknown("transport error");
+        torn.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        let broken = Status::from(EdgeError::Backend(torn));
+        assert_eq!(broken.code(), Code::Unavailable);
+        let relayed = Status::from(EdgeError::Backend(Status::unknown("transport error")));
+        assert_eq!(relayed.code(), Code::Unavailable);
+
+        let not_leader = Status::from(EdgeError::ElectionNotLeader);
+        assert_eq!(not_leader.code(), Code::Unknown);
+        assert_eq!(not_leader.message(), "election: not leader");
+        let passed_on = Status::from(EdgeError::Backend(not_leader));
+        assert_eq!(passed_on.code(), Code::Unknown);
+        assert_eq!(passed_on.message(), "election: not leader");
+        let etcd = Status::from(EdgeError::Backend(EtcdError::NoLeader.into()));
+        assert_eq!(etcd.code(), Code::Unavailable);
+        assert_eq!(etcd.message(), "etcdserver: no leader");
     }
 }

@@ -148,7 +148,9 @@ impl Maintenance for MaintenanceApi {
                 cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient::new(backend.channel.clone());
             match replica.defragment(mvcc::DefragmentRequest {}).await {
                 Ok(_) => defragmented += 1,
-                Err(status) => last_failure = Some(status),
+                Err(status) => {
+                    last_failure = Some(cairn_kit::grpc::unavailable_if_broken(status, "cairn"))
+                }
             }
         }
         if defragmented == 0 {
@@ -193,12 +195,14 @@ impl Maintenance for MaintenanceApi {
         .await?;
         let mut header = header;
         let stream = chunks.map(move |chunk| {
-            chunk.map(|chunk| SnapshotResponse {
-                // etcd sends the header once, with the first chunk.
-                header: header.take(),
-                remaining_bytes: chunk.remaining_bytes,
-                blob: chunk.blob,
-            })
+            chunk
+                .map_err(|status| cairn_kit::grpc::unavailable_if_broken(status, "cairn"))
+                .map(|chunk| SnapshotResponse {
+                    // etcd sends the header once, with the first chunk.
+                    header: header.take(),
+                    remaining_bytes: chunk.remaining_bytes,
+                    blob: chunk.blob,
+                })
         });
         Ok(Response::new(Box::pin(stream)))
     }

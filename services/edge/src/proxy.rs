@@ -289,7 +289,9 @@ impl ProxyInner {
             let channel = backend.channel.clone();
             async move {
                 match channel.oneshot(onward).await {
-                    Ok(response) => Sent::Answered(response),
+                    Ok(response) => {
+                        Sent::Answered(response.map(|body| BoxBody::new(Settled::new(body))))
+                    }
                     Err(error) if never_sent(&error) => Sent::Unreached(error.to_string()),
                     Err(error) => Sent::Lost(error.to_string()),
                 }
@@ -368,10 +370,10 @@ impl ProxyInner {
             .await
         {
             Ok(response) => Ok(response.map(|body| {
-                BoxBody::new(Counted {
+                BoxBody::new(Settled::new(Counted {
                     inner: body,
                     _call: call,
-                })
+                }))
             })),
             Err(error) => {
                 self.pool.mark_down(&backend);
@@ -430,6 +432,64 @@ fn grpc_response(answer: KvAnswer) -> http::Response<BoxBody> {
     response
 }
 
+/// A backend's response body as the client reads it: when it breaks off
+/// (the backend's connection broke) it ends with trailers carrying a status,
+/// UNAVAILABLE for a broken connection, instead of a reset stream, which a
+/// client hears as UNKNOWN "transport error" or INTERNAL and cannot act on.
+struct Settled<B> {
+    inner: B,
+    ended: bool,
+}
+
+impl<B> Settled<B> {
+    fn new(inner: B) -> Self {
+        Self {
+            inner,
+            ended: false,
+        }
+    }
+}
+
+impl<B> Body for Settled<B>
+where
+    B: Body<Data = Bytes, Error = Status> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(status))) => {
+                self.ended = true;
+                let status = cairn_kit::grpc::unavailable_if_broken(
+                    status,
+                    "cairn: the backend's answer broke off",
+                );
+                let mut trailers = http::HeaderMap::new();
+                Poll::Ready(Some(match status.add_header(&mut trailers) {
+                    Ok(()) => Ok(Frame::trailers(trailers)),
+                    Err(status) => Err(status),
+                }))
+            }
+            polled => polled,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A response body that keeps its stream counted against its backend until
 /// the stream ends.
 struct Counted {
@@ -467,5 +527,32 @@ mod tests {
         assert!(never_sent(&refused));
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(!never_sent(&reset));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_breaks_off_ends_with_unavailable_trailers() {
+        let mut torn = Status::unknown("transport error");
+        torn.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        let frames: Vec<Result<Frame<Bytes>, Status>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Err(torn),
+        ];
+        let body = Settled::new(BoxBody::new(StreamBody::new(futures::stream::iter(frames))));
+        let collected = body.collect().await.expect("trailers, not an error");
+        let trailers = collected.trailers().cloned().expect("trailers");
+        let status = Status::from_header_map(&trailers).expect("a grpc-status");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("transport error"), "{status:?}");
+
+        let said: Vec<Result<Frame<Bytes>, Status>> =
+            vec![Err(Status::unknown("election: not leader"))];
+        let body = Settled::new(BoxBody::new(StreamBody::new(futures::stream::iter(said))));
+        let collected = body.collect().await.expect("trailers, not an error");
+        let trailers = collected.trailers().cloned().expect("trailers");
+        let status = Status::from_header_map(&trailers).expect("a grpc-status");
+        assert_eq!(status.code(), tonic::Code::Unknown);
+        assert_eq!(status.message(), "election: not leader");
     }
 }
