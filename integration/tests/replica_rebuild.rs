@@ -14,6 +14,8 @@ use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest};
 use tonic::transport::Channel;
 
+use corrupting::CorruptingPeer;
+
 /// Patience for a replica to copy a store and catch up, on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -69,7 +71,7 @@ async fn write_until_purged(
         for _ in 0..25 {
             written += 1;
             let key = format!("key-{}", written % 37).into_bytes();
-            if written % 11 == 0 {
+            if written.is_multiple_of(11) {
                 kv.delete_range(DeleteRangeRequest {
                     key,
                     ..Default::default()
@@ -354,6 +356,204 @@ async fn a_replica_the_log_moved_past_with_no_peers_configured_stays_up_and_says
             "a stranded replica registered with the log and holds it back"
         );
         Ok(())
+    }
+    .await;
+    cluster.explain(outcome)
+}
+
+mod corrupting {
+    //! A peer that says it is the most advanced replica and hands out a
+    //! damaged copy of a real replica's store: one byte flipped mid-stream.
+
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use anyhow::Result;
+    use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
+    use cairn_proto::cairn::mvcc::v1::mvcc_server::{Mvcc, MvccServer};
+    use cairn_proto::cairn::mvcc::v1::{
+        ApplyResponse, Command, DefragmentRequest, DefragmentResponse, EventsRequest,
+        EventsResponse, HashKvRequest, HashKvResponse, KvAnswer, KvCall, LeaseRequest,
+        LeaseResponse, LeasesRequest, LeasesResponse, SnapshotChunk, SnapshotRequest,
+        StatusRequest, StatusResponse,
+    };
+    use futures::Stream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    type Chunks<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    /// The fake peer's address and how many copies it handed out.
+    pub(crate) struct CorruptingPeer {
+        pub addr: String,
+        pub copies: Arc<AtomicUsize>,
+    }
+
+    impl CorruptingPeer {
+        /// Serves, on a free port, damaged copies of the replica at `real`.
+        pub(crate) async fn start(real: &str) -> Result<Self> {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?.to_string();
+            let copies = Arc::new(AtomicUsize::new(0));
+            let peer = Peer {
+                real: MvccClient::new(cairn_integration::channel(real)?),
+                copies: copies.clone(),
+            };
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(MvccServer::new(peer))
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            );
+            Ok(Self { addr, copies })
+        }
+    }
+
+    struct Peer {
+        real: MvccClient<tonic::transport::Channel>,
+        copies: Arc<AtomicUsize>,
+    }
+
+    fn absent<T>() -> Result<T, Status> {
+        Err(Status::unimplemented("a fake peer"))
+    }
+
+    #[tonic::async_trait]
+    impl Mvcc for Peer {
+        type CallsStream = Chunks<KvAnswer>;
+        type EventsStream = Chunks<EventsResponse>;
+        type SnapshotStream = Chunks<SnapshotChunk>;
+
+        async fn status(
+            &self,
+            request: Request<StatusRequest>,
+        ) -> Result<Response<StatusResponse>, Status> {
+            let mut status = self.real.clone().status(request.into_inner()).await?;
+            // Far ahead of anyone: tried first.
+            status.get_mut().applied_index += 1_000_000;
+            Ok(status)
+        }
+
+        async fn snapshot(
+            &self,
+            request: Request<SnapshotRequest>,
+        ) -> Result<Response<Self::SnapshotStream>, Status> {
+            self.copies.fetch_add(1, Ordering::SeqCst);
+            let mut chunks = self
+                .real
+                .clone()
+                .snapshot(request.into_inner())
+                .await?
+                .into_inner();
+            let damaged = stream_from(move |sender| async move {
+                let mut sent = 0_usize;
+                while let Some(mut chunk) = chunks.message().await? {
+                    let length = chunk.blob.len();
+                    if sent == 1 || (sent == 0 && chunk.remaining_bytes == 0) {
+                        if let Some(byte) = chunk.blob.get_mut(length / 2) {
+                            *byte ^= 0x20;
+                        }
+                    }
+                    sent += 1;
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+            Ok(Response::new(damaged))
+        }
+
+        async fn calls(
+            &self,
+            _: Request<Streaming<KvCall>>,
+        ) -> Result<Response<Self::CallsStream>, Status> {
+            absent()
+        }
+
+        async fn events(
+            &self,
+            _: Request<EventsRequest>,
+        ) -> Result<Response<Self::EventsStream>, Status> {
+            absent()
+        }
+
+        async fn hash_kv(
+            &self,
+            _: Request<HashKvRequest>,
+        ) -> Result<Response<HashKvResponse>, Status> {
+            absent()
+        }
+
+        async fn defragment(
+            &self,
+            _: Request<DefragmentRequest>,
+        ) -> Result<Response<DefragmentResponse>, Status> {
+            absent()
+        }
+
+        async fn apply(&self, _: Request<Command>) -> Result<Response<ApplyResponse>, Status> {
+            absent()
+        }
+
+        async fn leases(
+            &self,
+            _: Request<LeasesRequest>,
+        ) -> Result<Response<LeasesResponse>, Status> {
+            absent()
+        }
+
+        async fn lease(&self, _: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+            absent()
+        }
+    }
+
+    /// The items `produce` sends, as a stream; an error it ends with is the
+    /// stream's last item.
+    fn stream_from<T, F, Fut>(produce: F) -> Chunks<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        let (sender, received) = tokio::sync::mpsc::channel(4);
+        let produced = produce(sender.clone());
+        tokio::spawn(async move {
+            if let Err(status) = produced.await {
+                let _ = sender.send(Err(status)).await;
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(received))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_a_damaged_copy_and_takes_the_next_peers_copy_instead() -> Result<()> {
+    let cluster = purging_log().await?;
+    let outcome = async {
+        let log = cluster.addrs()?;
+        let mut first = MvccReplica::configure(cluster.dir(), "mvcc-1", &log, "")?;
+        start_and_wait(&mut first, 0).await?;
+        write_until_purged(&cluster, &mut first.kv()?, "before", 1).await?;
+
+        let damaging = CorruptingPeer::start(&first.addr).await?;
+        let mut joining = MvccReplica::configure(cluster.dir(), "mvcc-2", &log, "")?;
+        joining.set_seed_replicas(&[damaging.addr.clone(), first.addr.clone()])?;
+        start_and_wait(&mut joining, 0).await?;
+        ensure!(
+            damaging.copies.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+            "the damaged copy was never asked for"
+        );
+        let output = joining.output_tail(10_000);
+        ensure!(
+            output
+                .lines()
+                .any(|line| line.contains("cannot start from this peer's store")
+                    && line.contains(&damaging.addr)
+                    && (line.contains("checksum") || line.contains("SHA-256"))),
+            "mvcc-2 did not refuse the damaged copy:\n{output}"
+        );
+        same_state(&first, &joining).await?;
+        nothing_left_beside(&joining)
     }
     .await;
     cluster.explain(outcome)

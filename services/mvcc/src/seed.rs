@@ -108,7 +108,15 @@ pub(crate) async fn prepare(
     };
     // Closed before its directory is moved aside.
     drop(store);
-    if start.peers.is_empty() {
+    let mut peers = Vec::new();
+    for peer in start.peers {
+        if names_this_replica(peer, start.own).await {
+            tracing::debug!(peer, "leaving this replica's own address out of the peers");
+        } else {
+            peers.push(peer.clone());
+        }
+    }
+    if peers.is_empty() {
         return Err(MvccError::NoSeedPeers { wanted, first });
     }
     tracing::warn!(
@@ -116,32 +124,29 @@ pub(crate) async fn prepare(
         first,
         "the log no longer holds what this store needs next; copying the store from a peer"
     );
-    seed(start, log, progress, shutdown).await
+    seed(start, &peers, log, progress, shutdown).await
 }
 
-/// Copies a peer's store until one is swapped in, trying the peers in turn
-/// and pausing longer after each round that failed.
+/// Copies a store from one of `peers` (other replicas) until one is swapped
+/// in, trying them in turn and pausing longer after each round that failed.
 async fn seed(
     start: &Start<'_>,
+    peers: &[String],
     log: &LogClient,
     progress: &(impl Fn(String) + Sync),
     mut shutdown: ShutdownWatch,
 ) -> Result<Option<Prepared>, MvccError> {
     let mut backoff = Backoff::default();
     loop {
-        let mut candidates = Vec::new();
-        for peer in start.peers {
-            if names_this_replica(peer, start.own).await {
-                continue;
-            }
-            candidates.push((peer.clone(), peer_applied(peer).await));
-        }
+        let candidates = futures::future::join_all(
+            peers
+                .iter()
+                .map(|peer| async move { (peer.clone(), peer_applied(peer).await) }),
+        )
+        .await;
         let order = seed_order(candidates);
         if order.is_empty() {
-            tracing::warn!(
-                peers = ?start.peers,
-                "no peer answers to copy the store from; retrying"
-            );
+            tracing::warn!(?peers, "no peer answers to copy the store from; retrying");
             progress("no peer answers to copy the store from".into());
         }
         for (peer, applied) in order {
@@ -682,6 +687,42 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["mvcc-1", "mvcc-1.snapshot-3", "mvcc-2.seed-4"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_copy_whose_transfer_broke_is_refused_even_when_what_came_was_sound(
+    ) -> Result<(), MvccError> {
+        let dir = tempfile::tempdir().map_err(|error| MvccError::Snapshot(error.to_string()))?;
+        let store = Store::open(&dir.path().join("source"))?;
+        let checkpoint = crate::snapshot::Checkpoint::take(&store, dir.path().join("checkpoint"))?;
+        let mut bytes = Vec::new();
+        checkpoint.write_to(&mut bytes)?;
+        let unpack = |chunks: Vec<Result<Bytes, String>>, target: &str| {
+            let (sender, received) = tokio::sync::mpsc::channel(chunks.len().max(1));
+            for chunk in chunks {
+                sender
+                    .try_send(chunk)
+                    .map_err(|error| MvccError::Snapshot(error.to_string()))?;
+            }
+            drop(sender);
+            crate::snapshot::unpack(&mut ChunkReader::new(received), &dir.path().join(target))
+        };
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        let whole = vec![
+            Ok(Bytes::copy_from_slice(head)),
+            Ok(Bytes::copy_from_slice(tail)),
+        ];
+        unpack(whole, "whole")?;
+        let broken = vec![
+            Ok(Bytes::copy_from_slice(head)),
+            Err("the peer went away".to_owned()),
+        ];
+        let refused = unpack(broken, "broken").expect_err("a broken transfer must be refused");
+        assert!(refused.to_string().contains("went away"), "{refused}");
+        let cut = vec![Ok(Bytes::copy_from_slice(head))];
+        let refused = unpack(cut, "cut").expect_err("half a snapshot must be refused");
+        assert!(refused.to_string().contains("truncated"), "{refused}");
         Ok(())
     }
 }
