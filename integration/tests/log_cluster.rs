@@ -905,3 +905,205 @@ async fn hand_over_under_writes(cluster: &LogCluster, moves: usize, writers: usi
     );
     Ok(())
 }
+
+/// Everything the processes under `dir` printed, file by file.
+fn outputs(dir: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "log") {
+            let text = std::fs::read_to_string(&path)?;
+            found.push((path.display().to_string(), text));
+        }
+    }
+    Ok(found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_and_disturbs_nothing() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let a = LogCluster::start(LogClusterOptions::default()).await?;
+    let b = LogCluster::start(LogClusterOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .await?;
+    let outcome = async {
+        let ids = a.ids();
+        let leader = a.wait_for_leader(&ids, Duration::from_secs(20)).await?;
+        let term = a.status(leader).await?.term;
+        let via_a = a.channel(leader)?;
+        propose(&via_a, b"before".to_vec()).await?;
+
+        // B's leader is told that A's leader is its learner: it sends it
+        // AppendEntries of B's log, in B's terms, every heartbeat.
+        let mut told = tonic::Request::new(AddLearnerRequest {
+            id: 2,
+            addr: a.addr(leader)?.to_owned(),
+        });
+        told.set_timeout(Duration::from_secs(2));
+        let added = client(&b.channel(1)?).add_learner(told).await;
+        println!("B's AddLearner of A's leader: {:?}", added.map(|_| ()));
+
+        let refused = eventually(
+            Duration::from_secs(10),
+            "B's node to report the refusal",
+            || async {
+                let said = b.output_tail(1, 200);
+                said.contains("refuses this node's raft messages")
+                    .then_some(said)
+            },
+        )
+        .await?;
+        ensure!(
+            refused.contains("another cluster"),
+            "B's report names no other cluster: {refused}"
+        );
+
+        // A keeps its leader and term, and keeps taking writes, while B
+        // keeps knocking.
+        for round in 0..20 {
+            propose(&via_a, format!("during-{round}").into_bytes())
+                .await
+                .with_context(|| format!("write {round} to A while B knocks"))?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for id in &ids {
+            let status = a.status(*id).await?;
+            ensure!(
+                status.leader == leader && status.term == term,
+                "A's node {id} now sees leader {} in term {} (was {leader} in {term})",
+                status.leader,
+                status.term
+            );
+        }
+        let status = b.status(1).await?;
+        ensure!(status.leader == 1, "B lost its own leader: {status:?}");
+        for dir in [a.dir(), b.dir()] {
+            for (file, text) in outputs(dir)? {
+                ensure!(!text.contains("panicked"), "{file} shows a panic:\n{text}");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    b.explain(a.explain(outcome))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_survive_two_losses_stop_at_three_and_converge_after_restarts() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let options = LogClusterOptions {
+        nodes: 5,
+        ..Default::default()
+    };
+    let timeout = Duration::from_millis(options.request_timeout_ms);
+    let mut cluster = LogCluster::start(options).await?;
+    let outcome = five_nodes(&mut cluster, timeout).await;
+    cluster.explain(outcome)
+}
+
+async fn five_nodes(cluster: &mut LogCluster, timeout: Duration) -> Result<()> {
+    let ids = cluster.ids();
+    ensure!(ids.len() == 5, "nodes {ids:?}");
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(20))
+        .await?;
+    let mut sequence = 0;
+    for id in &ids {
+        let channel = cluster.channel(*id)?;
+        for _ in 0..10 {
+            propose(&channel, payload(sequence)).await?;
+            sequence += 1;
+        }
+    }
+
+    // The leader and one follower go: three of five are a quorum.
+    let follower = *ids.iter().find(|id| **id != leader).context("five nodes")?;
+    cluster.kill(leader).await?;
+    cluster.kill(follower).await?;
+    let killed_at = Instant::now();
+    let mut survivors: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != leader && *id != follower)
+        .collect();
+    let new_leader = cluster
+        .wait_for_leader(&survivors, Duration::from_secs(10))
+        .await?;
+    println!(
+        "nodes {leader} (leader) and {follower} killed; node {new_leader} leads after {:?}",
+        killed_at.elapsed()
+    );
+    for id in &survivors {
+        let channel = cluster.channel(*id)?;
+        for _ in 0..10 {
+            propose(&channel, payload(sequence))
+                .await
+                .with_context(|| format!("a write through node {id} with three of five up"))?;
+            sequence += 1;
+        }
+    }
+
+    // A third goes, the new leader: two of five cannot commit.
+    cluster.kill(new_leader).await?;
+    survivors.retain(|id| *id != new_leader);
+    let channel = cluster.channel(survivors[0])?;
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let outcome = propose(&channel, format!("without-quorum-{attempt}").into_bytes()).await;
+        let took = started.elapsed();
+        let status = outcome
+            .err()
+            .context("a proposal with two of five nodes succeeded")?;
+        ensure!(status.code() == Code::Unavailable, "got {status:?}");
+        ensure!(
+            took <= timeout + Duration::from_millis(1500),
+            "failing took {took:?}"
+        );
+    }
+
+    // Back they come: every node ends up with the same log.
+    for id in [leader, follower, new_leader] {
+        cluster.start_node(id)?;
+    }
+    cluster
+        .wait_for_leader(&ids, Duration::from_secs(30))
+        .await?;
+    let (index, _) = eventually(
+        Duration::from_secs(30),
+        "a write once the nodes are back",
+        || {
+            let channel = channel.clone();
+            async move { propose(&channel, b"after".to_vec()).await.ok() }
+        },
+    )
+    .await?;
+    let mut logs = Vec::new();
+    for id in &ids {
+        cluster
+            .wait_applied(*id, index, Duration::from_secs(30))
+            .await?;
+        let entries = cluster.entries(*id, 0, index).await?;
+        assert_contiguous(*id, &entries)?;
+        logs.push(LogCluster::commands(&entries));
+    }
+    for (id, log) in ids.iter().zip(&logs).skip(1) {
+        ensure!(
+            log == &logs[0],
+            "node {id}'s log differs from node {}'s",
+            ids[0]
+        );
+    }
+    let written: BTreeSet<Vec<u8>> = (0..sequence).map(payload).collect();
+    let logged: BTreeSet<Vec<u8>> = logs[0].iter().map(|(_, command)| command.clone()).collect();
+    ensure!(
+        written.is_subset(&logged),
+        "an acknowledged write is missing"
+    );
+    ensure!(
+        logs[0].last().map(|(_, command)| command.as_slice()) == Some(b"after".as_slice()),
+        "the last command is not the last write"
+    );
+    Ok(())
+}
