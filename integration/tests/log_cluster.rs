@@ -1107,3 +1107,52 @@ async fn five_nodes(cluster: &mut LogCluster, timeout: Duration) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_whose_forward_to_the_leader_breaks_under_it_hears_unavailable() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = LogCluster::start(LogClusterOptions::default()).await?;
+    let ids = cluster.ids();
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(20))
+        .await?;
+    let follower = *ids
+        .iter()
+        .find(|id| **id != leader)
+        .context("three nodes")?;
+    let via_follower = cluster.channel(follower)?;
+    // The follower forwards to the leader, and keeps the connection.
+    propose(&via_follower, b"before".to_vec()).await?;
+
+    // The leader freezes with the forwarded proposal in its socket, then
+    // dies: the connection is torn down under the call, as when a leader is
+    // killed mid-request.
+    cluster.pause(leader)?;
+    let pending = tokio::spawn({
+        let channel = via_follower.clone();
+        async move { propose(&channel, b"torn".to_vec()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.kill(leader).await?;
+    let status = pending
+        .await?
+        .err()
+        .context("a proposal forwarded to a frozen, then killed leader succeeded")?;
+    ensure!(
+        status.code() == Code::Unavailable,
+        "a torn forward answered {status:?}"
+    );
+    println!("a torn forward answered: {status:?}");
+
+    // The other two elect a leader and take writes again.
+    let survivors: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
+    cluster
+        .wait_for_leader(&survivors, Duration::from_secs(10))
+        .await?;
+    eventually(Duration::from_secs(10), "a write after the kill", || {
+        let channel = via_follower.clone();
+        async move { propose(&channel, b"after".to_vec()).await.ok() }
+    })
+    .await?;
+    Ok(())
+}
