@@ -81,6 +81,16 @@ impl Edge {
         Ok(())
     }
 
+    /// Freezes the process with SIGSTOP: it keeps its connections and answers nothing.
+    pub fn pause(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-STOP", "cairn-edge")
+    }
+
+    /// Lets a process frozen by `pause` run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-CONT", "cairn-edge")
+    }
+
     /// SIGKILL: no shutdown path runs.
     pub async fn kill(&mut self) -> Result<()> {
         crate::kill_child(self.child.take(), "cairn-edge").await

@@ -7,14 +7,18 @@
 
 pub mod checker;
 pub mod edge;
+pub mod etcd;
 mod lease;
 pub mod log_cluster;
 pub mod mvcc_cluster;
+pub mod nemesis;
 pub mod raw_grpc;
+pub mod relay;
 pub mod service;
 pub mod stack;
 pub mod walkthrough;
 pub mod watch;
+pub mod workload;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -135,6 +139,21 @@ pub fn with_process_output<T>(dir: &Path, outcome: Result<T>) -> Result<T> {
         }
         anyhow::anyhow!("{error:?}\n\n{said}")
     })
+}
+
+/// Sends `signal` (e.g. `-STOP`, `-CONT`) to a running child.
+pub fn signal_child(child: Option<&tokio::process::Child>, signal: &str, what: &str) -> Result<()> {
+    let pid = child
+        .and_then(tokio::process::Child::id)
+        .with_context(|| format!("{what} is not running"))?;
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill {signal} {pid} ({what}) failed");
+    }
+    Ok(())
 }
 
 /// Kills a child with SIGKILL and reaps it: no shutdown path runs, like a

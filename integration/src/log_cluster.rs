@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use tokio::process::Child;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::relay::Relay;
 use crate::{bin_path, eventually, free_port};
 
 /// Knobs a test may turn; the rest are the service defaults.
@@ -28,6 +29,9 @@ pub struct LogClusterOptions {
     /// cluster one of its own (its directory's name), so two clusters of
     /// one test, or of tests running side by side, never take each other's.
     pub cluster_token: Option<String>,
+    /// Whether peers and services reach each node through a [`Relay`] a test
+    /// can cut or slow (the harness's own probes still reach it directly).
+    pub relays: bool,
 }
 
 impl Default for LogClusterOptions {
@@ -40,6 +44,7 @@ impl Default for LogClusterOptions {
             purge_interval_ms: 1000,
             max_command_bytes: 2 * 1024 * 1024,
             cluster_token: None,
+            relays: false,
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct LogNode {
 /// A running cluster; dropping it kills every process and removes the files.
 pub struct LogCluster {
     nodes: BTreeMap<u64, LogNode>,
+    /// Per node, the relay its peers reach it through, when asked for.
+    relays: BTreeMap<u64, Relay>,
     dir: TempDir,
     options: LogClusterOptions,
 }
@@ -66,6 +73,7 @@ impl LogNode {
         dir: &std::path::Path,
         id: u64,
         addr: &str,
+        advertise: &str,
         bootstrap: bool,
         members: &[String],
         options: &LogClusterOptions,
@@ -73,7 +81,7 @@ impl LogNode {
         let data = dir.join(format!("node-{id}"));
         let config = dir.join(format!("node-{id}.toml"));
         let text = format!(
-            "[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\n\n\
+            "[node]\nid = {id}\nlisten = \"{addr}\"\nadvertise = \"{advertise}\"\ndata_dir = \"{data}\"\n\n\
              [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\ntoken = \"{token}\"\n\n\
              [raft]\nrequest_timeout_ms = {timeout}\nsnapshot_every = {snapshot}\n\
              retain_entries = {retain}\npurge_interval_ms = {purge}\nmax_command_bytes = {max}\n\n\
@@ -108,20 +116,33 @@ impl LogCluster {
             .prefix("cairn-log-test")
             .tempdir()?;
         let mut addrs = BTreeMap::new();
+        let mut relays = BTreeMap::new();
         for id in 1..=options.nodes {
-            addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            if options.relays {
+                relays.insert(id, Relay::start(&addr).await?);
+            }
+            addrs.insert(id, addr);
         }
+        // Peers know each node by its relay's address when there is one.
+        let advertised = |id: u64, addr: &str| -> String {
+            relays
+                .get(&id)
+                .map_or_else(|| addr.to_owned(), |relay: &Relay| relay.addr.clone())
+        };
         let members: Vec<String> = addrs
             .iter()
-            .map(|(id, addr)| format!("\"{id}={addr}\""))
+            .map(|(id, addr)| format!("\"{id}={}\"", advertised(*id, addr)))
             .collect();
         let mut nodes = BTreeMap::new();
         for (id, addr) in &addrs {
-            let node = LogNode::write(dir.path(), *id, addr, true, &members, &options)?;
+            let advertise = advertised(*id, addr);
+            let node = LogNode::write(dir.path(), *id, addr, &advertise, true, &members, &options)?;
             nodes.insert(*id, node);
         }
         let mut cluster = Self {
             nodes,
+            relays,
             dir,
             options,
         };
@@ -142,9 +163,16 @@ impl LogCluster {
             bail!("node {id} exists");
         }
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let node = LogNode::write(self.dir.path(), id, &addr, false, &[], &self.options)?;
+        let node = LogNode::write(self.dir.path(), id, &addr, &addr, false, &[], &self.options)?;
         self.nodes.insert(id, node);
         self.start_node(id)
+    }
+
+    /// The relay node `id`'s peers reach it through, when the cluster has relays.
+    pub fn relay(&self, id: u64) -> Result<&Relay> {
+        self.relays
+            .get(&id)
+            .with_context(|| format!("node {id} has no relay"))
     }
 
     /// The ids of all nodes, running or not.
@@ -157,11 +185,15 @@ impl LogCluster {
         Ok(&self.node(id)?.addr)
     }
 
-    /// Every node's address, for the services that call the log.
+    /// Every node's address, for the services that call the log: the one its
+    /// peers know it by (its relay's, when it has one), as leader hints name it.
     pub fn addrs(&self) -> Result<Vec<String>> {
         self.ids()
             .iter()
-            .map(|id| self.addr(*id).map(str::to_owned))
+            .map(|id| match self.relays.get(id) {
+                Some(relay) => Ok(relay.addr.clone()),
+                None => self.addr(*id).map(str::to_owned),
+            })
             .collect()
     }
 
@@ -229,20 +261,11 @@ impl LogCluster {
     }
 
     fn signal(&self, id: u64, signal: &str) -> Result<()> {
-        let pid = self
-            .node(id)?
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .with_context(|| format!("node {id} is not running"))?;
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()?;
-        if !status.success() {
-            bail!("kill {signal} {pid} failed");
-        }
-        Ok(())
+        crate::signal_child(
+            self.node(id)?.child.as_ref(),
+            signal,
+            &format!("log node {id}"),
+        )
     }
 
     /// Whether node `id`'s process was started and not killed.

@@ -83,6 +83,16 @@ impl NatsServer {
         Ok(())
     }
 
+    /// Freezes the process with SIGSTOP: it keeps its connections and answers nothing.
+    pub fn pause(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-STOP", "nats-server")
+    }
+
+    /// Lets a process frozen by `pause` run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-CONT", "nats-server")
+    }
+
     /// Kills the server with SIGKILL.
     pub async fn kill(&mut self) -> Result<()> {
         crate::kill_child(self.child.take(), "nats-server").await
@@ -239,6 +249,16 @@ impl MvccReplica {
                 .with_context(|| format!("starting {}", self.name))?,
         );
         Ok(())
+    }
+
+    /// Freezes the process with SIGSTOP: it keeps its connections and answers nothing.
+    pub fn pause(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-STOP", &self.name)
+    }
+
+    /// Lets a process frozen by `pause` run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-CONT", &self.name)
     }
 
     /// SIGKILL: no shutdown path runs.

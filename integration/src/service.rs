@@ -63,6 +63,16 @@ impl Service {
         self.child.is_some()
     }
 
+    /// Freezes the process with SIGSTOP: it keeps its connections and answers nothing.
+    pub fn pause(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-STOP", &self.name)
+    }
+
+    /// Lets a process frozen by `pause` run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        crate::signal_child(self.child.as_ref(), "-CONT", &self.name)
+    }
+
     /// SIGKILL: no shutdown path runs.
     pub async fn kill(&mut self) -> Result<()> {
         crate::kill_child(self.child.take(), &self.name).await

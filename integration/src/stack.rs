@@ -49,6 +49,9 @@ pub struct StackOptions {
     pub watch_node: String,
     /// TOML appended to each watch gateway's settings (e.g. `[window]`).
     pub watch_extra: String,
+    /// TOML appended to each mvcc replica's settings (e.g. `[testing]`).
+    pub mvcc_extra: String,
+    pub log: LogClusterOptions,
 }
 
 impl Default for StackOptions {
@@ -60,17 +63,19 @@ impl Default for StackOptions {
             watch_gateways: 2,
             watch_node: String::new(),
             watch_extra: String::new(),
+            mvcc_extra: String::new(),
+            log: LogClusterOptions::default(),
         }
     }
 }
 
 impl Stack {
-    /// Three log nodes, NATS, two mvcc replicas, two lease instances, the
+    /// The log nodes asked for (three by default), NATS, two mvcc replicas, two lease instances, the
     /// watch gateways asked for and an edge, all real processes on loopback;
     /// returns once a lease instance is active.
     pub async fn start(options: StackOptions) -> Result<Self> {
         let turn = TURN.clone().lock_owned().await;
-        let cluster = LogCluster::start(LogClusterOptions::default()).await?;
+        let cluster = LogCluster::start(options.log.clone()).await?;
         let log: Vec<String> = cluster.addrs()?;
         let nats = NatsServer::start(cluster.dir()).await?;
         let replicas = crate::mvcc_cluster::start_replicas(
@@ -78,7 +83,7 @@ impl Stack {
             &["mvcc-1", "mvcc-2"],
             &log,
             &nats.url,
-            "",
+            &options.mvcc_extra,
         )
         .await?;
         let mvcc: Vec<String> = replicas
@@ -122,7 +127,8 @@ impl Stack {
             edge,
             _turn: turn,
         };
-        stack.holder(Duration::from_secs(20)).await?;
+        let holder = stack.holder(Duration::from_secs(20)).await;
+        crate::with_process_output(stack.cluster.dir(), holder)?;
         Ok(stack)
     }
 

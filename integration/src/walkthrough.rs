@@ -6,18 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cairn_proto::etcdserverpb::kv_client::KvClient;
-use cairn_proto::etcdserverpb::RangeRequest;
-use tempfile::TempDir;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::{channel, eventually, free_port, tail_of};
-
-/// How long a fresh etcd may take to elect itself and serve.
-const ETCD_START_PATIENCE: Duration = Duration::from_secs(30);
+use crate::etcd::Etcd;
 
 /// The walkthrough script.
 pub fn script_path() -> PathBuf {
@@ -85,109 +78,11 @@ pub fn etcdctl_path() -> Result<PathBuf> {
     find_on_path("etcdctl").context("etcdctl not found; install Debian's etcd-client")
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-}
-
-/// A real etcd cluster on loopback, with free ports and its data in a
-/// temporary directory; killed when dropped.
-pub struct Etcd {
-    /// Where clients connect (the first member), `127.0.0.1:<port>`.
-    pub endpoint: String,
-    output: PathBuf,
-    _children: Vec<Child>,
-    _dir: TempDir,
-}
-
-impl Etcd {
-    /// One member, as the walkthrough's reference for clients.
-    pub async fn start() -> Result<Self> {
-        Self::start_cluster(1).await
-    }
-
-    /// `members` members, e.g. three to compare with a cairn cluster whose
-    /// log has three nodes. Returns once a linearizable read succeeds, which
-    /// needs a leader.
-    pub async fn start_cluster(members: usize) -> Result<Self> {
-        let binary =
-            find_on_path("etcd").context("etcd not found; install Debian's etcd-server")?;
-        let dir = tempfile::tempdir()?;
-        let mut urls = Vec::with_capacity(members);
-        for _ in 0..members {
-            urls.push((
-                format!("http://127.0.0.1:{}", free_port()?),
-                format!("http://127.0.0.1:{}", free_port()?),
-            ));
-        }
-        let initial_cluster = urls
-            .iter()
-            .enumerate()
-            .map(|(number, (_, peer_url))| format!("walkthrough-{number}={peer_url}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let output = dir.path().join("etcd-0.log");
-        let mut children = Vec::with_capacity(members);
-        for (number, (client_url, peer_url)) in urls.iter().enumerate() {
-            let log = std::fs::File::create(dir.path().join(format!("etcd-{number}.log")))?;
-            let mut command = Command::new(&binary);
-            command
-                .arg(format!("--name=walkthrough-{number}"))
-                .arg(format!(
-                    "--data-dir={}",
-                    dir.path().join(format!("data-{number}")).display()
-                ))
-                .arg(format!("--listen-client-urls={client_url}"))
-                .arg(format!("--advertise-client-urls={client_url}"))
-                .arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster={initial_cluster}"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .kill_on_drop(true);
-            // etcd reads ETCD_* as flags; the test's own must not leak in.
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("ETCD_") {
-                    command.env_remove(key);
-                }
-            }
-            children.push(command.spawn().context("starting etcd")?);
-        }
-        let Some((first_client_url, _)) = urls.first() else {
-            bail!("an etcd cluster needs at least one member");
-        };
-        let endpoint = first_client_url.trim_start_matches("http://").to_owned();
-        let etcd = Self {
-            endpoint,
-            output,
-            _children: children,
-            _dir: dir,
-        };
-        let kv = KvClient::new(channel(&etcd.endpoint)?);
-        let ready = eventually(ETCD_START_PATIENCE, "etcd to serve reads", || {
-            let mut kv = kv.clone();
-            async move {
-                let request = RangeRequest {
-                    key: b"walkthrough-ready".to_vec(),
-                    ..RangeRequest::default()
-                };
-                kv.range(request).await.ok()
-            }
-        })
-        .await;
-        if let Err(error) = ready {
-            bail!("{error}; etcd's log ends with:\n{}", etcd.output_tail(20));
-        }
-        Ok(etcd)
-    }
-
-    /// The last lines etcd logged, for failure messages.
-    pub fn output_tail(&self, lines: usize) -> String {
-        tail_of(&self.output, lines)
-    }
 }
 
 /// A line diff of two transcripts (`-` only in `expected`, `+` only in

@@ -4,7 +4,8 @@
 
 use anyhow::{ensure, Result};
 use cairn_integration::bin_path;
-use cairn_integration::walkthrough::{diff, etcd_transcript, run_walkthrough, Etcd};
+use cairn_integration::etcd::Etcd;
+use cairn_integration::walkthrough::{diff, etcd_transcript, run_walkthrough};
 
 /// Lines the reference transcript must contain, so that two runs that both
 /// went wrong the same way cannot pass as equal.

@@ -5,8 +5,9 @@
 
 use anyhow::{ensure, Result};
 use cairn_integration::bin_path;
+use cairn_integration::etcd::Etcd;
 use cairn_integration::stack::{Stack, StackOptions};
-use cairn_integration::walkthrough::{diff, etcdctl_path, run_walkthrough, Etcd};
+use cairn_integration::walkthrough::{diff, etcdctl_path, run_walkthrough};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_and_cairnctl_see_the_edge_as_etcdctl_sees_etcd() -> Result<()> {

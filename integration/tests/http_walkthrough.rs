@@ -3,8 +3,9 @@
 //! prints against a three-member etcd, byte for byte after the placeholders.
 
 use anyhow::{ensure, Result};
+use cairn_integration::etcd::Etcd;
 use cairn_integration::stack::{Stack, StackOptions};
-use cairn_integration::walkthrough::{diff, run_http_walkthrough, Etcd};
+use cairn_integration::walkthrough::{diff, run_http_walkthrough};
 
 /// Lines the reference transcript must contain, so that two runs that both
 /// went wrong the same way cannot pass as equal.
