@@ -21,6 +21,10 @@ test *flags: build
 e2e-compose: build
     integration/compose/e2e.sh "$CARGO_TARGET_DIR/debug"
 
+# Random faults against a whole cairn for DURATION (e.g. 10m) under a recorded workload, judged by the history checker; prints a summary table (CI runs 40 s of it).
+chaos duration="10m": build
+    CAIRNTEST_CHAOS_FOR={{duration}} cargo test -p cairn-integration --locked --test nemesis cairn_stays -- --nocapture
+
 # One crate's tests, e.g. `just test-crate cairn-log`.
 test-crate crate *flags: build
     cargo test -p {{crate}} --locked {{flags}}

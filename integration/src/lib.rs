@@ -141,6 +141,30 @@ pub fn with_process_output<T>(dir: &Path, outcome: Result<T>) -> Result<T> {
     })
 }
 
+/// A duration a test run can be given in the environment (`90s`, `10m`,
+/// `1h`, or plain seconds), so a recipe can run a long version of a test
+/// that CI runs short.
+pub fn duration_from_env(name: &str, default: Duration) -> Result<Duration> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(default);
+    };
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{name}={text}: expected e.g. 90s, 10m or 1h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => bail!("{name}={text}: the unit must be s, m or h"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 /// Sends `signal` (e.g. `-STOP`, `-CONT`) to a running child.
 pub fn signal_child(child: Option<&tokio::process::Child>, signal: &str, what: &str) -> Result<()> {
     let pid = child

@@ -70,6 +70,8 @@ pub struct Nemesis {
     started: Instant,
     /// One line per fault, with times since the start: printed when a check fails.
     pub log: Vec<String>,
+    /// How many times each kind of fault was put in force, e.g. "Kill the log leader".
+    pub counts: std::collections::BTreeMap<String, usize>,
 }
 
 impl Nemesis {
@@ -79,6 +81,7 @@ impl Nemesis {
             rng: StdRng::seed_from_u64(seed),
             started: Instant::now(),
             log: Vec::new(),
+            counts: std::collections::BTreeMap::new(),
         }
     }
 
@@ -90,6 +93,16 @@ impl Nemesis {
             let quiet = Duration::from_millis(self.rng.random_range(300..1500));
             tokio::time::sleep(quiet).await;
             let injected = system.inject(&mut self.rng).await?;
+            let kind = match injected.fault {
+                Fault::Delay(_) => "Delay",
+                Fault::Kill => "Kill",
+                Fault::Pause => "Pause",
+                Fault::Cut => "Cut",
+            };
+            *self
+                .counts
+                .entry(format!("{kind} {}", injected.role))
+                .or_default() += 1;
             self.note(format!(
                 "{:?} {} {:?}",
                 injected.fault, injected.role, injected.parts

@@ -60,6 +60,41 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// How many calls ended ok, failed and with an unknown outcome.
+    pub fn outcomes(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for operation in &self.operations {
+            match operation.outcome {
+                Outcome::Ok(_) => counts.0 += 1,
+                Outcome::Failed => counts.1 += 1,
+                Outcome::Unknown => counts.2 += 1,
+            }
+        }
+        counts
+    }
+
+    /// Availability as a client sees it: the share of the run's whole seconds
+    /// in which at least one write was acknowledged.
+    pub fn write_availability(&self) -> f64 {
+        let acknowledged: std::collections::BTreeSet<u64> = self
+            .operations
+            .iter()
+            .filter(|operation| !matches!(operation.op, Op::Get { .. }))
+            .filter(|operation| matches!(operation.outcome, Outcome::Ok(_)))
+            .filter_map(|operation| operation.completed.map(|at| at.as_secs()))
+            .collect();
+        let seconds = self
+            .operations
+            .iter()
+            .filter_map(|operation| operation.completed.or(Some(operation.invoked)))
+            .max()
+            .map_or(0, |last| last.as_secs() + 1);
+        if seconds == 0 {
+            return 0.0;
+        }
+        acknowledged.len() as f64 / seconds as f64
+    }
+
     /// Marks every write with an unknown outcome that the watcher never saw
     /// as one that did not happen. The watcher's record is checked to hold
     /// every acknowledged write and nothing else, so this only narrows the

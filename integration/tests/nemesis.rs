@@ -5,7 +5,9 @@
 //! harness passes against a real etcd cluster under its own faults, and
 //! fails against a cairn deliberately broken to serve stale reads.
 //!
-//! `CAIRNTEST_SEED` replays a run's choices.
+//! `CAIRNTEST_SEED` replays a run's choices; `CAIRNTEST_CHAOS_FOR` (e.g.
+//! `10m`, what `just chaos 10m` sets) runs the cairn test longer than CI's
+//! 40 s, and every run prints a summary table.
 
 use std::time::Duration;
 
@@ -15,10 +17,10 @@ use cairn_integration::etcd::Etcd;
 use cairn_integration::log_cluster::LogClusterOptions;
 use cairn_integration::nemesis::{seed, Faulty, Nemesis};
 use cairn_integration::stack::{Stack, StackOptions};
-use cairn_integration::with_process_output;
-use cairn_integration::workload::{Workload, WorkloadOptions};
+use cairn_integration::workload::{Recorded, Workload, WorkloadOptions};
+use cairn_integration::{duration_from_env, with_process_output};
 
-/// How long the faults go on.
+/// How long the faults go on unless `CAIRNTEST_CHAOS_FOR` says otherwise.
 const FAULTS_FOR: Duration = Duration::from_secs(40);
 /// How long the store may take, after the last fault, to answer the final
 /// reads and bring the watcher to the last revision.
@@ -30,7 +32,7 @@ async fn run_under_faults<S: Faulty>(
     system: &mut S,
     endpoints: &[String],
     faults_for: Duration,
-) -> Result<(Report, Vec<String>)> {
+) -> Result<(Report, String)> {
     let seed = seed();
     let options = WorkloadOptions {
         seed,
@@ -42,6 +44,7 @@ async fn run_under_faults<S: Faulty>(
     let recorded = workload.finish(SETTLE_PATIENCE).await;
     faults?;
     let mut recorded = recorded?;
+    let outcomes = recorded.outcomes();
     recorded.settle_unseen_writes();
     let report = check(
         &recorded.operations,
@@ -51,7 +54,35 @@ async fn run_under_faults<S: Faulty>(
             ..CheckOptions::default()
         },
     );
-    Ok((report, nemesis.log))
+    let summary = summary(&report, &recorded, outcomes, &nemesis, faults_for);
+    Ok((report, summary))
+}
+
+/// The run in two tables: what the clients saw, and which faults they saw it under.
+fn summary(
+    report: &Report,
+    recorded: &Recorded,
+    (ok, failed, unknown): (usize, usize, usize),
+    nemesis: &Nemesis,
+    faults_for: Duration,
+) -> String {
+    let mut table = format!(
+        "| faults for | calls | ok | failed | unknown outcome | watch events | violations | undecided keys | seconds with an acknowledged write |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
+         | {:?} | {} | {ok} | {failed} | {unknown} | {} | {} | {} | {:.1} % |\n\n\
+         | fault | times |\n|---|---|\n",
+        faults_for,
+        recorded.operations.len(),
+        recorded.events.len(),
+        report.violations.len(),
+        report.undecided.len(),
+        100.0 * recorded.write_availability(),
+    );
+    for (kind, times) in &nemesis.counts {
+        table.push_str(&format!("| {kind} | {times} |\n"));
+    }
+    table.push_str(&format!("\nfaults in order:\n{}", nemesis.log.join("\n")));
+    table
 }
 
 fn relayed_stack(mvcc_extra: &str) -> StackOptions {
@@ -71,13 +102,10 @@ async fn cairn_stays_linearizable_and_its_watch_whole_under_random_faults() -> R
     let dir = stack.cluster.dir().to_owned();
     let endpoints = vec![stack.edge.addr.clone()];
     let outcome = async {
-        let (report, faults) = run_under_faults(&mut stack, &endpoints, FAULTS_FOR).await?;
-        eprintln!("{report}\nfaults:\n{}", faults.join("\n"));
-        ensure!(
-            report.passed(),
-            "{report}\n\nfaults:\n{}",
-            faults.join("\n")
-        );
+        let faults_for = duration_from_env("CAIRNTEST_CHAOS_FOR", FAULTS_FOR)?;
+        let (report, summary) = run_under_faults(&mut stack, &endpoints, faults_for).await?;
+        eprintln!("{report}\n\n{summary}");
+        ensure!(report.passed(), "{report}\n\n{summary}");
         Ok(())
     }
     .await;
@@ -88,12 +116,11 @@ async fn cairn_stays_linearizable_and_its_watch_whole_under_random_faults() -> R
 async fn a_real_etcd_passes_the_same_checker_under_kills_and_pauses() -> Result<()> {
     let mut etcd = Etcd::start_cluster(3).await?;
     let endpoints = etcd.endpoints();
-    let (report, faults) = run_under_faults(&mut etcd, &endpoints, FAULTS_FOR / 2).await?;
-    eprintln!("{report}\nfaults:\n{}", faults.join("\n"));
+    let (report, summary) = run_under_faults(&mut etcd, &endpoints, FAULTS_FOR / 2).await?;
+    eprintln!("{report}\n\n{summary}");
     ensure!(
         report.passed(),
-        "{report}\n\nfaults:\n{}\n\netcd's log ends with:\n{}",
-        faults.join("\n"),
+        "{report}\n\n{summary}\n\netcd's log ends with:\n{}",
         etcd.output_tail(30)
     );
     Ok(())
@@ -106,11 +133,10 @@ async fn the_checker_catches_a_cairn_that_answers_linearizable_reads_without_a_r
     let dir = stack.cluster.dir().to_owned();
     let endpoints = vec![stack.edge.addr.clone()];
     let outcome = async {
-        let (report, faults) = run_under_faults(&mut stack, &endpoints, FAULTS_FOR / 2).await?;
+        let (report, summary) = run_under_faults(&mut stack, &endpoints, FAULTS_FOR / 2).await?;
         ensure!(
             !report.passed(),
-            "stale reads went unnoticed:\n{report}\n\nfaults:\n{}",
-            faults.join("\n")
+            "stale reads went unnoticed:\n{report}\n\n{summary}"
         );
         eprintln!("caught, as it should be:\n{report}");
         Ok(())
