@@ -43,12 +43,20 @@ fix:
     cargo clippy --workspace --all-targets --fix --allow-dirty --allow-staged
     cargo fmt --all
 
-# Starts a local cluster in the background and returns when it is ready: `just dev release` runs release binaries (for trying cairn out or measuring it; several times faster), `just dev` debug ones (what the tests run).
+# Starts a local cluster in the background and returns when it is ready: `just dev release` runs release binaries (for trying cairn out or measuring it; several times faster), `just dev` debug ones (what the tests run). `CAIRN_DEV_LOG_NODES=5 just dev` (or `just dev-5`) runs five log nodes instead of three (1 also works).
 dev profile="debug":
     if [ "{{profile}}" = release ]; then cargo build --release --locked --bins; \
     elif [ "{{profile}}" = debug ]; then cargo build --workspace --bins --locked; \
     else echo "just dev [debug|release]" >&2; exit 2; fi
     deploy/local/dev.sh up "$CARGO_TARGET_DIR/{{profile}}"
+
+# `just dev` with five log nodes (127.0.0.1:7001-7005): two can be lost.
+dev-5 profile="debug":
+    CAIRN_DEV_LOG_NODES=5 just dev {{profile}}
+
+# One more mvcc replica in the running `just dev` cluster (127.0.0.1:7103, then 7104, ...), copying a peer's store if the log has purged what it needs; then the lease instances, watch gateways and the edge restart one at a time to use it.
+dev-add-replica:
+    deploy/local/dev.sh add-replica
 
 # Stops what `just dev` started.
 dev-down:
