@@ -21,9 +21,9 @@ test *flags: build
 e2e-compose: build
     integration/compose/e2e.sh "$CARGO_TARGET_DIR/debug"
 
-# Random faults against a whole cairn for DURATION (e.g. 10m) under a recorded workload, judged by the history checker; prints a summary table (CI runs 40 s of it).
-chaos duration="10m": build
-    CAIRNTEST_CHAOS_FOR={{duration}} cargo test -p cairn-integration --locked --test nemesis cairn_stays -- --nocapture
+# Random faults against a whole cairn (3 or 5 log nodes) for DURATION (e.g. 10m) under a recorded workload, judged by the history checker; prints a summary table (CI runs 40 s of it).
+chaos duration="10m" log_nodes="3": build
+    CAIRNTEST_CHAOS_FOR={{duration}} CAIRNTEST_LOG_NODES={{log_nodes}} cargo test -p cairn-integration --locked --test nemesis cairn_stays -- --nocapture
 
 # One crate's tests, e.g. `just test-crate cairn-log`.
 test-crate crate *flags: build

@@ -7,7 +7,8 @@
 //!
 //! `CAIRNTEST_SEED` replays a run's choices; `CAIRNTEST_CHAOS_FOR` (e.g.
 //! `10m`, what `just chaos 10m` sets) runs the cairn test longer than CI's
-//! 40 s, and every run prints a summary table.
+//! 40 s, `CAIRNTEST_LOG_NODES=5` gives the log five nodes (the nemesis then
+//! kills two at once as its minority), and every run prints a summary table.
 
 use std::time::Duration;
 
@@ -85,20 +86,29 @@ fn summary(
     table
 }
 
-fn relayed_stack(mvcc_extra: &str) -> StackOptions {
-    StackOptions {
+/// A stack whose log nodes sit behind relays; `CAIRNTEST_LOG_NODES` (3 or
+/// 5) sets how many.
+fn relayed_stack(mvcc_extra: &str) -> Result<StackOptions> {
+    let nodes = match std::env::var("CAIRNTEST_LOG_NODES") {
+        Ok(nodes) => nodes
+            .parse()
+            .map_err(|_| anyhow::anyhow!("CAIRNTEST_LOG_NODES={nodes}: expected 3 or 5"))?,
+        Err(_) => 3,
+    };
+    Ok(StackOptions {
         log: LogClusterOptions {
+            nodes,
             relays: true,
             ..LogClusterOptions::default()
         },
         mvcc_extra: mvcc_extra.to_owned(),
         ..StackOptions::default()
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_stays_linearizable_and_its_watch_whole_under_random_faults() -> Result<()> {
-    let mut stack = Stack::start(relayed_stack("")).await?;
+    let mut stack = Stack::start(relayed_stack("")?).await?;
     let dir = stack.cluster.dir().to_owned();
     let endpoints = vec![stack.edge.addr.clone()];
     let outcome = async {
@@ -129,7 +139,7 @@ async fn a_real_etcd_passes_the_same_checker_under_kills_and_pauses() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_a_cairn_that_answers_linearizable_reads_without_a_read_index(
 ) -> Result<()> {
-    let mut stack = Stack::start(relayed_stack("[testing]\nskip_read_index = true\n")).await?;
+    let mut stack = Stack::start(relayed_stack("[testing]\nskip_read_index = true\n")?).await?;
     let dir = stack.cluster.dir().to_owned();
     let endpoints = vec![stack.edge.addr.clone()];
     let outcome = async {
