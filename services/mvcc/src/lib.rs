@@ -19,6 +19,7 @@
 //!   `gate`: the refusals it answers until then.
 
 mod api;
+pub mod bbolt;
 mod error;
 mod gate;
 mod housekeeping;
