@@ -23,8 +23,19 @@
 //! - unknown operations with the same effect are interchangeable, so of
 //!   those that could go next only the one invoked last is tried: the
 //!   earlier ones can go anywhere it could.
+//!
+//! Remembered configurations are kept small so that long histories fit in
+//! memory; see [`MemoKey`] and [`UnknownSets`]. Each is an exact encoding of
+//! the configuration (nothing is hashed away), so the search visits exactly
+//! the configurations, in exactly the order, it would with plain bit sets.
+//! Entries are never dropped, not even those below the watermark: a
+//! depth-first search backtracks below any watermark it has passed (all the
+//! way to the start when no order fits), and it is the entries there that
+//! keep a failing search from exploring the same configurations again.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::{describe, seconds, shown, Answer, Op, Operation, Outcome};
@@ -164,44 +175,202 @@ impl Bits {
         self.0[bit / 64] & (1 << (bit % 64)) != 0
     }
 
-    fn is_subset_of(&self, other: &Bits) -> bool {
-        self.0
-            .iter()
-            .zip(&other.0)
-            .all(|(mine, theirs)| mine & !theirs == 0)
-    }
-
-    /// A compact form of a set that is mostly a full prefix: the number of
-    /// leading full words, then the rest without trailing empty words.
-    fn prefix_compressed(&self) -> (u32, Box<[u64]>) {
-        let full = self.0.iter().take_while(|word| **word == u64::MAX).count();
-        let rest = &self.0[full..];
-        let used = rest.len() - rest.iter().rev().take_while(|word| **word == 0).count();
-        (full as u32, rest[..used].into())
+    /// The `len` (at most 64) bits from `start` on, as the low bits of a word;
+    /// bits past the end read as empty.
+    fn word_at(&self, start: usize, len: usize) -> u64 {
+        let (index, shift) = (start / 64, start % 64);
+        let word = |index: usize| self.0.get(index).copied().unwrap_or(0);
+        let mut bits = word(index) >> shift;
+        if shift > 0 {
+            bits |= word(index + 1) << (64 - shift);
+        }
+        if len < 64 {
+            bits &= (1 << len) - 1;
+        }
+        bits
     }
 }
 
-/// The part of a configuration that must match exactly for one to stand for another.
+/// The acknowledged operations placed above the watermark, one bit each from
+/// the operation just after it. Its highest bit is always set (it is the
+/// highest operation placed), so the length is a function of the set and the
+/// inline form is used exactly when it fits: equal sets have equal forms.
+#[derive(PartialEq, Eq, Hash)]
+enum Window {
+    Inline([u64; 2]),
+    Spilled(Box<[u64]>),
+}
+
+/// The part of a configuration that must match exactly for one to stand for
+/// another: the register and which acknowledged operations are placed.
+///
+/// Acknowledged operations are numbered by invocation, and every one below
+/// `watermark` (the first one not placed) is placed, so the set is the
+/// watermark plus the window above it. The window stays short: an operation
+/// is only placed while it was invoked before every completion still to
+/// place, the watermark's included, so everything placed above the watermark
+/// was invoked while the watermark's operation was in flight. Only an
+/// operation in flight across more than 128 others spills to the heap.
 #[derive(PartialEq, Eq, Hash)]
 struct MemoKey {
-    full_words: u32,
-    rest: Box<[u64]>,
+    watermark: u32,
     state: ValueId,
+    window: Window,
+}
+
+impl MemoKey {
+    /// The key for `placed` (the acknowledged operations placed), where
+    /// `watermark` is the first not placed and `highest` one past the last placed.
+    fn new(placed: &Bits, watermark: usize, highest: usize, state: ValueId) -> Self {
+        let start = watermark + 1;
+        let len = highest.saturating_sub(start);
+        let window = if len <= 128 {
+            Window::Inline([
+                placed.word_at(start, len.min(64)),
+                placed.word_at(start + 64, len.saturating_sub(64)),
+            ])
+        } else {
+            let words = (0..len.div_ceil(64))
+                .map(|word| placed.word_at(start + 64 * word, (len - 64 * word).min(64)))
+                .collect();
+            Window::Spilled(words)
+        };
+        MemoKey {
+            watermark: watermark as u32,
+            state,
+            window,
+        }
+    }
+}
+
+/// Which set of unknown operations is placed, as an index into [`UnknownSets`].
+type SetId = u32;
+
+/// Every set of placed unknown operations the search has had, each stored
+/// once and named by a number, so that a remembered configuration costs four
+/// bytes for it instead of a bit per unknown operation. Sets are looked up by
+/// their full contents, so two ids are equal exactly when the sets are.
+struct UnknownSets {
+    sets: Vec<Rc<[u64]>>,
+    ids: HashMap<Rc<[u64]>, SetId, FastHash>,
+}
+
+impl UnknownSets {
+    /// Starts with the empty set of `len` operations as id 0.
+    fn new(len: usize) -> Self {
+        let mut sets = UnknownSets {
+            sets: Vec::new(),
+            ids: HashMap::default(),
+        };
+        sets.intern(&Bits::new(len));
+        sets
+    }
+
+    /// The id of `set`, new if it was never seen.
+    fn intern(&mut self, set: &Bits) -> SetId {
+        if let Some(&id) = self.ids.get(&set.0[..]) {
+            return id;
+        }
+        let id = self.sets.len() as SetId;
+        let stored: Rc<[u64]> = set.0.as_slice().into();
+        self.sets.push(Rc::clone(&stored));
+        self.ids.insert(stored, id);
+        id
+    }
+
+    /// Whether set `mine` is a subset of set `theirs`.
+    fn is_subset(&self, mine: SetId, theirs: SetId) -> bool {
+        mine == theirs
+            || self.sets[mine as usize]
+                .iter()
+                .zip(self.sets[theirs as usize].iter())
+                .all(|(mine, theirs)| mine & !theirs == 0)
+    }
 }
 
 /// The rest of a visited configuration: the unknown operations placed, and
 /// whether the last operation placed was unknown.
+#[derive(Clone, Copy)]
 struct Visited {
-    unknown: Bits,
+    unknown: SetId,
     after_unknown: bool,
 }
 
 impl Visited {
     /// Whether every way to go on from `other` is open from here too.
-    fn covers(&self, other: &Visited) -> bool {
-        self.unknown.is_subset_of(&other.unknown) && (!self.after_unknown || other.after_unknown)
+    fn covers(&self, other: &Visited, sets: &UnknownSets) -> bool {
+        sets.is_subset(self.unknown, other.unknown) && (!self.after_unknown || other.after_unknown)
     }
 }
+
+/// The visited configurations under one [`MemoKey`], none covering another.
+/// Almost always there is one, so it is kept inline and the rest (an empty
+/// slice allocates nothing) costs a pointer and a length.
+struct Visits {
+    first: Visited,
+    more: Box<[Visited]>,
+}
+
+impl Visits {
+    fn iter(&self) -> impl Iterator<Item = &Visited> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
+    /// Adds `visiting` (covered by none of these), dropping what it covers.
+    fn add(&mut self, visiting: Visited, sets: &UnknownSets) {
+        let mut kept: Vec<Visited> = self
+            .iter()
+            .filter(|visited| !visiting.covers(visited, sets))
+            .copied()
+            .collect();
+        kept.push(visiting);
+        self.first = kept.swap_remove(0);
+        self.more = kept.into();
+    }
+}
+
+/// A multiply-and-rotate hash for the memo's small integer keys: much faster
+/// than the default, and as the maps compare keys in full a poor spread could
+/// only cost time, never a wrong answer.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u8(&mut self, word: u8) {
+        self.write_u64(word.into());
+    }
+
+    fn write_u32(&mut self, word: u32) {
+        self.write_u64(word.into());
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn write_u128(&mut self, word: u128) {
+        self.write_u64(word as u64);
+        self.write_u64((word >> 64) as u64);
+    }
+}
+
+type FastHash = BuildHasherDefault<FastHasher>;
 
 /// An operation placed on the current path, with the register before it.
 struct Placed {
@@ -210,6 +379,10 @@ struct Placed {
     /// Placed as the one operation to try here (it leaves the register as it
     /// was), so once it is taken back there is nothing else to try here either.
     only_choice: bool,
+    /// What `place` changed besides the register, to restore on `take_back`.
+    unknown_before: SetId,
+    watermark_before: usize,
+    highest_before: usize,
 }
 
 /// Where the search got furthest, kept to explain a failure.
@@ -243,15 +416,27 @@ struct Search<'a> {
     /// For each unknown operation, the next one invoked with the same effect.
     same_effect_later: Vec<Option<usize>>,
     placed_acknowledged: Bits,
+    /// The first acknowledged operation not placed.
+    watermark: usize,
+    /// One past the highest acknowledged operation placed.
+    highest: usize,
     placed_unknown: Bits,
+    /// `placed_unknown`'s id in `unknown_sets`.
+    unknown_set: SetId,
+    unknown_sets: UnknownSets,
     acknowledged_placed: usize,
-    /// Values needed by what may go next; see `note_wanted`.
-    wanted: Vec<ValueId>,
+    /// Values needed by what may go next; see `note_wanted`. As a set over
+    /// value ids, since every unknown operation scanned asks it.
+    wanted: Bits,
+    /// The values in `wanted`, to empty it without going over every bit.
+    wanted_list: Vec<ValueId>,
     wanted_anything_else: bool,
-    memo: HashMap<MemoKey, Vec<Visited>>,
+    memo: HashMap<MemoKey, Visits, FastHash>,
     state: ValueId,
     path: Vec<Placed>,
     furthest: Furthest,
+    /// How many operations `furthest.path` starts with that are `path`'s too.
+    furthest_shared: usize,
 }
 
 /// Searches one key's operations (indices into `history`, all on one key, none
@@ -282,6 +467,63 @@ pub(super) fn check_key(history: &[Operation], indices: &[usize], budget: u64) -
     (verdict, steps)
 }
 
+/// What remembering the visited configurations cost, for tests to report.
+#[cfg(test)]
+#[derive(Debug)]
+pub(super) struct Footprint {
+    pub steps: u64,
+    /// Remembered configurations, and the keys they are filed under.
+    pub configurations: usize,
+    pub keys: usize,
+    /// Distinct sets of placed unknown operations.
+    pub unknown_sets: usize,
+    /// Bytes held by the memo and the sets, tables' spare room included.
+    pub bytes: usize,
+}
+
+/// Searches a one-key history as [`super::check`] would and measures the
+/// memo once done; it only grows, so that is its peak.
+#[cfg(test)]
+pub(super) fn footprint(history: &[Operation], budget: u64) -> Footprint {
+    use std::mem::size_of;
+    let indices: Vec<usize> = (0..history.len())
+        .filter(
+            |&index| match (&history[index].op, &history[index].outcome) {
+                (_, Outcome::Failed) | (Op::Get { .. }, Outcome::Unknown) => false,
+                (_, Outcome::Ok(_)) | (_, Outcome::Unknown) => true,
+            },
+        )
+        .collect();
+    let (candidates, acknowledged) = candidates(history, &indices);
+    let mut search = Search::new(&candidates, acknowledged);
+    let (_, steps) = search.run(budget);
+    let memo = &search.memo;
+    let sets = &search.unknown_sets;
+    let heap: usize = memo
+        .iter()
+        .map(|(key, visits)| {
+            let spilled = match &key.window {
+                Window::Inline(_) => 0,
+                Window::Spilled(words) => words.len() * size_of::<u64>(),
+            };
+            spilled + visits.more.len() * size_of::<Visited>()
+        })
+        .sum();
+    let set_words = sets.sets.first().map_or(0, |set| set.len());
+    Footprint {
+        steps,
+        configurations: memo.values().map(|visits| visits.iter().count()).sum(),
+        keys: memo.len(),
+        unknown_sets: sets.sets.len(),
+        bytes: memo.capacity() * (size_of::<(MemoKey, Visits)>() + 1)
+            + heap
+            // Each set: its words and the two counts of its `Rc`, one
+            // pointer in `sets`, one slot in `ids`.
+            + sets.sets.len() * (set_words * 8 + 16 + size_of::<Rc<[u64]>>())
+            + sets.ids.capacity() * (size_of::<(Rc<[u64]>, SetId)>() + 1),
+    }
+}
+
 impl<'a> Search<'a> {
     fn new(candidates: &'a [Candidate], acknowledged: usize) -> Self {
         let mut order: Vec<(Duration, bool, usize)> = Vec::with_capacity(2 * acknowledged);
@@ -310,18 +552,26 @@ impl<'a> Search<'a> {
 
         let placed_acknowledged = Bits::new(acknowledged);
         let placed_unknown = Bits::new(unknown);
-        let mut memo = HashMap::new();
-        let (full_words, rest) = placed_acknowledged.prefix_compressed();
+        let unknown_sets = UnknownSets::new(unknown);
+        let values = candidates
+            .iter()
+            .map(|candidate| match candidate.effect {
+                Effect::Write(value) | Effect::Read(value) => value,
+                Effect::CompareAndWrite { expect, value } => expect.max(value),
+                Effect::CompareRefused { expect } => expect,
+            })
+            .max()
+            .map_or(0, |value| value as usize + 1);
+        let mut memo = HashMap::default();
         memo.insert(
-            MemoKey {
-                full_words,
-                rest,
-                state: ABSENT,
+            MemoKey::new(&placed_acknowledged, 0, 0, ABSENT),
+            Visits {
+                first: Visited {
+                    unknown: 0,
+                    after_unknown: false,
+                },
+                more: Box::default(),
             },
-            vec![Visited {
-                unknown: placed_unknown.clone(),
-                after_unknown: false,
-            }],
         );
         Search {
             candidates,
@@ -330,9 +580,14 @@ impl<'a> Search<'a> {
             unknown_events,
             same_effect_later,
             placed_acknowledged,
+            watermark: 0,
+            highest: 0,
             placed_unknown,
+            unknown_set: 0,
+            unknown_sets,
             acknowledged_placed: 0,
-            wanted: Vec::new(),
+            wanted: Bits::new(values),
+            wanted_list: Vec::new(),
             wanted_anything_else: false,
             memo,
             state: ABSENT,
@@ -342,6 +597,7 @@ impl<'a> Search<'a> {
                 path: Vec::new(),
                 state: ABSENT,
             },
+            furthest_shared: 0,
         }
     }
 
@@ -473,7 +729,10 @@ impl<'a> Search<'a> {
     /// that only unknown operations leaving one of them are tried. Called
     /// only where no read or refused transaction fits.
     fn note_wanted(&mut self, deadline: Duration) {
-        self.wanted.clear();
+        for &value in &self.wanted_list {
+            self.wanted.clear(value as usize);
+        }
+        self.wanted_list.clear();
         self.wanted_anything_else = false;
         let mut node = self.acknowledged_events.next[HEAD];
         while node != NIL {
@@ -483,7 +742,7 @@ impl<'a> Search<'a> {
             }
             match self.candidates[op].effect {
                 Effect::Read(value) | Effect::CompareAndWrite { expect: value, .. } => {
-                    self.wanted.push(value)
+                    self.want(value)
                 }
                 // It does not fit, so the register holds what it expects.
                 Effect::CompareRefused { .. } => self.wanted_anything_else = true,
@@ -498,9 +757,17 @@ impl<'a> Search<'a> {
                 break;
             }
             if let Effect::CompareAndWrite { expect, .. } = candidate.effect {
-                self.wanted.push(expect);
+                self.want(expect);
             }
             node = self.unknown_events.next[node];
+        }
+    }
+
+    /// Adds `value` to `wanted`.
+    fn want(&mut self, value: ValueId) {
+        if !self.wanted.contains(value as usize) {
+            self.wanted.set(value as usize);
+            self.wanted_list.push(value);
         }
     }
 
@@ -509,7 +776,7 @@ impl<'a> Search<'a> {
     fn helps(&self, op: usize) -> bool {
         match self.candidates[op].effect.apply(self.state) {
             Some(value) if value != self.state => {
-                self.wanted_anything_else || self.wanted.contains(&value)
+                self.wanted_anything_else || self.wanted.contains(value as usize)
             }
             _ => false,
         }
@@ -531,40 +798,62 @@ impl<'a> Search<'a> {
             return false;
         };
         let is_unknown = op >= self.acknowledged;
-        if is_unknown {
-            self.placed_unknown.set(op - self.acknowledged);
-        } else {
-            self.placed_acknowledged.set(op);
-        }
-        let visiting = Visited {
-            unknown: self.placed_unknown.clone(),
-            after_unknown: is_unknown,
-        };
-        let (full_words, rest) = self.placed_acknowledged.prefix_compressed();
-        let seen = self
-            .memo
-            .entry(MemoKey {
-                full_words,
-                rest,
-                state: after,
-            })
-            .or_default();
-        if seen.iter().any(|visited| visited.covers(&visiting)) {
-            if is_unknown {
-                self.placed_unknown.clear(op - self.acknowledged);
-            } else {
-                self.placed_acknowledged.clear(op);
-            }
-            return false;
-        }
-        seen.retain(|visited| !visiting.covers(visited));
-        seen.push(visiting);
-
-        self.path.push(Placed {
+        let placed = Placed {
             op,
             state_before: self.state,
             only_choice,
-        });
+            unknown_before: self.unknown_set,
+            watermark_before: self.watermark,
+            highest_before: self.highest,
+        };
+        if is_unknown {
+            self.placed_unknown.set(op - self.acknowledged);
+            self.unknown_set = self.unknown_sets.intern(&self.placed_unknown);
+        } else {
+            self.placed_acknowledged.set(op);
+            self.highest = self.highest.max(op + 1);
+            while self.watermark < self.acknowledged
+                && self.placed_acknowledged.contains(self.watermark)
+            {
+                self.watermark += 1;
+            }
+        }
+        let visiting = Visited {
+            unknown: self.unknown_set,
+            after_unknown: is_unknown,
+        };
+        let key = MemoKey::new(
+            &self.placed_acknowledged,
+            self.watermark,
+            self.highest,
+            after,
+        );
+        let sets = &self.unknown_sets;
+        let fresh = match self.memo.entry(key) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(Visits {
+                    first: visiting,
+                    more: Box::default(),
+                });
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(mut seen) => {
+                let covered = seen
+                    .get()
+                    .iter()
+                    .any(|visited| visited.covers(&visiting, sets));
+                if !covered {
+                    seen.get_mut().add(visiting, sets);
+                }
+                !covered
+            }
+        };
+        if !fresh {
+            self.unplace(&placed);
+            return false;
+        }
+
+        self.path.push(placed);
         self.state = after;
         if is_unknown {
             self.unknown_events.unlink(1 + op - self.acknowledged);
@@ -573,14 +862,32 @@ impl<'a> Search<'a> {
             self.acknowledged_events.unlink(return_node(op));
             self.acknowledged_placed += 1;
             if self.acknowledged_placed > self.furthest.acknowledged_placed {
-                self.furthest = Furthest {
-                    acknowledged_placed: self.acknowledged_placed,
-                    path: self.path.iter().map(|placed| placed.op).collect(),
-                    state: self.state,
-                };
+                // Copy only what changed since, not the whole path each time.
+                let furthest = &mut self.furthest;
+                furthest.acknowledged_placed = self.acknowledged_placed;
+                furthest.path.truncate(self.furthest_shared);
+                furthest.path.extend(
+                    self.path[self.furthest_shared..]
+                        .iter()
+                        .map(|placed| placed.op),
+                );
+                furthest.state = self.state;
+                self.furthest_shared = self.path.len();
             }
         }
         true
+    }
+
+    /// Restores the placed sets to before `placed` was placed.
+    fn unplace(&mut self, placed: &Placed) {
+        if placed.op >= self.acknowledged {
+            self.placed_unknown.clear(placed.op - self.acknowledged);
+        } else {
+            self.placed_acknowledged.clear(placed.op);
+        }
+        self.unknown_set = placed.unknown_before;
+        self.watermark = placed.watermark_before;
+        self.highest = placed.highest_before;
     }
 
     /// Undoes the last `place`.
@@ -589,14 +896,14 @@ impl<'a> Search<'a> {
         let op = placed.op;
         if op >= self.acknowledged {
             self.unknown_events.relink(1 + op - self.acknowledged);
-            self.placed_unknown.clear(op - self.acknowledged);
         } else {
             self.acknowledged_events.relink(return_node(op));
             self.acknowledged_events.relink(call_node(op));
-            self.placed_acknowledged.clear(op);
             self.acknowledged_placed -= 1;
         }
+        self.unplace(&placed);
         self.state = placed.state_before;
+        self.furthest_shared = self.furthest_shared.min(self.path.len());
         Some(placed)
     }
 }
