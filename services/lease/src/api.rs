@@ -116,6 +116,37 @@ impl LeaseApi {
 }
 
 /// `message` marked as forwarded, so it is never forwarded twice.
+/// Where a stream of requests failed, once it has.
+type Failure = Arc<Mutex<Option<Status>>>;
+
+/// The requests of a stream up to the first failure (a message that does not
+/// decode), which is kept for [`then_failure`].
+fn until_failure<T>(
+    requests: impl Stream<Item = Result<T, Status>>,
+) -> (impl Stream<Item = T>, Failure) {
+    let failure = Failure::default();
+    let seen = failure.clone();
+    let requests = requests.scan((), move |(), request| {
+        std::future::ready(match request {
+            Ok(request) => Some(request),
+            Err(status) => {
+                *seen.lock() = Some(status);
+                None
+            }
+        })
+    });
+    (requests, failure)
+}
+
+/// `answers`, then the requests' failure, if they failed.
+fn then_failure<T>(
+    answers: impl Stream<Item = Result<T, Status>>,
+    failure: Failure,
+) -> impl Stream<Item = Result<T, Status>> {
+    let last = futures::stream::once(async move { failure.lock().take() });
+    answers.chain(last.filter_map(|failed| std::future::ready(failed.map(Err))))
+}
+
 fn forwarded<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     metadata::set_forwards(request.metadata_mut(), 1);
@@ -200,13 +231,14 @@ impl Lease for LeaseApi {
                 self.keep_alive_here(active, request.into_inner()),
             ))),
             Route::There(mut holder) => {
-                // Requests go on to the holder until the caller stops sending.
-                let requests = request
-                    .into_inner()
-                    .take_while(|request| std::future::ready(request.is_ok()))
-                    .filter_map(|request| std::future::ready(request.ok()));
+                // Requests go on to the holder until the caller stops sending;
+                // one that does not decode ends the answers with its status.
+                let (requests, failure) = until_failure(request.into_inner());
                 let answers = holder.lease_keep_alive(forwarded(requests)).await?;
-                Ok(Response::new(Box::pin(answers.into_inner())))
+                Ok(Response::new(Box::pin(then_failure(
+                    answers.into_inner(),
+                    failure,
+                ))))
             }
         }
     }
@@ -286,7 +318,17 @@ impl LeaseApi {
         let header = self.header();
         let instance = self.instance.clone();
         tokio::spawn(async move {
-            while let Ok(Some(request)) = requests.message().await {
+            loop {
+                let request = match requests.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => break,
+                    // A request that does not decode ends the stream with
+                    // gRPC's status, as etcd's does, not with a silent OK.
+                    Err(status) => {
+                        let _ = answers.send(Err(status)).await;
+                        break;
+                    }
+                };
                 let active = active.clone();
                 let answers = answers.clone();
                 let mut header = header;
@@ -308,5 +350,37 @@ impl LeaseApi {
             }
         });
         ReceiverStream::new(answered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_forwarded_keep_alive_stream_whose_request_does_not_decode_ends_with_that_status() {
+        let requests = futures::stream::iter([
+            Ok(1),
+            Err(Status::internal("failed to decode Protobuf message")),
+            Ok(2),
+        ]);
+        let (passed, failure) = until_failure(requests);
+        let passed: Vec<i64> = passed.collect().await;
+        assert_eq!(passed, vec![1]);
+        let answers = futures::stream::iter([Ok::<i64, Status>(10)]);
+        let answered: Vec<Result<i64, Status>> = then_failure(answers, failure).collect().await;
+        assert_eq!(answered.len(), 2);
+        assert!(matches!(answered[0], Ok(10)));
+        assert!(matches!(&answered[1], Err(status) if status.code() == Code::Internal));
+
+        let (passed, failure) = until_failure(futures::stream::iter([Ok::<i64, Status>(1)]));
+        assert_eq!(passed.collect::<Vec<_>>().await, vec![1]);
+        let answers = futures::stream::iter([Ok::<i64, Status>(10)]);
+        let answered: Vec<_> = then_failure(answers, failure).collect().await;
+        assert_eq!(
+            answered.len(),
+            1,
+            "a stream that only ends ends with no error"
+        );
     }
 }

@@ -157,7 +157,13 @@ impl WatchStream {
                         sending = false;
                         Ok(())
                     }
-                    Err(_) => Err(Gone),
+                    // A request that does not decode (or a broken request
+                    // body) ends the stream with gRPC's status, as etcd's
+                    // does, not with a silent OK.
+                    Err(status) => {
+                        let _ = self.out.fail(status).await;
+                        Err(Gone)
+                    }
                 },
                 changed = latest.changed() => changed.map_err(|_| Gone),
                 _ = progress.tick() => self.notify_progress().await,
