@@ -37,6 +37,9 @@ use cairn_kit::multiplex::MultiplexError;
 pub(crate) trait Route: Clone + Send + Sync + 'static {
     /// The gRPC service name, e.g. `etcdserverpb.KV`.
     const NAME: &'static str;
+    /// Every method of the service; any other is refused as UNIMPLEMENTED
+    /// before its body is read, as a gRPC server does.
+    const METHODS: &'static [&'static str];
     /// Methods that open a stream: no buffering, no retry.
     const STREAMING: &'static [&'static str];
     /// Unary methods that change nothing, so a call whose connection broke
@@ -56,6 +59,7 @@ pub(crate) struct Kv;
 
 impl Route for Kv {
     const NAME: &'static str = cairn_proto::etcdserverpb::kv_server::SERVICE_NAME;
+    const METHODS: &'static [&'static str] = &["Range", "Put", "DeleteRange", "Txn", "Compact"];
     const STREAMING: &'static [&'static str] = &[];
     const READS: &'static [&'static str] = &["Range"];
 
@@ -77,6 +81,7 @@ pub(crate) struct Watch;
 
 impl Route for Watch {
     const NAME: &'static str = cairn_proto::etcdserverpb::watch_server::SERVICE_NAME;
+    const METHODS: &'static [&'static str] = &["Watch"];
     const STREAMING: &'static [&'static str] = &["Watch"];
     const READS: &'static [&'static str] = &[];
 }
@@ -87,6 +92,13 @@ pub(crate) struct Lease;
 
 impl Route for Lease {
     const NAME: &'static str = cairn_proto::etcdserverpb::lease_server::SERVICE_NAME;
+    const METHODS: &'static [&'static str] = &[
+        "LeaseGrant",
+        "LeaseRevoke",
+        "LeaseKeepAlive",
+        "LeaseTimeToLive",
+        "LeaseLeases",
+    ];
     const STREAMING: &'static [&'static str] = &["LeaseKeepAlive"];
     const READS: &'static [&'static str] = &["LeaseTimeToLive", "LeaseLeases"];
 }
@@ -150,6 +162,14 @@ impl<R: Route> Service<http::Request<BoxBody>> for Proxy<R> {
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             let method = path.rsplit('/').next().unwrap_or_default().to_owned();
+            if !R::METHODS.contains(&method.as_str()) {
+                // Not read, not forwarded, and not a metric label of its own.
+                return Ok(Status::unimplemented(format!(
+                    "unknown method {method} for service {}",
+                    R::NAME
+                ))
+                .into_http());
+            }
             let started = Instant::now();
             let read = R::READS.contains(&method.as_str());
             let answer = if R::STREAMING.contains(&method.as_str()) {
@@ -520,6 +540,22 @@ impl Body for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_method_is_unimplemented_before_its_body_is_read() {
+        let pool = BackendPool::new(
+            "mvcc",
+            &["127.0.0.1:1".to_owned()],
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        let mut proxy = Proxy::<Kv>::new(pool, Duration::from_secs(1), 16);
+        let mut request = http::Request::new(BoxBody::new(Full::new(Bytes::from(vec![0; 64]))));
+        *request.uri_mut() = http::Uri::from_static("/etcdserverpb.KV/RangeStream");
+        let Ok(answer) = proxy.call(request).await;
+        let status = Status::from_header_map(answer.headers()).expect("a grpc status");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+    }
 
     #[test]
     fn a_refused_connection_counts_as_never_sent_and_a_reset_does_not() {
