@@ -52,7 +52,9 @@ async fn run_under_faults<S: Faulty>(
         Some(&recorded.events),
         &CheckOptions {
             sole_writer: true,
-            ..CheckOptions::default()
+            // A 10-minute run holds ~25,000 calls per key; a violation near the
+            // end of one takes ~8M steps to find (~400k steps/s in a debug build).
+            search_budget: 50_000_000,
         },
     );
     let summary = summary(&report, &recorded, outcomes, &nemesis, faults_for);
