@@ -25,6 +25,10 @@ e2e-compose: build
 chaos duration="10m" log_nodes="3": build
     CAIRNTEST_CHAOS_FOR={{duration}} CAIRNTEST_LOG_NODES={{log_nodes}} cargo test -p cairn-integration --locked --test nemesis cairn_stays -- --nocapture
 
+# Malformed input (random bytes, lying gRPC frames, wrong wire types, extreme values, broken streams) at every public RPC of the edge for DURATION; prints calls per RPC and answers by code (CI runs 45 s of it).
+fuzz-edge duration="5m": build
+    CAIRNTEST_FUZZ_FOR={{duration}} cargo test -p cairn-integration --locked --test malformed_input -- --nocapture
+
 # One crate's tests, e.g. `just test-crate cairn-log`.
 test-crate crate *flags: build
     cargo test -p {{crate}} --locked {{flags}}
