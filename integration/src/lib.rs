@@ -141,6 +141,22 @@ pub fn with_process_output<T>(dir: &Path, outcome: Result<T>) -> Result<T> {
     })
 }
 
+/// The seed of a randomized run: `CAIRNTEST_SEED` when set (to replay a
+/// failure), otherwise from the clock. Printed with `what` the run is, so a
+/// failure says how to replay it.
+pub fn run_seed(what: &str) -> u64 {
+    let seed = std::env::var("CAIRNTEST_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64)
+        });
+    eprintln!("{what} seed: {seed} (CAIRNTEST_SEED={seed} replays it)");
+    seed
+}
+
 /// A duration a test run can be given in the environment (`90s`, `10m`,
 /// `1h`, or plain seconds), so a recipe can run a long version of a test
 /// that CI runs short.

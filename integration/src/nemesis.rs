@@ -124,21 +124,6 @@ impl Nemesis {
     }
 }
 
-/// The seed for this run: `CAIRNTEST_SEED` when set (to replay a failure),
-/// otherwise from the clock. Printed, so a failure says how to replay it.
-pub fn seed() -> u64 {
-    let seed = std::env::var("CAIRNTEST_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |since| since.as_nanos() as u64)
-        });
-    eprintln!("nemesis seed: {seed} (CAIRNTEST_SEED={seed} replays it)");
-    seed
-}
-
 /// The faults a whole cairn can suffer.
 #[derive(Clone, Copy, Debug)]
 enum CairnFault {

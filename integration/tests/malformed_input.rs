@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use cairn_integration::raw_grpc::{exchange, frame, message_frame, Answer, Ending, Part};
 use cairn_integration::stack::{Stack, StackOptions};
-use cairn_integration::{duration_from_env, eventually, with_process_output};
+use cairn_integration::{duration_from_env, eventually, run_seed, with_process_output};
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::v3electionpb as election;
 use cairn_proto::v3lockpb as lock;
@@ -1678,20 +1678,6 @@ async fn disarm(channel: &Channel) -> Result<()> {
     Ok(())
 }
 
-/// The run's seed: `CAIRNTEST_SEED`, or the clock's.
-fn seed() -> u64 {
-    let seed = std::env::var("CAIRNTEST_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |since| since.as_nanos() as u64)
-        });
-    println!("malformed input seed: {seed} (CAIRNTEST_SEED={seed} replays it)");
-    seed
-}
-
 /// This process's children (every service of the stack, and NATS) with
 /// their names and states, from /proc: a child that exited stays a zombie
 /// (`Z`) until it is waited for.
@@ -1762,7 +1748,7 @@ fn all_alive(stack: &mut Stack, before: &BTreeMap<u32, (String, char)>) -> Resul
 async fn every_public_rpc_of_the_edge_answers_malformed_input_as_etcd_would_and_nothing_breaks(
 ) -> Result<()> {
     let fuzz_for = duration_from_env("CAIRNTEST_FUZZ_FOR", FUZZ_FOR)?;
-    let seed = seed();
+    let seed = run_seed("malformed input");
     let mut stack = Stack::start(StackOptions::default()).await?;
     let dir = stack.cluster.dir().to_path_buf();
     let outcome = fuzz(&mut stack, seed, fuzz_for).await;

@@ -16,10 +16,10 @@ use anyhow::{ensure, Result};
 use cairn_integration::checker::{check, CheckOptions, Report};
 use cairn_integration::etcd::Etcd;
 use cairn_integration::log_cluster::LogClusterOptions;
-use cairn_integration::nemesis::{seed, Faulty, Nemesis};
+use cairn_integration::nemesis::{Faulty, Nemesis};
 use cairn_integration::stack::{Stack, StackOptions};
 use cairn_integration::workload::{Recorded, Workload, WorkloadOptions};
-use cairn_integration::{duration_from_env, with_process_output};
+use cairn_integration::{duration_from_env, run_seed, with_process_output};
 
 /// How long the faults go on unless `CAIRNTEST_CHAOS_FOR` says otherwise.
 const FAULTS_FOR: Duration = Duration::from_secs(40);
@@ -34,7 +34,7 @@ async fn run_under_faults<S: Faulty>(
     endpoints: &[String],
     faults_for: Duration,
 ) -> Result<(Report, String)> {
-    let seed = seed();
+    let seed = run_seed("nemesis");
     let options = WorkloadOptions {
         seed,
         ..WorkloadOptions::default()
