@@ -177,6 +177,10 @@ impl Instance {
         }
         let silent_for = now.duration_since(last_progress.2);
         let takeover = holder.epoch == 0
+            // A claim held by no one: a restore replaced the lease table and
+            // fenced off the instance that was active; the leases it restored
+            // are read by whoever claims next.
+            || holder.holder.is_empty()
             // A claim in this instance's name that it no longer holds in
             // memory (it restarted): take it again under a new epoch.
             || holder.holder == self.me

@@ -53,6 +53,10 @@ pub enum MvccError {
     /// answers nothing rather than serve state that may have diverged.
     #[error("cairn: this replica stopped applying the log: {0}")]
     Failed(String),
+    /// A restore into a cluster that already holds data: decided by the
+    /// apply, so every replica refuses the same Restore command alike.
+    #[error("{0}")]
+    NotFresh(String),
     /// A response would be larger than gRPC sends.
     #[error("grpc: trying to send message larger than max ({limit} bytes)")]
     ResponseTooLarge { limit: usize },
@@ -87,6 +91,12 @@ impl MvccError {
             _ => None,
         }
     }
+
+    /// Whether the apply refused a command on the state's merits (the same
+    /// on every replica), rather than failed to write.
+    pub(crate) fn is_refusal(&self) -> bool {
+        self.etcd().is_some() || matches!(self, Self::NotFresh(_))
+    }
 }
 
 /// What a client is told when the log failed a request: no leader when
@@ -118,6 +128,7 @@ impl From<MvccError> for Status {
             }
             MvccError::Stopped => EtcdError::Stopped.into(),
             MvccError::InvalidArgument(message) => Status::invalid_argument(message),
+            MvccError::NotFresh(message) => Status::failed_precondition(message),
             MvccError::ResponseTooLarge { .. } => Status::resource_exhausted(error.to_string()),
             other => Status::internal(other.to_string()),
         }

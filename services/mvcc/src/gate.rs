@@ -51,6 +51,12 @@ impl<S: Clone> Gate<S> {
         }
     }
 
+    /// Refuses calls again, for `reason`: the service behind is going away
+    /// (its store is being replaced).
+    pub(crate) fn close(&self, reason: impl Into<String>) {
+        *self.state.write() = State::Closed(reason.into());
+    }
+
     /// Lets calls through to `service` from now on.
     pub(crate) fn open(&self, service: S) {
         *self.state.write() = State::Open(service);

@@ -17,6 +17,8 @@
 //! - `seed`: at start, the store the replica goes on from: its own, or a copy
 //!   of a peer's (`snapshot`) when the log has purged what it needs;
 //!   `gate`: the refusals it answers until then.
+//! - `restore`: a fresh cluster's state replaced by a snapshot's, at one log
+//!   index on every replica.
 
 mod api;
 pub mod bbolt;
@@ -31,6 +33,7 @@ mod publish;
 mod range;
 mod read_point;
 mod replica;
+mod restore;
 mod revision;
 mod seed;
 mod settings;
@@ -117,91 +120,152 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
         }
         Err(error) => return Err(error),
     };
-    let seeded = prepared.seeded;
-    let replica = Replica::new(Arc::new(prepared.store), log, settings.node.name.clone());
+    let restores = restore::Restores::new();
     let ack_interval = Duration::from_millis(settings.node.ack_interval_ms);
-    tokio::spawn(replica::tail(
-        replica.clone(),
-        Some(prepared.subscription),
-        shutdown.clone(),
-    ));
-    tokio::spawn(replica::acknowledge(
-        replica.clone(),
-        ack_interval,
-        shutdown.clone(),
-    ));
-    if seeded {
-        // A copy is behind the log by the time it was made and moved: it
-        // serves once it has applied what the log had committed by now.
-        progress("catching up with the log after copying the store".into());
-        let caught_up = tokio::select! {
-            caught_up = catch_up(&replica) => caught_up,
+    let mut prepared = prepared;
+    loop {
+        let seeded = prepared.seeded;
+        let replica = Replica::new(
+            Arc::new(prepared.store),
+            LogClient::new(&settings.log)?,
+            settings.node.name.clone(),
+        );
+        // Everything of this store stops when it is replaced, or at shutdown.
+        let (end_store, store_shutdown) = child_shutdown(&shutdown);
+        tokio::spawn(replica::tail(
+            replica.clone(),
+            Some(prepared.subscription),
+            store_shutdown.clone(),
+        ));
+        tokio::spawn(replica::acknowledge(
+            replica.clone(),
+            ack_interval,
+            store_shutdown.clone(),
+        ));
+        if seeded {
+            // A copy is behind the log by the time it was made and moved: it
+            // serves once it has applied what the log had committed by now.
+            progress("catching up with the log after copying the store".into());
+            let caught_up = tokio::select! {
+                caught_up = catch_up(&replica) => caught_up,
+                served = &mut server => return stopped(served),
+            };
+            if let Err(error) = caught_up {
+                return refuse_until_stopped(error, &progress, server).await;
+            }
+        }
+
+        let api = MvccApi::new(
+            replica.clone(),
+            settings.limits.limits(),
+            settings.node.cluster_id,
+        )
+        .skipping_read_index(settings.testing.skip_read_index)
+        .restoring_through(restores.clone());
+        if settings.testing.skip_read_index {
+            tracing::warn!("testing.skip_read_index is set: linearizable reads may be stale");
+        }
+        let published = !settings.nats.url.is_empty();
+        if published {
+            tokio::spawn(publish::run(
+                api.clone(),
+                settings.nats.clone(),
+                Duration::from_millis(settings.node.publisher_takeover_ms),
+                store_shutdown.clone(),
+            ));
+        }
+        tokio::spawn(housekeeping::run(
+            api.clone(),
+            ack_interval,
+            settings.limits.quota_backend_bytes,
+            published,
+            store_shutdown.clone(),
+        ));
+        let max_request = settings
+            .limits
+            .max_request_bytes
+            .saturating_add(GRPC_OVERHEAD_BYTES);
+        kv_gate.open(
+            KvServer::new(api.clone())
+                .max_decoding_message_size(max_request)
+                .max_encoding_message_size(usize::MAX),
+        );
+        mvcc_gate.open(MvccServer::new(api).max_encoding_message_size(usize::MAX));
+        health_reporter.set_serving::<KvServer<MvccApi>>().await;
+        {
+            // A replica whose apply failed answers nothing; health says so too.
+            let replica = replica.clone();
+            let health_reporter = health_reporter.clone();
+            let mut store_shutdown = store_shutdown.clone();
+            tokio::spawn(async move {
+                let reason = tokio::select! {
+                    reason = replica.stopped_applying() => reason,
+                    () = store_shutdown.cancelled() => return,
+                };
+                tracing::error!(reason, "reporting not serving");
+                health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
+            });
+        }
+        tracing::info!(
+            name = settings.node.name,
+            listen = %own,
+            applied = replica.applied().index,
+            seeded,
+            "cairn-mvcc ready"
+        );
+
+        let point = tokio::select! {
+            served = &mut server => {
+                tracing::info!(name = settings.node.name, "cairn-mvcc stopping");
+                if let Err(error) = replica.store.sync() {
+                    tracing::warn!(%error, "cannot sync the store on the way out");
+                }
+                return stopped(served);
+            }
+            point = replica.restore_point() => point,
+        };
+        // A restore was committed: this store is replaced before anything
+        // more is applied or answered.
+        let why = format!(
+            "replacing its store for the restore at log index {}",
+            point.index
+        );
+        kv_gate.close(why.clone());
+        mvcc_gate.close(why);
+        health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
+        drop(end_store);
+        drop(replica);
+        let replaced = tokio::select! {
+            replaced = restore::replace(&start, &log, &point, &restores, &progress, shutdown.clone()) => replaced,
             served = &mut server => return stopped(served),
         };
-        if let Err(error) = caught_up {
-            return refuse_until_stopped(error, &progress, server).await;
+        prepared = match replaced {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => return stopped(server.await),
+            Err(error) => return refuse_until_stopped(error, &progress, server).await,
+        };
+    }
+}
+
+/// A shutdown that fires with `parent`, or when the returned sender is
+/// dropped: what a store's tasks stop on when it is replaced.
+fn child_shutdown(
+    parent: &cairn_kit::shutdown::ShutdownWatch,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    cairn_kit::shutdown::ShutdownWatch,
+) {
+    let (trigger, watch) = cairn_kit::shutdown::channel();
+    let (end, ended) = tokio::sync::oneshot::channel::<()>();
+    let mut parent = parent.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = parent.cancelled() => {}
+            _ = ended => {}
         }
-    }
-
-    let api = MvccApi::new(
-        replica.clone(),
-        settings.limits.limits(),
-        settings.node.cluster_id,
-    )
-    .skipping_read_index(settings.testing.skip_read_index);
-    if settings.testing.skip_read_index {
-        tracing::warn!("testing.skip_read_index is set: linearizable reads may be stale");
-    }
-    let published = !settings.nats.url.is_empty();
-    if published {
-        tokio::spawn(publish::run(
-            api.clone(),
-            settings.nats.clone(),
-            Duration::from_millis(settings.node.publisher_takeover_ms),
-            shutdown.clone(),
-        ));
-    }
-    tokio::spawn(housekeeping::run(
-        api.clone(),
-        ack_interval,
-        settings.limits.quota_backend_bytes,
-        published,
-        shutdown.clone(),
-    ));
-    let max_request = settings
-        .limits
-        .max_request_bytes
-        .saturating_add(GRPC_OVERHEAD_BYTES);
-    kv_gate.open(
-        KvServer::new(api.clone())
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(usize::MAX),
-    );
-    mvcc_gate.open(MvccServer::new(api).max_encoding_message_size(usize::MAX));
-    health_reporter.set_serving::<KvServer<MvccApi>>().await;
-    {
-        // A replica whose apply failed answers nothing; health says so too.
-        let replica = replica.clone();
-        tokio::spawn(async move {
-            let reason = replica.stopped_applying().await;
-            tracing::error!(reason, "reporting not serving");
-            health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
-        });
-    }
-    tracing::info!(
-        name = settings.node.name,
-        listen = %own,
-        applied = replica.applied().index,
-        seeded,
-        "cairn-mvcc ready"
-    );
-
-    let served = server.await;
-    tracing::info!(name = settings.node.name, "cairn-mvcc stopping");
-    if let Err(error) = replica.store.sync() {
-        tracing::warn!(%error, "cannot sync the store on the way out");
-    }
-    stopped(served)
+        trigger.trigger();
+    });
+    (end, watch)
 }
 
 /// Keeps the port up, not serving, telling every caller why, until shutdown:

@@ -346,6 +346,24 @@ impl Publisher {
                 trace_context: Default::default(),
                 compacted: 0,
             }),
+            // The compact revision keeps only what compaction left of it,
+            // possibly nothing (a store restored from a compacted snapshot
+            // is published from revision 2 up): a placeholder like those
+            // before it.
+            later if revision <= compacted => {
+                if let Some(later) = later {
+                    self.history.push_front(later);
+                }
+                Ok(Published {
+                    events: RevisionEvents {
+                        revision,
+                        events: Vec::new(),
+                        raft_term: 0,
+                    },
+                    trace_context: Default::default(),
+                    compacted,
+                })
+            }
             _ => Err(MvccError::Corrupt(format!(
                 "revision {revision} has no events in history"
             ))),

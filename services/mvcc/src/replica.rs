@@ -17,7 +17,7 @@ use tonic::Streaming;
 use crate::error::MvccError;
 use crate::log_client::{LogClient, LogFailure};
 use crate::metrics::MVCC_METRICS;
-use crate::store::{Applied, LogEntry, LogPosition, Reply, Store};
+use crate::store::{Applied, LogEntry, LogPosition, Reply, RestorePoint, Store};
 
 /// The result of one proposed command, as the applier computed it.
 pub(crate) type CommandResult = Result<Reply, MvccError>;
@@ -48,6 +48,9 @@ pub(crate) struct Replica {
     /// Set, for good, when applying failed: why. A replica that could not
     /// write what it applied may differ from its peers, so it answers nothing.
     failed: watch::Sender<Option<String>>,
+    /// Set, for good, when a Restore met this fresh store: applying stopped
+    /// before its entry and the store is to be replaced (see `restore`).
+    restoring: watch::Sender<Option<RestorePoint>>,
 }
 
 impl Replica {
@@ -67,14 +70,52 @@ impl Replica {
             recent_capacity: 16 * 1024,
             current_revision: watch::Sender::new(status.current),
             failed: watch::Sender::new(None),
+            restoring: watch::Sender::new(None),
         })
     }
 
     /// Refuses once applying has failed; every request checks it first.
     pub(crate) fn check_serving(&self) -> Result<(), MvccError> {
-        match self.failed.borrow().as_ref() {
-            Some(reason) => Err(MvccError::Failed(reason.clone())),
+        if let Some(reason) = self.failed.borrow().as_ref() {
+            return Err(MvccError::Failed(reason.clone()));
+        }
+        match self.restoring.borrow().as_ref() {
+            Some(point) => Err(MvccError::NotReady(format!(
+                "its store is being replaced by the restore committed at log index {}",
+                point.index
+            ))),
             None => Ok(()),
+        }
+    }
+
+    /// Resolves once a Restore met this store and it must be replaced.
+    pub(crate) async fn restore_point(&self) -> RestorePoint {
+        let mut restoring = self.restoring.subscribe();
+        loop {
+            if let Some(point) = restoring.borrow_and_update().clone() {
+                return point;
+            }
+            if restoring.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Stops applying for a restore: this store's state ends before the
+    /// Restore's entry. Writes still waiting hear that their outcome is
+    /// unknown: those in later entries are applied on the restored store.
+    fn begin_restore(&self, point: RestorePoint) {
+        tracing::warn!(
+            index = point.index,
+            revision = point.revision,
+            hash = point.hash,
+            "a restore was committed; this replica stops applying until its store is replaced"
+        );
+        self.restoring.send_replace(Some(point));
+        for (_, waiter) in self.waiters.lock().drain() {
+            let _ = waiter.send(Err(MvccError::Etcd(
+                cairn_proto::etcd_error::EtcdError::Timeout,
+            )));
         }
     }
 
@@ -146,12 +187,19 @@ impl Replica {
         self.check_serving()?;
         let started = std::time::Instant::now();
         match self.store.apply(entries) {
-            Ok(applied) => {
+            Ok(mut applied) => {
                 MVCC_METRICS
                     .apply_seconds
                     .observe(started.elapsed().as_secs_f64());
+                let restore = applied.restore.take();
                 self.delivered(applied);
-                Ok(())
+                match restore {
+                    Some(point) => {
+                        self.begin_restore(point);
+                        self.check_serving()
+                    }
+                    None => Ok(()),
+                }
             }
             Err(error) => {
                 self.fail(&error);

@@ -75,6 +75,9 @@ pub(crate) async fn prepare(
 ) -> Result<Option<Prepared>, MvccError> {
     remove_leftovers(start.data_dir);
     let mut store = Some(open(start.data_dir.to_path_buf()).await?);
+    if let Some(store) = &store {
+        crate::restore::remove_leftovers(start.data_dir, store.is_fresh());
+    }
     let mut backoff = Backoff::default();
     let (wanted, first) = loop {
         let applied = store
@@ -108,14 +111,7 @@ pub(crate) async fn prepare(
     };
     // Closed before its directory is moved aside.
     drop(store);
-    let mut peers = Vec::new();
-    for peer in start.peers {
-        if names_this_replica(peer, start.own).await {
-            tracing::debug!(peer, "leaving this replica's own address out of the peers");
-        } else {
-            peers.push(peer.clone());
-        }
-    }
+    let peers = other_peers(start).await;
     if peers.is_empty() {
         return Err(MvccError::NoSeedPeers { wanted, first });
     }
@@ -124,14 +120,29 @@ pub(crate) async fn prepare(
         first,
         "the log no longer holds what this store needs next; copying the store from a peer"
     );
-    seed(start, &peers, log, progress, shutdown).await
+    seed(start, &peers, 0, log, progress, shutdown).await
 }
 
-/// Copies a store from one of `peers` (other replicas) until one is swapped
-/// in, trying them in turn and pausing longer after each round that failed.
-async fn seed(
+/// `seed.replicas` without this replica's own address.
+pub(crate) async fn other_peers(start: &Start<'_>) -> Vec<String> {
+    let mut peers = Vec::new();
+    for peer in start.peers {
+        if names_this_replica(peer, start.own).await {
+            tracing::debug!(peer, "leaving this replica's own address out of the peers");
+        } else {
+            peers.push(peer.clone());
+        }
+    }
+    peers
+}
+
+/// Copies a store from one of `peers` (other replicas) that has applied at
+/// least `min_applied` until one is swapped in, trying them in turn and
+/// pausing longer after each round that failed.
+pub(crate) async fn seed(
     start: &Start<'_>,
     peers: &[String],
+    min_applied: u64,
     log: &LogClient,
     progress: &(impl Fn(String) + Sync),
     mut shutdown: ShutdownWatch,
@@ -144,7 +155,7 @@ async fn seed(
                 .map(|peer| async move { (peer.clone(), peer_applied(peer).await) }),
         )
         .await;
-        let order = seed_order(candidates);
+        let order = seed_order(candidates, min_applied);
         if order.is_empty() {
             tracing::warn!(?peers, "no peer answers to copy the store from; retrying");
             progress("no peer answers to copy the store from".into());
@@ -187,6 +198,19 @@ async fn seed_into(
     staging: &Path,
 ) -> Result<Prepared, MvccError> {
     copy_snapshot(peer, staging).await?;
+    adopt(start, log, staging, peer).await
+}
+
+/// Swaps in the whole store in `staging` (a copy of `from`'s, or a restored
+/// one): syncs it, makes sure the log goes on from it, registers at its
+/// index and swaps it in.
+pub(crate) async fn adopt(
+    start: &Start<'_>,
+    log: &LogClient,
+    staging: &Path,
+    from: &str,
+) -> Result<Prepared, MvccError> {
+    let peer = from;
     let applied = {
         let staging = staging.to_path_buf();
         blocking(move || {
@@ -232,7 +256,7 @@ async fn copy_snapshot(peer: &str, dir: &Path) -> Result<(), MvccError> {
         cairn_kit::failover::lazy_channel(peer, "seed.replicas")
             .map_err(|error| MvccError::Settings(error.to_string()))?,
     );
-    let started = tokio::time::timeout(CALL_TIMEOUT, client.snapshot(SnapshotRequest {}))
+    let started = tokio::time::timeout(CALL_TIMEOUT, client.snapshot(SnapshotRequest::default()))
         .await
         .map_err(|_| MvccError::Snapshot(format!("{peer} did not start a snapshot in time")))?;
     let mut chunks = started
@@ -342,7 +366,7 @@ fn swap_error(what: &str, data_dir: &Path, error: &std::io::Error) -> MvccError 
 }
 
 /// A new directory name beside `data_dir`, on its filesystem: `<name>.<kind>-<nanos>`.
-fn beside(data_dir: &Path, kind: &str) -> Result<PathBuf, MvccError> {
+pub(crate) fn beside(data_dir: &Path, kind: &str) -> Result<PathBuf, MvccError> {
     let name = data_dir
         .file_name()
         .ok_or_else(|| {
@@ -398,7 +422,7 @@ fn is_leftover(name: &str, file_name: &str) -> bool {
     })
 }
 
-fn remove(dir: &Path) {
+pub(crate) fn remove(dir: &Path) {
     if let Err(error) = std::fs::remove_dir_all(dir) {
         if error.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), %error, "cannot remove a directory");
@@ -406,14 +430,14 @@ fn remove(dir: &Path) {
     }
 }
 
-fn parent_of(path: &Path) -> PathBuf {
+pub(crate) fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), MvccError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), MvccError> {
     std::fs::File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(|error| MvccError::Snapshot(format!("cannot sync {}: {error}", dir.display())))
@@ -421,7 +445,7 @@ fn sync_dir(dir: &Path) -> Result<(), MvccError> {
 
 /// Syncs every file in `dir` and `dir` itself: opening the copy wrote files
 /// of its own.
-fn sync_tree(dir: &Path) -> Result<(), MvccError> {
+pub(crate) fn sync_tree(dir: &Path) -> Result<(), MvccError> {
     let failed = |error: std::io::Error| {
         MvccError::Snapshot(format!("cannot sync {}: {error}", dir.display()))
     };
@@ -442,7 +466,7 @@ async fn open(dir: PathBuf) -> Result<Store, MvccError> {
     blocking(move || Store::open(&dir)).await
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, MvccError> + Send + 'static,
 ) -> Result<T, MvccError> {
     tokio::task::spawn_blocking(work)
@@ -466,10 +490,23 @@ async fn peer_applied(peer: &str) -> Result<u64, String> {
 /// The peers to try, most advanced first (its copy is the least likely to
 /// be purged past already, and the least to catch up), in the configured
 /// order among equals. A peer that did not answer is left out of this round.
-fn seed_order(candidates: Vec<(String, Result<u64, String>)>) -> Vec<(String, u64)> {
+/// A peer that has not applied `min_applied` yet is left out too.
+fn seed_order(
+    candidates: Vec<(String, Result<u64, String>)>,
+    min_applied: u64,
+) -> Vec<(String, u64)> {
     let mut order: Vec<(String, u64)> = candidates
         .into_iter()
         .filter_map(|(peer, applied)| match applied {
+            Ok(applied) if applied < min_applied => {
+                tracing::info!(
+                    peer,
+                    applied,
+                    min_applied,
+                    "passing over a peer that has not applied what is needed yet"
+                );
+                None
+            }
             Ok(applied) => Some((peer, applied)),
             Err(why) => {
                 tracing::info!(peer, why, "passing over a peer that cannot give a copy now");
@@ -513,12 +550,12 @@ fn is_local_ip(ip: IpAddr) -> bool {
 /// Pauses that double from `FIRST_BACKOFF` to `MAX_BACKOFF`, with jitter so
 /// replicas started together do not retry together.
 #[derive(Default)]
-struct Backoff {
+pub(crate) struct Backoff {
     rounds: u32,
 }
 
 impl Backoff {
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let base = FIRST_BACKOFF
             .saturating_mul(1 << self.rounds.min(8))
             .min(MAX_BACKOFF);
@@ -528,7 +565,7 @@ impl Backoff {
     }
 
     /// Sleeps for the next pause; false if shutdown came first.
-    async fn wait(&mut self, shutdown: &mut ShutdownWatch) -> bool {
+    pub(crate) async fn wait(&mut self, shutdown: &mut ShutdownWatch) -> bool {
         tokio::select! {
             () = tokio::time::sleep(self.next()) => true,
             () = shutdown.cancelled() => false,
@@ -548,17 +585,23 @@ mod tests {
 
     #[test]
     fn the_most_advanced_peer_is_tried_first_and_silent_ones_are_left_out() {
-        let order = seed_order(vec![
-            ("a:1".into(), Ok(10)),
-            ("b:1".into(), Err("refused".into())),
-            ("c:1".into(), Ok(30)),
-            ("d:1".into(), Ok(10)),
-        ]);
+        let order = seed_order(
+            vec![
+                ("a:1".into(), Ok(10)),
+                ("b:1".into(), Err("refused".into())),
+                ("c:1".into(), Ok(30)),
+                ("d:1".into(), Ok(10)),
+            ],
+            0,
+        );
         assert_eq!(
             order,
             vec![("c:1".into(), 30), ("a:1".into(), 10), ("d:1".into(), 10)]
         );
-        assert!(seed_order(vec![("b:1".into(), Err("down".into()))]).is_empty());
+        assert!(seed_order(vec![("b:1".into(), Err("down".into()))], 0).is_empty());
+        // After a restore at index 20 only a peer that applied it will do.
+        let order = seed_order(vec![("a:1".into(), Ok(19)), ("c:1".into(), Ok(20))], 20);
+        assert_eq!(order, vec![("c:1".into(), 20)]);
     }
 
     #[test]

@@ -232,6 +232,18 @@ impl Mvcc for MvccApi {
         answer(self, "Lease", self.one_lease(request.into_inner())).await
     }
 
+    async fn restore(
+        &self,
+        request: Request<tonic::Streaming<cairn_proto::cairn::mvcc::v1::RestoreChunk>>,
+    ) -> Result<Response<cairn_proto::cairn::mvcc::v1::RestoreResponse>, Status> {
+        answer(
+            self,
+            "Restore",
+            crate::restore::receive(self, request.into_inner()),
+        )
+        .await
+    }
+
     type SnapshotStream = BoxStream<SnapshotChunk>;
 
     async fn snapshot(

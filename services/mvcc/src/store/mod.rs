@@ -13,6 +13,7 @@ use std::path::Path;
 use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, PublisherClaim};
 use cairn_proto::etcdserverpb::AlarmMember;
 use parking_lot::RwLock;
+use prost::Message;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB,
 };
@@ -23,7 +24,9 @@ use crate::tree_index::TreeIndex;
 use schema::KeyRow;
 
 /// What applying log entries takes and gives back, for the replica and the tests that drive the store.
-pub use apply::{Applied, FencedResponse, LogEntry, Outcome, PublisherClaimed, Reply};
+pub use apply::{
+    Applied, FencedResponse, LogEntry, Outcome, PublisherClaimed, Reply, RestorePoint,
+};
 
 /// The position in the log the state reflects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -169,6 +172,16 @@ impl Store {
         }
     }
 
+    /// Why a restore cannot replace this store's state, if it cannot.
+    pub(crate) fn not_fresh(&self) -> Option<MvccError> {
+        self.state.read().not_fresh()
+    }
+
+    /// Whether a restore may still replace this store's state.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.not_fresh().is_none()
+    }
+
     /// The replica that publishes the revision stream.
     pub fn publisher(&self) -> PublisherClaim {
         self.state.read().publisher.clone()
@@ -231,6 +244,47 @@ impl Store {
     pub fn apply(&self, entries: &[LogEntry]) -> Result<Applied, MvccError> {
         let mut state = self.state.write();
         apply::apply(&self.db, &mut state, entries)
+    }
+
+    /// Makes this (restored) store the state at `point`: its applied
+    /// position becomes the Restore's entry, and the claims and alarms in
+    /// force there carry over, the lease claim one epoch up and held by no
+    /// one. Written synced: the store is about to be swapped in.
+    pub(crate) fn adopt_restore(&self, point: &RestorePoint) -> Result<(), MvccError> {
+        let mut state = self.state.write();
+        let holder = LeaseHolder {
+            holder: String::new(),
+            epoch: point.holder.epoch + 1,
+            claim_index: point.index,
+            checkpoint_index: point.index,
+        };
+        let applied = LogPosition {
+            index: point.index,
+            term: point.term,
+        };
+        let meta = self.family(schema::META)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut position = Vec::with_capacity(16);
+        position.extend_from_slice(&(applied.index as i64).to_be_bytes());
+        position.extend_from_slice(&(applied.term as i64).to_be_bytes());
+        batch.put_cf(meta, schema::META_APPLIED, position);
+        batch.put_cf(meta, schema::META_LEASE_HOLDER, holder.encode_to_vec());
+        batch.put_cf(
+            meta,
+            schema::META_PUBLISHER,
+            point.publisher.encode_to_vec(),
+        );
+        let alarms = cairn_proto::cairn::mvcc::v1::AlarmList {
+            alarms: point.alarms.clone(),
+        };
+        batch.put_cf(meta, schema::META_ALARMS, alarms.encode_to_vec());
+        self.db.write(batch)?;
+        self.db.flush_wal(true)?;
+        state.applied = applied;
+        state.holder = holder;
+        state.publisher = point.publisher.clone();
+        state.alarms = point.alarms.clone();
+        Ok(())
     }
 
     /// Makes every write so far durable (the WAL is synced).

@@ -383,9 +383,10 @@ impl Model {
             | Op::LeaseExpire(_)
             | Op::LeaseCheckpoint(_)
             | Op::Alarm(_)
-            | Op::PublisherClaim(_) => {
+            | Op::PublisherClaim(_)
+            | Op::Restore(_) => {
                 unreachable!(
-                    "no plan makes fenced lease commands, alarms or publisher claims; tests/semantics covers them"
+                    "no plan makes fenced lease commands, alarms, publisher claims or restores; tests/semantics and restore's tests cover them"
                 )
             }
         };

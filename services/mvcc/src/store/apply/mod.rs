@@ -120,6 +120,63 @@ pub struct Applied {
     /// The trace context of the command behind each of `revisions`.
     pub revision_traces: Vec<HashMap<String, String>>,
     pub position: LogPosition,
+    /// Set when a Restore command met a fresh store: applying stopped
+    /// before its entry (`position` is the entry before it), and the state
+    /// is to be replaced as this says.
+    pub restore: Option<RestorePoint>,
+}
+
+/// Where and how a Restore command replaces a fresh store's state: at the
+/// end of log entry `index`, by the restored store with this revision and
+/// hash. The claims and alarms in force before the entry carry over (the
+/// lease claim one epoch up, held by no one, so that the active cairn-lease
+/// is fenced off and an instance claims anew and reads the restored leases).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestorePoint {
+    pub index: u64,
+    pub term: u64,
+    pub revision: i64,
+    pub hash: u32,
+    /// The proposer of the Restore command.
+    pub origin: u64,
+    pub sequence: u64,
+    pub holder: LeaseHolder,
+    pub publisher: PublisherClaim,
+    pub alarms: Vec<AlarmMember>,
+}
+
+impl State {
+    /// Why a restore cannot replace this state, if it cannot: only a store
+    /// nothing was written to (revision 1, no lease) is replaced, so a
+    /// restore never silently discards data.
+    pub(crate) fn not_fresh(&self) -> Option<MvccError> {
+        if self.current > 1 {
+            return Some(MvccError::NotFresh(format!(
+                "the cluster already holds data at revision {}; restore needs a fresh cluster",
+                self.current
+            )));
+        }
+        if !self.leases.is_empty() {
+            return Some(MvccError::NotFresh(format!(
+                "the cluster already holds {} lease(s); restore needs a fresh cluster",
+                self.leases.len()
+            )));
+        }
+        None
+    }
+}
+
+/// The first Restore command of an entry, decoded.
+fn restore_in(
+    commands: &[Option<Command>],
+) -> Option<(&Command, &cairn_proto::cairn::mvcc::v1::Restore)> {
+    commands
+        .iter()
+        .flatten()
+        .find_map(|command| match &command.op {
+            Some(Op::Restore(restore)) => Some((command, restore)),
+            _ => None,
+        })
 }
 
 pub(super) fn apply(
@@ -134,14 +191,40 @@ pub(super) fn apply(
         if entry.index <= state.applied.index && state.applied != LogPosition::default() {
             continue;
         }
-        for bytes in &entry.commands {
-            let command = match Command::decode(bytes.as_ref()) {
-                Ok(command) => command,
+        let commands: Vec<Option<Command>> = entry
+            .commands
+            .iter()
+            .map(|bytes| match Command::decode(bytes.as_ref()) {
+                Ok(command) => Some(command),
                 Err(error) => {
                     // Every replica skips the same bytes the same way.
                     tracing::warn!(index = entry.index, %error, "skipping an undecodable command");
-                    continue;
+                    None
                 }
+            })
+            .collect();
+        // A Restore on a fresh store replaces the state at the end of its
+        // entry: nothing of the entry is applied here, and what came before
+        // it is written now, as the position the swap starts from.
+        if let Some((command, restore)) = restore_in(&commands) {
+            if state.not_fresh().is_none() {
+                applied.restore = Some(RestorePoint {
+                    index: entry.index,
+                    term: entry.term,
+                    revision: restore.revision,
+                    hash: restore.hash,
+                    origin: command.origin,
+                    sequence: command.sequence,
+                    holder: state.holder.clone(),
+                    publisher: state.publisher.clone(),
+                    alarms: state.alarms.clone(),
+                });
+                break;
+            }
+        }
+        for command in commands {
+            let Some(command) = command else {
+                continue;
             };
             // Only traced requests get a span: background commands would be
             // one root trace each.
@@ -181,7 +264,7 @@ pub(super) fn apply(
                     response.set_revision(state.current);
                     Ok(response)
                 }
-                Err(error) if error.etcd().is_some() => Err(error),
+                Err(error) if error.is_refusal() => Err(error),
                 Err(fatal) => return Err(fatal),
             };
             if !events.is_empty() {
@@ -267,6 +350,10 @@ impl Change<'_> {
             }
             Some(Op::Alarm(alarm)) => self.alarm(&alarm).map(Reply::Alarm),
             Some(Op::PublisherClaim(claim)) => self.publisher_claim(claim).map(Reply::Publisher),
+            // A fresh store never gets here: `apply` stops before the entry.
+            Some(Op::Restore(_)) => Err(self.state.not_fresh().unwrap_or_else(|| {
+                MvccError::Corrupt("a restore reached the applier of a fresh store".into())
+            })),
         }
     }
 
