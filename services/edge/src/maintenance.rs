@@ -190,7 +190,12 @@ impl Maintenance for MaintenanceApi {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let header = self.header(0).await?;
         let chunks = on_any_replica(&self.mvcc, |mut replica| async move {
-            replica.snapshot(mvcc::SnapshotRequest {}).await
+            // etcd's format, so that etcdctl and etcd's restore read it.
+            replica
+                .snapshot(mvcc::SnapshotRequest {
+                    format: mvcc::snapshot_request::Format::Etcd.into(),
+                })
+                .await
         })
         .await?;
         let mut header = header;

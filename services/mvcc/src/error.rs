@@ -49,6 +49,13 @@ pub enum MvccError {
     /// A snapshot could not be taken, sent or unpacked.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// An etcd snapshot's contents are inconsistent, or a store cannot be
+    /// mapped to or from them; nothing was written.
+    #[error("etcd snapshot: {0}")]
+    EtcdSnapshot(String),
+    /// A file is not a bbolt database that can be read.
+    #[error(transparent)]
+    Bbolt(#[from] crate::bbolt::BboltError),
     /// The replica stopped applying the log because its storage failed; it
     /// answers nothing rather than serve state that may have diverged.
     #[error("cairn: this replica stopped applying the log: {0}")]

@@ -17,12 +17,15 @@
 //! - `seed`: at start, the store the replica goes on from: its own, or a copy
 //!   of a peer's (`snapshot`) when the log has purged what it needs;
 //!   `gate`: the refusals it answers until then.
+//! - `etcd_snapshot`: etcd's snapshot buckets to and from a store, which
+//!   Snapshot sends in etcd's format (`bbolt` writes the file).
 //! - `restore`: a fresh cluster's state replaced by a snapshot's, at one log
 //!   index on every replica.
 
 mod api;
 pub mod bbolt;
 mod error;
+pub mod etcd_snapshot;
 mod gate;
 mod housekeeping;
 mod key_index;

@@ -1,5 +1,6 @@
-//! A consistent copy of a replica's store as one byte stream: what etcd's
-//! Maintenance.Snapshot sends, and what a new replica can start from.
+//! A consistent copy of a replica's store as one byte stream: in cairn's
+//! format below, what a new replica can start from; in etcd's
+//! (`etcd_snapshot`), what etcd's Maintenance.Snapshot sends.
 //!
 //! A RocksDB checkpoint (hard links to the live files, taken at one point in
 //! time, the applied log position included) is framed as:
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
+use cairn_proto::cairn::mvcc::v1::snapshot_request::Format;
 use cairn_proto::cairn::mvcc::v1::SnapshotChunk;
 use sha2::Digest;
 use tonic::Status;
@@ -60,6 +62,11 @@ impl Checkpoint {
         }
         files.sort();
         Ok(Self { dir, files })
+    }
+
+    /// Where the checkpoint is.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Bytes up to and including the CRC.
@@ -313,31 +320,49 @@ impl<R: Read> Read for Crc32Reader<R> {
     }
 }
 
-/// The snapshot of `store` as the chunks Mvcc/Snapshot streams: a
-/// checkpoint taken beside the store (on its filesystem, so its files are
-/// hard links), framed, read on a blocking thread and sent as it fills. A
-/// receiver that goes away ends the copy.
+/// A new directory for a checkpoint of `store`, beside it (on its
+/// filesystem, so the checkpoint's files are hard links).
+pub(crate) fn checkpoint_dir(store: &Store) -> PathBuf {
+    let name = store.dir().file_name().map_or_else(
+        || "store".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    store
+        .dir()
+        .with_file_name(format!("{name}.snapshot-{nanos}"))
+}
+
+/// The snapshot of `store` as the chunks Mvcc/Snapshot streams, in
+/// `format`: cairn's, a checkpoint framed and read on a blocking thread and
+/// sent as it fills; or etcd's, the bbolt file `etcd_snapshot` maps the
+/// store to, built whole in memory first (about twice the store's live
+/// data, since bbolt pages are laid out from the whole set of buckets) so
+/// that `remaining_bytes` is right from the first chunk. A receiver that
+/// goes away ends the copy.
 pub(crate) fn stream(
     store: Arc<Store>,
+    format: Format,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<SnapshotChunk, Status>> {
     let (chunks, received) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
-        let name = store.dir().file_name().map_or_else(
-            || "store".into(),
-            |name| name.to_string_lossy().into_owned(),
-        );
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos())
-            .unwrap_or_default();
-        let dir = store
-            .dir()
-            .with_file_name(format!("{name}.snapshot-{nanos}"));
-        let sent = Checkpoint::take(&store, dir).and_then(|checkpoint| {
-            let mut sender = ChunkSender::new(chunks.clone(), checkpoint.total_bytes());
-            checkpoint.write_to(&mut sender)?;
-            sender.finish()
-        });
+        let sent = match format {
+            Format::Cairn => {
+                Checkpoint::take(&store, checkpoint_dir(&store)).and_then(|checkpoint| {
+                    let mut sender = ChunkSender::new(chunks.clone(), checkpoint.total_bytes());
+                    checkpoint.write_to(&mut sender)?;
+                    sender.finish()
+                })
+            }
+            Format::Etcd => crate::etcd_snapshot::export_file(&store).and_then(|file| {
+                let mut sender = ChunkSender::new(chunks.clone(), file.len() as u64);
+                sender.write_all(&file).map_err(io_error)?;
+                sender.finish()
+            }),
+        };
         if let Err(error) = sent {
             let _ = chunks.blocking_send(Err(Status::from(error)));
         }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::Mvcc;
+use cairn_proto::cairn::mvcc::v1::snapshot_request::Format;
 use cairn_proto::cairn::mvcc::v1::{
     ApplyResponse, Command, DefragmentRequest, DefragmentResponse, EventsRequest, EventsResponse,
     HashKvRequest, HashKvResponse, KvCall, LeaseRequest, LeaseResponse, LeasesRequest,
@@ -248,11 +249,18 @@ impl Mvcc for MvccApi {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.replica.check_serving()?;
+        // An unknown format is refused rather than read as the default: a
+        // caller asking for a newer format must not get a file it misreads.
+        let asked = request.into_inner().format;
+        let format = Format::try_from(asked).map_err(|_| {
+            Status::invalid_argument(format!("snapshot format {asked} is not known"))
+        })?;
         Ok(Response::new(Box::pin(crate::snapshot::stream(
             self.replica.store.clone(),
+            format,
         ))))
     }
 }
