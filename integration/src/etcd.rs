@@ -111,6 +111,52 @@ impl Etcd {
         Ok(etcd)
     }
 
+    /// One member on an existing data directory, e.g. what `etcdctl snapshot
+    /// restore --name <name> --initial-cluster <name>=<peer_url>
+    /// --initial-advertise-peer-urls <peer_url>` wrote, serving clients on a
+    /// free port. Returns once a linearizable read succeeds.
+    pub async fn start_on(data_dir: &std::path::Path, name: &str, peer_url: &str) -> Result<Self> {
+        let binary =
+            find_on_path("etcd").context("etcd not found; install Debian's etcd-server")?;
+        let dir = tempfile::tempdir()?;
+        let client_url = format!("http://127.0.0.1:{}", free_port()?);
+        let member = Member {
+            endpoint: client_url.trim_start_matches("http://").to_owned(),
+            command: vec![
+                format!("--name={name}"),
+                format!("--data-dir={}", data_dir.display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster={name}={peer_url}"),
+            ],
+            output: dir.path().join("etcd-0.log"),
+            child: None,
+        };
+        let mut etcd = Self {
+            endpoint: member.endpoint.clone(),
+            binary,
+            members: vec![member],
+            _dir: dir,
+        };
+        etcd.restart(0)?;
+        let kv = KvClient::new(channel(&etcd.endpoint)?);
+        let ready = eventually(ETCD_START_PATIENCE, "etcd to serve reads", || {
+            let mut kv = kv.clone();
+            let request = RangeRequest {
+                key: b"restored-ready".to_vec(),
+                ..RangeRequest::default()
+            };
+            async move { kv.range(request).await.ok() }
+        })
+        .await;
+        if let Err(error) = ready {
+            bail!("{error}; etcd's log ends with:\n{}", etcd.output_tail(20));
+        }
+        Ok(etcd)
+    }
+
     /// Every member's client endpoint, in member order.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
