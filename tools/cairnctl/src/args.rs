@@ -340,11 +340,39 @@ pub(crate) enum SnapshotCommand {
         /// <filename>
         args: Vec<OsString>,
     },
+    /// Restores a fresh cairn cluster from a snapshot file (etcd's or cairn's), through one of its mvcc replicas
+    Restore {
+        /// <filename>
+        args: Vec<OsString>,
+        /// The internal gRPC address (host:port) of one cairn-mvcc replica of the cluster to restore
+        #[arg(long, value_name = "HOST:PORT")]
+        replica: Option<String>,
+    },
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_restore_takes_a_file_and_the_replica_to_send_it_to() {
+        let cli = Cli::try_parse_from([
+            "cairnctl",
+            "snapshot",
+            "restore",
+            "f.db",
+            "--replica",
+            "mvcc-1:7101",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Snapshot(SnapshotCommand::Restore { args, replica }) => {
+                assert_eq!(args, vec![OsString::from("f.db")]);
+                assert_eq!(replica.as_deref(), Some("mvcc-1:7101"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn global_flags_go_anywhere() {

@@ -64,6 +64,11 @@ impl Session {
             .map_err(CtlError::from)
     }
 
+    /// How long a connection may take to be made.
+    pub(crate) fn dial_timeout(&self) -> Duration {
+        self.dial_timeout
+    }
+
     /// How long one short request may take.
     pub(crate) fn command_timeout(&self) -> Duration {
         self.command_timeout

@@ -1,11 +1,16 @@
 //! `snapshot save`: streams one member's backend into a file, written under
-//! `<file>.part` and renamed once complete and synced.
+//! `<file>.part` and renamed once complete and synced. `snapshot restore`:
+//! streams a snapshot file to one replica of a fresh cairn cluster, which
+//! replaces the cluster's state with it (`services/mvcc/src/restore.rs`).
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+
+use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
+use cairn_proto::cairn::mvcc::v1::{RestoreChunk, RestoreResponse};
 
 use super::Ctx;
 use crate::args::SnapshotCommand;
@@ -20,6 +25,7 @@ const CHECKSUM_SIZE: u64 = 32;
 pub(super) async fn run(ctx: &Ctx, command: SnapshotCommand) -> Result<(), CtlError> {
     match command {
         SnapshotCommand::Save { args } => save(ctx, &args).await,
+        SnapshotCommand::Restore { args, replica } => restore(ctx, &args, replica).await,
     }
 }
 
@@ -89,4 +95,92 @@ async fn save(ctx: &Ctx, args: &[OsString]) -> Result<(), CtlError> {
     })?;
     ctx.printer
         .emit(format!("Snapshot saved at {}\n", path.display()).as_bytes())
+}
+
+/// Bytes per chunk a snapshot is sent to the replica in.
+const RESTORE_CHUNK: usize = 64 * 1024;
+
+async fn restore(ctx: &Ctx, args: &[OsString], replica: Option<String>) -> Result<(), CtlError> {
+    let [path] = args else {
+        return Err(CtlError::bad_args("snapshot restore expects one argument"));
+    };
+    let Some(replica) = replica.filter(|replica| !replica.trim().is_empty()) else {
+        return Err(CtlError::bad_args(
+            "snapshot restore needs --replica HOST:PORT: the internal gRPC address of one cairn-mvcc replica of the fresh cluster to restore",
+        ));
+    };
+    let path = PathBuf::from(path);
+    let file = tokio::fs::File::open(&path).await.map_err(|error| {
+        CtlError::general(format!(
+            "could not open {0} (open {0}: {1})",
+            path.display(),
+            go_fmt::io_error_text(&error)
+        ))
+    })?;
+    let replica = replica.trim();
+    let address = if replica.contains("://") {
+        replica.to_owned()
+    } else {
+        format!("http://{replica}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(address)
+        .map_err(|error| CtlError::bad_args(format!("bad --replica {replica}: {error}")))?
+        .connect_timeout(ctx.session.dial_timeout())
+        .connect()
+        .await
+        .map_err(|error| {
+            CtlError::general(format!("cannot reach the replica at {replica}: {error}"))
+        })?;
+    // A read that fails ends the upload; the failure is reported rather
+    // than the replica's refusal of a file cut short.
+    let read_failed = std::sync::Arc::new(std::sync::Mutex::new(None::<std::io::Error>));
+    let chunks = {
+        let read_failed = read_failed.clone();
+        futures::stream::unfold(Some(file), move |file| {
+            let read_failed = read_failed.clone();
+            async move {
+                let mut file = file?;
+                let mut blob = vec![0; RESTORE_CHUNK];
+                match tokio::io::AsyncReadExt::read(&mut file, &mut blob).await {
+                    Ok(0) => None,
+                    Ok(read) => {
+                        blob.truncate(read);
+                        Some((RestoreChunk { blob }, Some(file)))
+                    }
+                    Err(error) => {
+                        if let Ok(mut failed) = read_failed.lock() {
+                            *failed = Some(error);
+                        }
+                        None
+                    }
+                }
+            }
+        })
+    };
+    let restored = MvccClient::new(channel).restore(chunks).await;
+    if let Some(error) = read_failed.lock().ok().and_then(|mut failed| failed.take()) {
+        return Err(CtlError::general(format!(
+            "could not read {}: {}",
+            path.display(),
+            go_fmt::io_error_text(&error)
+        )));
+    }
+    let restored = restored
+        .map_err(|status| CtlError::general(status.message().to_owned()))?
+        .into_inner();
+    ctx.printer.emit(restored_text(&restored).as_bytes())
+}
+
+/// What `snapshot restore` prints once the cluster holds the snapshot.
+fn restored_text(restored: &RestoreResponse) -> String {
+    format!(
+        "Restored {} snapshot: revision {}, {} keys, {} leases, compact revision {}, hash {} (log index {})\n",
+        restored.format,
+        restored.revision,
+        restored.keys,
+        restored.leases,
+        restored.compact_revision,
+        restored.hash,
+        restored.applied_index
+    )
 }
