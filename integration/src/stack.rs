@@ -51,6 +51,10 @@ pub struct StackOptions {
     pub watch_extra: String,
     /// TOML appended to each mvcc replica's settings (e.g. `[testing]`).
     pub mvcc_extra: String,
+    /// Whether the replicas list each other in `seed.replicas`, as deploy's
+    /// do, so one can copy another's store (`mvcc_extra` must then hold no
+    /// `[seed]` table).
+    pub seed_each_other: bool,
     pub log: LogClusterOptions,
 }
 
@@ -64,9 +68,37 @@ impl Default for StackOptions {
             watch_node: String::new(),
             watch_extra: String::new(),
             mvcc_extra: String::new(),
+            seed_each_other: false,
             log: LogClusterOptions::default(),
         }
     }
+}
+
+/// Starts one replica per name, each listing all of them in `seed.replicas`,
+/// and waits until all serve.
+async fn seeding_each_other(
+    dir: &std::path::Path,
+    names: &[&str],
+    log: &[String],
+    nats_url: &str,
+    extra: &str,
+) -> Result<Vec<MvccReplica>> {
+    let mut replicas = names
+        .iter()
+        .map(|name| MvccReplica::configure_with(dir, name, log, nats_url, extra))
+        .collect::<Result<Vec<_>>>()?;
+    let addrs: Vec<String> = replicas
+        .iter()
+        .map(|replica| replica.addr.clone())
+        .collect();
+    for replica in &mut replicas {
+        replica.set_seed_replicas(&addrs)?;
+        replica.start()?;
+    }
+    for replica in &replicas {
+        replica.wait_applied(0, Duration::from_secs(20)).await?;
+    }
+    Ok(replicas)
 }
 
 impl Stack {
@@ -78,14 +110,19 @@ impl Stack {
         let cluster = LogCluster::start(options.log.clone()).await?;
         let log: Vec<String> = cluster.addrs()?;
         let nats = NatsServer::start(cluster.dir()).await?;
-        let replicas = crate::mvcc_cluster::start_replicas(
-            cluster.dir(),
-            &["mvcc-1", "mvcc-2"],
-            &log,
-            &nats.url,
-            &options.mvcc_extra,
-        )
-        .await?;
+        let names = ["mvcc-1", "mvcc-2"];
+        let replicas = if options.seed_each_other {
+            seeding_each_other(cluster.dir(), &names, &log, &nats.url, &options.mvcc_extra).await?
+        } else {
+            crate::mvcc_cluster::start_replicas(
+                cluster.dir(),
+                &names,
+                &log,
+                &nats.url,
+                &options.mvcc_extra,
+            )
+            .await?
+        };
         let mvcc: Vec<String> = replicas
             .iter()
             .map(|replica| replica.addr.clone())
