@@ -186,8 +186,9 @@ async fn serve_and_outlive_a_replica(cluster: &LogCluster) -> Result<()> {
         "{stranger:?}"
     );
 
-    // A snapshot streams a replica's store, framed as etcdctl expects: whole
-    // 512-byte pages, then their SHA-256.
+    // A snapshot streams a replica's store as an etcd bbolt file: whole
+    // 4096-byte pages (the first a meta page with bbolt's magic), then
+    // their SHA-256, as etcdctl expects.
     let mut chunks = maintenance
         .snapshot(SnapshotRequest {})
         .await
@@ -204,7 +205,8 @@ async fn serve_and_outlive_a_replica(cluster: &LogCluster) -> Result<()> {
         "{announced:?} vs {}",
         snapshot.len()
     );
-    ensure!(snapshot.starts_with(b"CAIRNSNAP1\n") && snapshot.len() % 512 == 32);
+    ensure!(snapshot.get(16..20) == Some(&0xED0C_DAED_u32.to_le_bytes()[..]));
+    ensure!(snapshot.len() % 4096 == 32);
     let (body, digest) = snapshot.split_at(snapshot.len() - 32);
     ensure!(
         sha2::Sha256::digest(body).as_slice() == digest,
