@@ -505,6 +505,13 @@ mod corrupting {
         async fn lease(&self, _: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
             absent()
         }
+
+        async fn restore(
+            &self,
+            _: Request<Streaming<cairn_proto::cairn::mvcc::v1::RestoreChunk>>,
+        ) -> Result<Response<cairn_proto::cairn::mvcc::v1::RestoreResponse>, Status> {
+            absent()
+        }
     }
 
     /// The items `produce` sends, as a stream; an error it ends with is the

@@ -123,7 +123,6 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
         }
         Err(error) => return Err(error),
     };
-    let restores = restore::Restores::new();
     let ack_interval = Duration::from_millis(settings.node.ack_interval_ms);
     let mut prepared = prepared;
     loop {
@@ -163,8 +162,7 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
             settings.limits.limits(),
             settings.node.cluster_id,
         )
-        .skipping_read_index(settings.testing.skip_read_index)
-        .restoring_through(restores.clone());
+        .skipping_read_index(settings.testing.skip_read_index);
         if settings.testing.skip_read_index {
             tracing::warn!("testing.skip_read_index is set: linearizable reads may be stale");
         }
@@ -237,9 +235,15 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
         mvcc_gate.close(why);
         health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
         drop(end_store);
+        let closed = Arc::downgrade(&replica.store);
         drop(replica);
+        // RocksDB opens a directory once per process: the new store opens
+        // where the old one is only once every call holding the old one ended.
         let replaced = tokio::select! {
-            replaced = restore::replace(&start, &log, &point, &restores, &progress, shutdown.clone()) => replaced,
+            replaced = async {
+                wait_closed(closed, &progress).await;
+                restore::replace(&start, &log, &point, &progress, shutdown.clone()).await
+            } => replaced,
             served = &mut server => return stopped(served),
         };
         prepared = match replaced {
@@ -247,6 +251,22 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
             Ok(None) => return stopped(server.await),
             Err(error) => return refuse_until_stopped(error, &progress, server).await,
         };
+    }
+}
+
+/// Waits until nothing holds the store `closed` refers to any more.
+async fn wait_closed(closed: std::sync::Weak<store::Store>, progress: &impl Fn(String)) {
+    let started = tokio::time::Instant::now();
+    let mut warned = false;
+    while closed.strong_count() > 0 {
+        if !warned && started.elapsed() > Duration::from_secs(10) {
+            tracing::warn!(
+                "calls still hold the store a restore replaces; waiting for them to end"
+            );
+            progress("waiting for calls on the replaced store to end".into());
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -102,8 +102,9 @@ impl Replica {
     }
 
     /// Stops applying for a restore: this store's state ends before the
-    /// Restore's entry. Writes still waiting hear that their outcome is
-    /// unknown: those in later entries are applied on the restored store.
+    /// Restore's entry. Its proposer hears that it was committed; other
+    /// writes still waiting hear that their outcome is unknown: those in
+    /// later entries are applied on the restored store.
     fn begin_restore(&self, point: RestorePoint) {
         tracing::warn!(
             index = point.index,
@@ -111,11 +112,15 @@ impl Replica {
             hash = point.hash,
             "a restore was committed; this replica stops applying until its store is replaced"
         );
+        let proposer = (point.origin == self.origin).then_some(point.sequence);
+        let index = point.index;
         self.restoring.send_replace(Some(point));
-        for (_, waiter) in self.waiters.lock().drain() {
-            let _ = waiter.send(Err(MvccError::Etcd(
-                cairn_proto::etcd_error::EtcdError::Timeout,
-            )));
+        for (sequence, waiter) in self.waiters.lock().drain() {
+            let _ = waiter.send(if Some(sequence) == proposer {
+                Ok(Reply::Restore { index })
+            } else {
+                Err(MvccError::Etcd(cairn_proto::etcd_error::EtcdError::Timeout))
+            });
         }
     }
 
@@ -157,13 +162,19 @@ impl Replica {
     }
 
     /// Waits until the applied index reaches `index`.
+    /// A restore met before it is reached ends the wait at once: this store
+    /// will not apply more, and the caller is sent to another replica.
     pub(crate) async fn wait_applied(&self, index: u64) -> Result<(), MvccError> {
         let mut applied = self.applied.subscribe();
-        applied
-            .wait_for(|position| position.index >= index)
-            .await
-            .map(|_| ())
-            .map_err(|_| MvccError::Stopped)
+        tokio::select! {
+            biased;
+            reached = applied.wait_for(|position| position.index >= index) => {
+                reached.map(|_| ()).map_err(|_| MvccError::Stopped)
+            }
+            _ = self.restore_point() => {
+                Err(self.check_serving().err().unwrap_or(MvccError::Stopped))
+            }
+        }
     }
 
     /// Follows the current revision (for the publisher).

@@ -19,26 +19,27 @@
 //!   applied the entry (`seed`). Either way the replica goes on from the
 //!   entry after it.
 //!
+//! The proposer answers once the command is committed; the old store is
+//! swapped out once every call holding it has ended.
+//!
 //! A staged store whose restore may still be committed is kept across a
 //! restart while the store is fresh, so a replica that crashed between the
 //! commit and the swap still finds it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use cairn_kit::shutdown::ShutdownWatch;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::{Restore, RestoreChunk, RestoreResponse};
-use tokio::sync::watch;
+use cairn_proto::etcd_error::EtcdError;
 use tonic::Streaming;
 
 use crate::api::MvccApi;
 use crate::error::MvccError;
 use crate::log_client::LogClient;
 use crate::seed::{self, Prepared, Start};
-use crate::store::{RestorePoint, Store};
+use crate::store::{Reply, RestorePoint, Store};
 
 /// What cairn's own snapshot starts with (`snapshot`).
 const CAIRN_MAGIC: &[u8] = b"CAIRNSNAP1\n";
@@ -46,9 +47,6 @@ const CAIRN_MAGIC: &[u8] = b"CAIRNSNAP1\n";
 /// header), in the little-endian order etcd's files have.
 const BBOLT_MAGIC: [u8; 4] = 0xED0C_DAEDu32.to_le_bytes();
 const BBOLT_MAGIC_AT: usize = 16;
-/// How long the proposer waits, after its write's own wait ended, for its
-/// store to be replaced.
-const REPLACE_WAIT: Duration = Duration::from_secs(120);
 /// Kinds of directory beside the data directory: a store being built, and
 /// a whole staged one.
 const BUILDING: &str = "restoring";
@@ -56,50 +54,6 @@ const STAGED: &str = "restore";
 /// Where the upload goes inside the directory a store is built in.
 const UPLOAD: &str = "upload";
 const BUILT: &str = "store";
-
-/// A restore that replaced this replica's store, for the call that proposed
-/// it (which outlives the replica it was proposed through).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Restored {
-    pub index: u64,
-    pub revision: i64,
-    pub hash: u32,
-    pub compacted: i64,
-    pub keys: u64,
-    pub leases: u64,
-}
-
-/// The newest restore this process carried out.
-pub(crate) struct Restores {
-    done: watch::Sender<Option<Restored>>,
-}
-
-impl Restores {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            done: watch::Sender::new(None),
-        })
-    }
-
-    fn finished(&self, restored: Restored) {
-        self.done.send_replace(Some(restored));
-    }
-
-    /// Waits for the restore of a store with `hash` and `revision`.
-    async fn replaced(&self, hash: u32, revision: i64) -> Restored {
-        let mut done = self.done.subscribe();
-        loop {
-            if let Some(restored) = done.borrow_and_update().clone() {
-                if restored.hash == hash && restored.revision == revision {
-                    return restored;
-                }
-            }
-            if done.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
 
 /// A store built from a snapshot file, before it is staged.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,7 +67,9 @@ struct Built {
 }
 
 /// `Mvcc/Restore`: builds the store, stages it, proposes the restore and
-/// answers once this replica's store was replaced by it.
+/// answers once it is committed. It does not wait for the swap: the store
+/// it was called through must close first (cairnctl waits for the replica
+/// to serve the restored revision).
 pub(crate) async fn receive(
     api: &MvccApi,
     chunks: Streaming<RestoreChunk>,
@@ -140,46 +96,47 @@ pub(crate) async fn receive(
         "a restored store is staged; proposing the restore"
     );
     let proposed = api
-        .raise(Op::Restore(Restore {
+        .propose(Op::Restore(Restore {
             revision: built.revision,
             hash: built.hash,
         }))
         .await;
-    let unknown = match proposed {
-        // A fresh store is never answered in place: applying stops there.
-        Ok(()) => MvccError::Corrupt("a restore was answered without replacing the store".into()),
-        Err(refused @ MvccError::NotFresh(_)) => {
-            seed::remove(&staged);
-            return Err(refused);
-        }
-        Err(MvccError::Log(failure)) if !failure.outcome_unknown() => {
-            seed::remove(&staged);
-            return Err(MvccError::Log(failure));
-        }
-        Err(other) => other,
-    };
-    tracing::debug!(%unknown, "the restore's write ended; waiting for the store to be replaced");
-    match tokio::time::timeout(
-        REPLACE_WAIT,
-        api.restores().replaced(built.hash, built.revision),
-    )
-    .await
-    {
-        Ok(restored) => Ok(RestoreResponse {
-            revision: restored.revision,
-            hash: restored.hash,
-            compact_revision: restored.compacted,
-            keys: restored.keys,
-            leases: restored.leases,
-            applied_index: restored.index,
+    match proposed {
+        // Committed: the store is replaced next, from the staged one, and
+        // the caller waits for this replica to serve it.
+        Ok(Reply::Restore { index }) => Ok(RestoreResponse {
+            revision: built.revision,
+            hash: built.hash,
+            compact_revision: built.compacted,
+            keys: built.keys,
+            leases: built.leases,
+            applied_index: index,
             format: built.format.to_owned(),
         }),
-        // The staged store stays: the command may still be committed, and
-        // this replica then needs it.
-        Err(_) => Err(MvccError::Snapshot(format!(
-            "the restore's outcome is unknown ({unknown}); the cluster's revision (etcdctl endpoint status) says whether it took place"
-        ))),
+        Ok(_) => Err(MvccError::Corrupt(
+            "the apply of a restore answered with another kind".into(),
+        )),
+        Err(MvccError::Log(failure)) if failure.outcome_unknown() => {
+            Err(unknown(&staged, &failure.to_string()))
+        }
+        Err(error @ MvccError::Etcd(EtcdError::Timeout)) => {
+            Err(unknown(&staged, &error.to_string()))
+        }
+        // Refused (not fresh), or never appended: nothing will use it.
+        Err(error) => {
+            seed::remove(&staged);
+            Err(error)
+        }
     }
+}
+
+/// A restore whose proposal may yet be committed keeps its staged store:
+/// every replica would then need it.
+fn unknown(staged: &Path, why: &str) -> MvccError {
+    tracing::warn!(staged = %staged.display(), why, "the restore's outcome is unknown; keeping its staged store");
+    MvccError::Snapshot(format!(
+        "the restore's outcome is unknown ({why}); the cluster's revision (etcdctl endpoint status) says whether it took place"
+    ))
 }
 
 /// Receives the file into `building` and builds a store from it there.
@@ -368,7 +325,6 @@ pub(crate) async fn replace(
     start: &Start<'_>,
     log: &LogClient,
     point: &RestorePoint,
-    restores: &Restores,
     progress: &(impl Fn(String) + Sync),
     mut shutdown: ShutdownWatch,
 ) -> Result<Option<Prepared>, MvccError> {
@@ -425,14 +381,6 @@ pub(crate) async fn replace(
             keys = status.keys,
             "the store was replaced by the restored one"
         );
-        restores.finished(Restored {
-            index: point.index,
-            revision: status.current,
-            hash: point.hash,
-            compacted: status.compacted,
-            keys: status.keys as u64,
-            leases: status.leases as u64,
-        });
     }
     Ok(prepared)
 }

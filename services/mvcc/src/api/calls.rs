@@ -57,7 +57,21 @@ impl MvccApi {
         let (answers, out) = mpsc::channel(ANSWER_QUEUE);
         let api = self.clone();
         tokio::spawn(async move {
-            while let Ok(Some(call)) = calls.message().await {
+            // A store being replaced by a restore ends the stream, so that
+            // nothing holds it open; the edge opens a new one.
+            loop {
+                let call = tokio::select! {
+                    call = calls.message() => call,
+                    _ = api.replica.restore_point() => {
+                        if let Err(refused) = api.replica.check_serving() {
+                            let _ = answers.send(Err(refused.into())).await;
+                        }
+                        break;
+                    }
+                };
+                let Ok(Some(call)) = call else {
+                    break;
+                };
                 let api = api.clone();
                 let answers = answers.clone();
                 tokio::spawn(async move {

@@ -35,9 +35,6 @@ pub(crate) struct MvccApi {
     /// Linearizable reads answered without a read index (a deliberately
     /// broken replica, see `TestingSettings`).
     skip_read_index: bool,
-    /// Where the restore this replica proposed is reported once its store
-    /// was replaced: it outlives the replica it was proposed through.
-    restores: Arc<crate::restore::Restores>,
 }
 
 impl MvccApi {
@@ -51,19 +48,15 @@ impl MvccApi {
             cluster_id,
             member_id,
             skip_read_index: false,
-            restores: crate::restore::Restores::new(),
         }
     }
 
-    /// Reports restores through `restores`, which the replica's next store
-    /// shares.
-    pub(crate) fn restoring_through(mut self, restores: Arc<crate::restore::Restores>) -> Self {
-        self.restores = restores;
-        self
-    }
-
-    pub(crate) fn restores(&self) -> &crate::restore::Restores {
-        &self.restores
+    /// Proposes `op` (a restore) and waits for this replica's apply of it.
+    pub(crate) async fn propose(
+        &self,
+        op: cairn_proto::cairn::mvcc::v1::command::Op,
+    ) -> Result<crate::store::Reply, MvccError> {
+        self.write(op).await
     }
 
     /// Answers linearizable reads from whatever has been applied, without a

@@ -65,6 +65,7 @@ impl Reply {
             StoreReply::Fenced(fenced) => Self::Fenced(fenced),
             StoreReply::Alarm(_) => unreachable!("the model raises no alarms"),
             StoreReply::Publisher(_) => unreachable!("the model claims no publishing"),
+            StoreReply::Restore { .. } => unreachable!("the model restores nothing"),
         }
     }
 

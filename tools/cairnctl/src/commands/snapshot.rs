@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
-use cairn_proto::cairn::mvcc::v1::{RestoreChunk, RestoreResponse};
+use cairn_proto::cairn::mvcc::v1::{RestoreChunk, RestoreResponse, StatusRequest};
 
 use super::Ctx;
 use crate::args::SnapshotCommand;
@@ -157,7 +157,8 @@ async fn restore(ctx: &Ctx, args: &[OsString], replica: Option<String>) -> Resul
             }
         })
     };
-    let restored = MvccClient::new(channel).restore(chunks).await;
+    let mut client = MvccClient::new(channel);
+    let restored = client.restore(chunks).await;
     if let Some(error) = read_failed.lock().ok().and_then(|mut failed| failed.take()) {
         return Err(CtlError::general(format!(
             "could not read {}: {}",
@@ -168,7 +169,38 @@ async fn restore(ctx: &Ctx, args: &[OsString], replica: Option<String>) -> Resul
     let restored = restored
         .map_err(|status| CtlError::general(status.message().to_owned()))?
         .into_inner();
+    serving(&mut client, &restored).await?;
     ctx.printer.emit(restored_text(&restored).as_bytes())
+}
+
+/// How long a committed restore may take to be served by the replica that
+/// staged it (it swaps its store once the calls on the old one have ended).
+const SERVING_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until the replica serves the restored store: the restore is
+/// answered once committed, before the store is swapped.
+async fn serving(
+    client: &mut MvccClient<tonic::transport::Channel>,
+    restored: &RestoreResponse,
+) -> Result<(), CtlError> {
+    let deadline = tokio::time::Instant::now() + SERVING_WAIT;
+    loop {
+        if let Ok(status) = client.status(StatusRequest {}).await {
+            let status = status.into_inner();
+            if status.applied_index >= restored.applied_index
+                && status.current_revision >= restored.revision
+            {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CtlError::general(format!(
+                "the restore was committed at log index {}, but the replica did not serve it within {SERVING_WAIT:?}",
+                restored.applied_index
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// What `snapshot restore` prints once the cluster holds the snapshot.

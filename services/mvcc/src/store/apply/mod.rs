@@ -66,6 +66,11 @@ pub enum Reply {
     Alarm(AlarmResponse),
     /// PublisherClaim: whether it took effect; the claim in force after it.
     Publisher(PublisherClaimed),
+    /// Restore, on a fresh store: committed at this log index; the store is
+    /// replaced next (never from `apply` itself, see `Applied::restore`).
+    Restore {
+        index: u64,
+    },
 }
 
 /// What a publisher claim did.
@@ -98,7 +103,7 @@ impl Reply {
             Self::LeaseRevoke(response) => response.header = header,
             Self::Fenced(response) => response.revision = revision,
             Self::Alarm(response) => response.header = header,
-            Self::Publisher(_) => {}
+            Self::Publisher(_) | Self::Restore { .. } => {}
         }
     }
 }
