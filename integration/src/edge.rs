@@ -83,12 +83,12 @@ impl Edge {
 
     /// Freezes the process with SIGSTOP: it keeps its connections and answers nothing.
     pub fn pause(&self) -> Result<()> {
-        crate::signal_child(self.child.as_ref(), "-STOP", "cairn-edge")
+        crate::signal_child(self.child.as_ref(), crate::Signal::STOP, "cairn-edge")
     }
 
     /// Lets a process frozen by `pause` run again (SIGCONT).
     pub fn resume(&self) -> Result<()> {
-        crate::signal_child(self.child.as_ref(), "-CONT", "cairn-edge")
+        crate::signal_child(self.child.as_ref(), crate::Signal::CONT, "cairn-edge")
     }
 
     /// SIGKILL: no shutdown path runs.

@@ -201,12 +201,20 @@ impl Etcd {
 
     /// Freezes member `number` with SIGSTOP.
     pub fn pause(&self, number: usize) -> Result<()> {
-        crate::signal_child(self.member(number)?.child.as_ref(), "-STOP", "etcd")
+        crate::signal_child(
+            self.member(number)?.child.as_ref(),
+            crate::Signal::STOP,
+            "etcd",
+        )
     }
 
     /// Lets member `number` run again after [`Etcd::pause`].
     pub fn resume(&self, number: usize) -> Result<()> {
-        crate::signal_child(self.member(number)?.child.as_ref(), "-CONT", "etcd")
+        crate::signal_child(
+            self.member(number)?.child.as_ref(),
+            crate::Signal::CONT,
+            "etcd",
+        )
     }
 
     /// The member that says it leads, asked of every running member.

@@ -26,6 +26,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+pub use rustix::process::Signal;
 
 /// Where the cairn binaries under test are.
 pub fn bin_path(name: &str) -> Result<PathBuf> {
@@ -181,19 +182,22 @@ pub fn duration_from_env(name: &str, default: Duration) -> Result<Duration> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// Sends `signal` (e.g. `-STOP`, `-CONT`) to a running child.
-pub fn signal_child(child: Option<&tokio::process::Child>, signal: &str, what: &str) -> Result<()> {
+/// Sends `signal` (e.g. `Signal::STOP`, `Signal::CONT`) to a running child,
+/// with the system call itself: a minimal machine may have no `kill` program.
+pub fn signal_child(
+    child: Option<&tokio::process::Child>,
+    signal: Signal,
+    what: &str,
+) -> Result<()> {
     let pid = child
         .and_then(tokio::process::Child::id)
         .with_context(|| format!("{what} is not running"))?;
-    let status = std::process::Command::new("kill")
-        .arg(signal)
-        .arg(pid.to_string())
-        .status()?;
-    if !status.success() {
-        bail!("kill {signal} {pid} ({what}) failed");
-    }
-    Ok(())
+    let process = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .with_context(|| format!("{what} has no usable pid ({pid})"))?;
+    rustix::process::kill_process(process, signal)
+        .with_context(|| format!("sending {signal:?} to {what} (pid {pid})"))
 }
 
 /// Kills a child with SIGKILL and reaps it: no shutdown path runs, like a

@@ -238,29 +238,22 @@ impl LogCluster {
             .child
             .take()
             .with_context(|| format!("node {id} is not running"))?;
-        let pid = child.id().context("node has no pid")?;
-        let status = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()?;
-        if !status.success() {
-            bail!("kill -TERM {pid} failed");
-        }
+        crate::signal_child(Some(&child), crate::Signal::TERM, &format!("log node {id}"))?;
         Ok(tokio::time::timeout(Duration::from_secs(10), child.wait()).await??)
     }
 
     /// Freezes node `id` with SIGSTOP: it holds its connections but answers
     /// nothing, as a process stuck in a long pause would.
     pub fn pause(&self, id: u64) -> Result<()> {
-        self.signal(id, "-STOP")
+        self.signal(id, crate::Signal::STOP)
     }
 
     /// Lets a node frozen by [`LogCluster::pause`] run again (SIGCONT).
     pub fn resume(&self, id: u64) -> Result<()> {
-        self.signal(id, "-CONT")
+        self.signal(id, crate::Signal::CONT)
     }
 
-    fn signal(&self, id: u64, signal: &str) -> Result<()> {
+    fn signal(&self, id: u64, signal: crate::Signal) -> Result<()> {
         crate::signal_child(
             self.node(id)?.child.as_ref(),
             signal,

@@ -65,12 +65,12 @@ impl Service {
 
     /// Freezes the process with SIGSTOP: it keeps its connections and answers nothing.
     pub fn pause(&self) -> Result<()> {
-        crate::signal_child(self.child.as_ref(), "-STOP", &self.name)
+        crate::signal_child(self.child.as_ref(), crate::Signal::STOP, &self.name)
     }
 
     /// Lets a process frozen by `pause` run again (SIGCONT).
     pub fn resume(&self) -> Result<()> {
-        crate::signal_child(self.child.as_ref(), "-CONT", &self.name)
+        crate::signal_child(self.child.as_ref(), crate::Signal::CONT, &self.name)
     }
 
     /// SIGKILL: no shutdown path runs.

@@ -20,6 +20,7 @@ mod candidacy;
 mod cluster;
 mod election;
 mod error;
+mod framing;
 mod gateway;
 mod local;
 mod lock;

@@ -29,6 +29,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 use tower::{Service, ServiceExt};
 
+use crate::framing::{Answered, CutShort, Watched};
 use crate::metrics::EDGE_METRICS;
 use crate::pool::{Backend, BackendPool, InFlight};
 use cairn_kit::multiplex::MultiplexError;
@@ -385,15 +386,18 @@ impl ProxyInner {
         parts.headers = onward_headers(&parts.headers);
         let call = backend.start();
         let channel = backend.channel.clone();
+        let cut = CutShort::default();
+        let body = BoxBody::new(Watched::new(body, cut.clone()));
         match channel
             .oneshot(http::Request::from_parts(parts, body))
             .await
         {
             Ok(response) => Ok(response.map(|body| {
-                BoxBody::new(Settled::new(Counted {
+                let answer = Settled::new(Counted {
                     inner: body,
                     _call: call,
-                }))
+                });
+                BoxBody::new(Answered::new(answer, cut))
             })),
             Err(error) => {
                 self.pool.mark_down(&backend);
