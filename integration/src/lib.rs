@@ -6,6 +6,7 @@
 //! (`just test` builds them first); `CAIRNTEST_BIN_DIR` overrides it.
 
 pub mod checker;
+pub mod clients;
 pub mod edge;
 pub mod etcd;
 mod lease;

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use cairn_integration::clients::etcdctl;
 use cairn_integration::etcd::Etcd;
 use cairn_integration::stack::{Stack, StackOptions};
-use cairn_integration::{channel, free_port, walkthrough};
+use cairn_integration::{channel, free_port};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
@@ -20,32 +20,6 @@ use cairn_proto::etcdserverpb::{
 use tonic::transport::Channel;
 
 const KEYS: usize = 300;
-
-/// Runs Debian's etcdctl (v3 API) with `args`; returns its standard output.
-async fn etcdctl(args: &[&str]) -> Result<String> {
-    let mut command = tokio::process::Command::new(walkthrough::etcdctl_path()?);
-    command
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("ETCDCTL_") && key != "ETCDCTL_API" {
-            command.env_remove(key);
-        }
-    }
-    let output = command.output().await.context("running etcdctl")?;
-    if !output.status.success() {
-        bail!(
-            "etcdctl {args:?} failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    String::from_utf8(output.stdout).context("etcdctl's output is not UTF-8")
-}
 
 /// The number after `"<field>":` in etcdctl's one-line JSON.
 fn json_number(json: &str, field: &str) -> Result<i64> {

@@ -4,14 +4,14 @@
 //! source did; files that are not whole snapshots, and clusters that already
 //! hold data, are refused and left as they were.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use cairn_integration::clients::{etcdctl, run_client, Ran};
 use cairn_integration::etcd::Etcd;
 use cairn_integration::stack::{Stack, StackOptions};
-use cairn_integration::{bin_path, channel, eventually, walkthrough};
+use cairn_integration::{bin_path, channel, eventually};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
@@ -26,48 +26,6 @@ use tonic::transport::Channel;
 /// Patience for a restore to reach every replica and the lease service.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// What a command printed and whether it succeeded.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(program: PathBuf, args: &[&str]) -> Result<Ran> {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("ETCDCTL_") && key != "ETCDCTL_API" {
-            command.env_remove(key);
-        }
-    }
-    let output = tokio::time::timeout(PATIENCE, command.output())
-        .await
-        .context("the command did not finish in time")??;
-    Ok(Ran {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
-}
-
-/// Debian's etcdctl (v3 API); fails unless it succeeds.
-async fn etcdctl(args: &[&str]) -> Result<String> {
-    let ran = run(walkthrough::etcdctl_path()?, args).await?;
-    ensure!(
-        ran.ok,
-        "etcdctl {args:?} failed: {}{}",
-        ran.stdout,
-        ran.stderr
-    );
-    Ok(ran.stdout)
-}
-
 /// `etcdctl snapshot save` of the cluster at `endpoint` into `file`.
 async fn save(endpoint: &str, file: &Path) -> Result<()> {
     let file = file.to_string_lossy();
@@ -78,8 +36,8 @@ async fn save(endpoint: &str, file: &Path) -> Result<()> {
 /// `cairnctl snapshot restore FILE --replica ADDR`, as it ran.
 async fn restore(file: &Path, replica: &str) -> Result<Ran> {
     let file = file.to_string_lossy();
-    run(
-        bin_path("cairnctl")?,
+    run_client(
+        &bin_path("cairnctl")?,
         &["snapshot", "restore", &file, "--replica", replica],
     )
     .await

@@ -142,7 +142,8 @@ pub fn import(buckets: &Buckets, dir: &Path) -> Result<StoreStatus, MvccError> {
         )));
     }
     let contents = mapping::from_buckets(buckets)?;
-    let staging = staging_dir(dir)?;
+    // Beside `dir`, so that renaming it into place is atomic.
+    let staging = crate::seed::beside(dir, "import")?;
     let built = build(&contents, &staging).and_then(|status| {
         std::fs::rename(&staging, dir)
             .map_err(|error| io_error("renaming the new store", error))?;
@@ -163,20 +164,6 @@ pub fn import(buckets: &Buckets, dir: &Path) -> Result<StoreStatus, MvccError> {
 /// trailer, which is checked when present).
 pub fn import_file(bytes: &[u8], dir: &Path) -> Result<StoreStatus, MvccError> {
     import(&bbolt::read(bytes)?, dir)
-}
-
-/// `<dir>.import-<nanos>`, beside `dir` so that renaming it is atomic.
-fn staging_dir(dir: &Path) -> Result<PathBuf, MvccError> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| MvccError::EtcdSnapshot(format!("{} names no directory", dir.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    Ok(dir.with_file_name(format!("{name}.import-{nanos}")))
 }
 
 /// Writes `contents` as a store into `dir`, then opens it as a replica
