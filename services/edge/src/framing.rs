@@ -3,8 +3,9 @@
 //! length prefix promised more bytes than came) is a broken request, which
 //! etcd answers with INTERNAL. The backend cannot tell: tonic takes a message
 //! header it has read, then the end of the body, as a clean end of the
-//! stream and answers OK. So the edge remembers the cut and puts the error
-//! in place of the backend's status.
+//! stream: it answers OK, or, for a watch (which outlives its requests),
+//! nothing at all. So the edge ends such a call itself, with the error in
+//! place of the backend's status.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tonic::Status;
 
@@ -24,17 +26,25 @@ fn cut_short() -> Status {
 }
 
 /// Whether the request of one call ended inside a message; shared by the
-/// request body (which finds out) and the answer (which reports it).
+/// request body (which finds out) and the answer (which reports it, waking
+/// when it happens).
 #[derive(Clone, Default)]
-pub(crate) struct CutShort(Arc<AtomicBool>);
+pub(crate) struct CutShort(Arc<Cut>);
+
+#[derive(Default)]
+struct Cut {
+    marked: AtomicBool,
+    answer: AtomicWaker,
+}
 
 impl CutShort {
     fn mark(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.marked.store(true, Ordering::SeqCst);
+        self.0.answer.wake();
     }
 
     fn is_marked(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.marked.load(Ordering::SeqCst)
     }
 }
 
@@ -128,16 +138,30 @@ where
     }
 }
 
-/// An answer body whose closing status becomes INTERNAL when its request
-/// was cut inside a message.
+/// An answer body that ends with INTERNAL as soon as its request was cut
+/// inside a message, whatever the backend is doing.
 pub(crate) struct Answered<B> {
     inner: B,
     cut: CutShort,
+    ended: bool,
 }
 
 impl<B> Answered<B> {
     pub(crate) fn new(inner: B, cut: CutShort) -> Self {
-        Self { inner, cut }
+        Self {
+            inner,
+            cut,
+            ended: false,
+        }
+    }
+
+    fn end_cut_short(&mut self) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.ended = true;
+        let mut trailers = http::HeaderMap::new();
+        Poll::Ready(Some(match cut_short().add_header(&mut trailers) {
+            Ok(()) => Ok(Frame::trailers(trailers)),
+            Err(status) => Err(status),
+        }))
     }
 }
 
@@ -152,20 +176,25 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.cut.is_marked() {
+            return self.end_cut_short();
+        }
+        self.cut.0.answer.register(cx.waker());
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) if frame.is_trailers() && self.cut.is_marked() => {
-                let mut trailers = http::HeaderMap::new();
-                Poll::Ready(Some(match cut_short().add_header(&mut trailers) {
-                    Ok(()) => Ok(Frame::trailers(trailers)),
-                    Err(status) => Err(status),
-                }))
+                self.end_cut_short()
             }
+            // Marked between the check and the registration: end now.
+            Poll::Pending if self.cut.is_marked() => self.end_cut_short(),
             polled => polled,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -209,6 +238,30 @@ mod tests {
         let mut framing = Framing::default();
         framing.advance(&[0, 0]);
         assert!(framing.inside_a_message());
+    }
+
+    #[tokio::test]
+    async fn a_cut_request_ends_an_answer_the_backend_keeps_open() {
+        use http_body_util::BodyExt;
+        let cut = CutShort::default();
+        let backend = http_body_util::StreamBody::new(futures::stream::pending::<
+            Result<Frame<Bytes>, Status>,
+        >());
+        let mut answer = Answered::new(backend, cut.clone());
+        let marking = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            cut.mark();
+        });
+        let closing = tokio::time::timeout(std::time::Duration::from_secs(5), answer.frame())
+            .await
+            .expect("the answer ended")
+            .and_then(Result::ok)
+            .and_then(|frame| frame.into_trailers().ok())
+            .expect("trailers");
+        marking.await.expect("marked");
+        let status = Status::from_header_map(&closing).expect("a status");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(answer.frame().await.is_none());
     }
 
     #[tokio::test]
