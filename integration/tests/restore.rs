@@ -302,7 +302,7 @@ async fn a_snapshot_a_real_etcd_saved_restores_into_a_fresh_cairn_that_answers_a
     );
 
     // The leases, with their keys, resumed at their granted TTL.
-    let mut lease = stack.lease()?;
+    let lease = stack.lease()?;
     for id in &written.leases {
         let expected = etcd_lease
             .lease_time_to_live(LeaseTimeToLiveRequest {
@@ -339,10 +339,18 @@ async fn a_snapshot_a_real_etcd_saved_restores_into_a_fresh_cairn_that_answers_a
             found.granted_ttl
         );
     }
-    lease
-        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
-        .await
-        .context("granting a lease after the restore")?;
+    // The restore moves the lease claim on, so the lease service may still
+    // be changing hands: etcd's "leader changed", which clients retry.
+    eventually(PATIENCE, "a lease granted after the restore", || {
+        let mut lease = lease.clone();
+        async move {
+            lease
+                .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+                .await
+                .ok()
+        }
+    })
+    .await?;
 
     // Every replica holds the same store, the one cairnctl reported.
     let hash = replicas_agree(&stack, written.current).await?;
