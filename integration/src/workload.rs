@@ -39,6 +39,9 @@ pub struct WorkloadOptions {
     pub call_timeout: Duration,
     /// Seeds each client's choices, so a run can be repeated.
     pub seed: u64,
+    /// Where the watcher watches, when not the clients' endpoints (e.g. the
+    /// edge, while the clients call replicas directly).
+    pub watch_endpoints: Vec<String>,
 }
 
 impl Default for WorkloadOptions {
@@ -49,6 +52,7 @@ impl Default for WorkloadOptions {
             prefix: "/history/".to_owned(),
             call_timeout: Duration::from_secs(3),
             seed: 1,
+            watch_endpoints: Vec::new(),
         }
     }
 }
@@ -148,8 +152,13 @@ impl Workload {
         let first = first_revision(endpoints, &options).await?;
         let (stop, stopped) = watch::channel(false);
         let watch_until = Arc::new(AtomicI64::new(0));
+        let watched = if options.watch_endpoints.is_empty() {
+            endpoints.to_vec()
+        } else {
+            options.watch_endpoints.clone()
+        };
         let watcher = tokio::spawn(watch_all(
-            endpoints.to_vec(),
+            watched,
             options.prefix.clone(),
             first + 1,
             watch_until.clone(),
