@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use cairn_proto::cairn::mvcc::v1::LeasesRequest;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest,
 };
 use tonic::transport::Channel;
 
@@ -164,8 +164,25 @@ impl Stack {
             edge,
             _turn: turn,
         };
-        let holder = stack.holder(Duration::from_secs(20)).await;
-        crate::with_process_output(stack.cluster.dir(), holder)?;
+        let ready = async {
+            stack.holder(Duration::from_secs(20)).await?;
+            // The holder serves once it has loaded the leases: until then a
+            // call through the edge may still hear that none is active.
+            crate::eventually(
+                Duration::from_secs(20),
+                "the lease service to answer",
+                || {
+                    let lease = stack.lease();
+                    async move {
+                        let request = LeaseTimeToLiveRequest { id: 1, keys: false };
+                        lease.ok()?.lease_time_to_live(request).await.ok()
+                    }
+                },
+            )
+            .await
+        }
+        .await;
+        crate::with_process_output(stack.cluster.dir(), ready)?;
         Ok(stack)
     }
 
