@@ -25,6 +25,15 @@ fn cut_short() -> Status {
     Status::internal("Unexpected EOF decoding stream.")
 }
 
+/// The trailers that end a gRPC answer with `status`, as a body frame.
+pub(crate) fn closing_frame(status: Status) -> Result<Frame<Bytes>, Status> {
+    let mut trailers = http::HeaderMap::new();
+    match status.add_header(&mut trailers) {
+        Ok(()) => Ok(Frame::trailers(trailers)),
+        Err(status) => Err(status),
+    }
+}
+
 /// Whether the request of one call ended inside a message; shared by the
 /// request body (which finds out) and the answer (which reports it, waking
 /// when it happens).
@@ -157,11 +166,7 @@ impl<B> Answered<B> {
 
     fn end_cut_short(&mut self) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         self.ended = true;
-        let mut trailers = http::HeaderMap::new();
-        Poll::Ready(Some(match cut_short().add_header(&mut trailers) {
-            Ok(()) => Ok(Frame::trailers(trailers)),
-            Err(status) => Err(status),
-        }))
+        Poll::Ready(Some(closing_frame(cut_short())))
     }
 }
 

@@ -29,7 +29,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 use tower::{Service, ServiceExt};
 
-use crate::framing::{Answered, CutShort, Watched};
+use crate::framing::{closing_frame, Answered, CutShort, Watched};
 use crate::metrics::EDGE_METRICS;
 use crate::pool::{Backend, BackendPool, InFlight};
 use cairn_kit::multiplex::MultiplexError;
@@ -495,11 +495,7 @@ where
                     status,
                     "cairn: the backend's answer broke off",
                 );
-                let mut trailers = http::HeaderMap::new();
-                Poll::Ready(Some(match status.add_header(&mut trailers) {
-                    Ok(()) => Ok(Frame::trailers(trailers)),
-                    Err(status) => Err(status),
-                }))
+                Poll::Ready(Some(closing_frame(status)))
             }
             polled => polled,
         }
