@@ -150,9 +150,8 @@ impl LogCluster {
         for id in &ids {
             cluster.start_node(*id)?;
         }
-        cluster
-            .wait_for_leader(&ids, Duration::from_secs(20))
-            .await?;
+        let elected = cluster.wait_for_leader(&ids, Duration::from_secs(20)).await;
+        crate::with_process_output(cluster.dir(), elected)?;
         Ok(cluster)
     }
 

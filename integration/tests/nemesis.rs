@@ -21,6 +21,11 @@ use cairn_integration::stack::{Stack, StackOptions};
 use cairn_integration::workload::{Recorded, Workload, WorkloadOptions};
 use cairn_integration::{duration_from_env, run_seed, with_process_output};
 
+/// One run at a time: each is a dozen processes, and a real etcd cluster
+/// starting beside a cairn one (both picking free ports, both needing the
+/// two cores to elect) makes either miss its deadlines.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long the faults go on unless `CAIRNTEST_CHAOS_FOR` says otherwise.
 const FAULTS_FOR: Duration = Duration::from_secs(40);
 /// How long the store may take, after the last fault, to answer the final
@@ -112,6 +117,7 @@ fn relayed_stack(mvcc_extra: &str) -> Result<StackOptions> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_stays_linearizable_and_its_watch_whole_under_random_faults() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut stack = Stack::start(relayed_stack("")?).await?;
     let dir = stack.cluster.dir().to_owned();
     let endpoints = vec![stack.edge.addr.clone()];
@@ -128,6 +134,7 @@ async fn cairn_stays_linearizable_and_its_watch_whole_under_random_faults() -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_etcd_passes_the_same_checker_under_kills_and_pauses() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut etcd = Etcd::start_cluster(3).await?;
     let endpoints = etcd.endpoints();
     let (report, summary) = run_under_faults(&mut etcd, &endpoints, &[], FAULTS_FOR / 2).await?;
@@ -143,6 +150,7 @@ async fn a_real_etcd_passes_the_same_checker_under_kills_and_pauses() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_a_cairn_that_answers_linearizable_reads_without_a_read_index(
 ) -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut stack = Stack::start(relayed_stack("[testing]\nskip_read_index = true\n")?).await?;
     let dir = stack.cluster.dir().to_owned();
     // Clients call the replicas straight, so a write one replica
