@@ -61,6 +61,10 @@ use crate::shed::ShedLayer;
 /// Binds `edge.listen` and serves until `shutdown` resolves.
 pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), EdgeError> {
     settings.validate()?;
+    // Read every TLS file before binding, so a bad one stops the start.
+    let tls = settings.tls.server_config(&[b"h2", b"http/1.1"])?;
+    // The JSON-only listener speaks HTTP/1.1 alone.
+    let http_tls = settings.tls.server_config(&[b"http/1.1"])?;
     let listener = cairn_kit::grpc::bind(&settings.edge.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let backends = &settings.backends;
@@ -92,6 +96,8 @@ pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), 
     health_reporter.set_serving::<Proxy<proxy::Kv>>().await;
     tracing::info!(
         listen = %cairn_kit::grpc::local_addr(&listener)?,
+        tls = tls.is_some(),
+        client_cert_auth = settings.tls.client_cert_auth,
         metrics = ?metrics_addr,
         mvcc = mvcc.backends().len(),
         watch = watch.backends().len(),
@@ -137,11 +143,12 @@ pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), 
         .add_service(shed.layer(ElectionServer::new(ElectionApi::new(kv_lease_watch))));
     // A JSON body carries bytes as base64, a third longer than the message.
     let gateway = gateway::router(Local::new(routes.clone()), 2 * max_request + 64 * 1024);
-    if let Some(address) = &settings.edge.http_listen {
-        spawn_http_listener(address, gateway.clone(), shutdown.clone()).await?;
+    if !settings.edge.http_listen.is_empty() {
+        let address = &settings.edge.http_listen;
+        spawn_http_listener(address, gateway.clone(), shutdown.clone(), http_tls).await?;
     }
     let routes = tonic::service::Routes::from(routes.into_axum_router().merge(gateway));
-    cairn_kit::grpc::serve_with_http1(listener, routes, shutdown).await?;
+    cairn_kit::grpc::serve_with_http1(listener, routes, shutdown, tls).await?;
     tracing::info!("cairn-edge stopping");
     Ok(())
 }
@@ -152,19 +159,13 @@ async fn spawn_http_listener(
     address: &str,
     gateway: axum::Router,
     shutdown: cairn_kit::shutdown::ShutdownWatch,
+    tls: Option<Arc<cairn_kit::tls::ServerConfig>>,
 ) -> Result<(), EdgeError> {
-    use axum::serve::ListenerExt;
     let listener = cairn_kit::grpc::bind(address).await?;
     tracing::info!(listen = %cairn_kit::grpc::local_addr(&listener)?, "HTTP/JSON gateway ready");
-    let listener = listener.tap_io(|connection| {
-        let _ = connection.set_nodelay(true);
-    });
-    let router = gateway.layer(cairn_kit::telemetry::GrpcServerTraceLayer);
-    let mut stop = shutdown;
+    let routes = tonic::service::Routes::from(gateway);
     tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let served = cairn_kit::grpc::serve_with_http1(listener, routes, shutdown, tls).await;
         if let Err(error) = served {
             tracing::error!(%error, "the HTTP/JSON listener failed");
         }

@@ -2,6 +2,7 @@
 
 use cairn_kit::metrics::MetricsSettings;
 use cairn_kit::telemetry::TelemetrySettings;
+use cairn_kit::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EdgeError;
@@ -13,6 +14,8 @@ pub struct EdgeSettings {
     pub edge: NodeSettings,
     pub backends: BackendSettings,
     pub limits: LimitSettings,
+    /// TLS for clients, on `edge.listen` and `edge.http_listen` alike.
+    pub tls: TlsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -29,8 +32,8 @@ pub struct NodeSettings {
     /// etcd's cluster_id in the headers the edge writes itself.
     pub cluster_id: u64,
     /// A second listener serving only the HTTP/JSON gateway, which `listen`
-    /// serves too (as etcd does, beside gRPC); none when unset.
-    pub http_listen: Option<String>,
+    /// serves too (as etcd does, beside gRPC); none when empty.
+    pub http_listen: String,
 }
 
 impl Default for NodeSettings {
@@ -39,7 +42,7 @@ impl Default for NodeSettings {
             listen: "127.0.0.1:2379".to_owned(),
             advertise_client_urls: vec!["http://127.0.0.1:2379".to_owned()],
             cluster_id: 0x6361_6972_6e00_0001,
-            http_listen: None,
+            http_listen: String::new(),
         }
     }
 }
@@ -137,6 +140,7 @@ impl EdgeSettings {
                 )));
             }
         }
+        self.tls.validate("setting `tls`")?;
         if self.limits.max_concurrent_requests == 0 {
             return fail("setting `limits.max_concurrent_requests`: must be above 0");
         }
@@ -158,5 +162,23 @@ mod tests {
         let mut without_replicas = EdgeSettings::default();
         without_replicas.backends.mvcc.clear();
         assert!(without_replicas.validate().is_err());
+    }
+
+    #[test]
+    fn the_optional_listener_and_tls_are_settings_a_file_may_give() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("edge.toml");
+        std::fs::write(
+            &file,
+            "[edge]\nhttp_listen = \"127.0.0.1:2380\"\n\n\
+             [tls]\ncert_file = \"edge.crt\"\nkey_file = \"edge.key\"\n\
+             trusted_ca_file = \"ca.crt\"\nclient_cert_auth = true\n",
+        )
+        .expect("writing the settings");
+        let settings: EdgeSettings =
+            cairn_kit::settings::load_from("edge", Some(&file), Vec::new()).expect("known keys");
+        assert_eq!(settings.edge.http_listen, "127.0.0.1:2380");
+        assert!(settings.tls.enabled() && settings.tls.client_cert_auth);
+        assert!(settings.validate().is_ok());
     }
 }

@@ -14,6 +14,9 @@ pub enum KitError {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS file is missing, unreadable, or does not fit the others.
+    #[error("tls: {0}")]
+    Tls(String),
     #[error("grpc: {0}")]
     Grpc(String),
     #[error("io: {0}")]

@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_stream::Stream;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::{Code, Status};
 
 use crate::shutdown::ShutdownWatch;
@@ -50,17 +53,25 @@ pub async fn serve(
     routes: Routes,
     shutdown: ShutdownWatch,
 ) -> Result<(), KitError> {
-    serve_routes(listener, routes, shutdown, false).await
+    serve_routes(incoming(listener), routes, shutdown, false).await
 }
 
 /// [`serve`], also taking HTTP/1.1 requests: for routes that include plain
-/// HTTP endpoints (the edge's JSON gateway) beside gRPC on one port.
+/// HTTP endpoints (the edge's JSON gateway) beside gRPC on one port. With
+/// `tls` every connection is TLS (offer both `h2` and `http/1.1` by ALPN).
 pub async fn serve_with_http1(
     listener: TcpListener,
     routes: Routes,
     shutdown: ShutdownWatch,
+    tls: Option<Arc<ServerConfig>>,
 ) -> Result<(), KitError> {
-    serve_routes(listener, routes, shutdown, true).await
+    match tls {
+        None => serve_routes(incoming(listener), routes, shutdown, true).await,
+        Some(config) => {
+            let accepted = crate::tls::accept(listener, config, shutdown.clone());
+            serve_routes(accepted, routes, shutdown, true).await
+        }
+    }
 }
 
 /// How long calls in progress may go on after shutdown before the server
@@ -69,19 +80,23 @@ pub async fn serve_with_http1(
 /// to close would otherwise wait forever.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
-async fn serve_routes(
-    listener: TcpListener,
+async fn serve_routes<Io, Incoming>(
+    incoming: Incoming,
     routes: Routes,
     shutdown: ShutdownWatch,
     http1: bool,
-) -> Result<(), KitError> {
+) -> Result<(), KitError>
+where
+    Incoming: Stream<Item = Result<Io, std::io::Error>>,
+    Io: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+{
     let mut stop = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .accept_http1(http1)
         .layer(GrpcServerTraceLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), async move { stop.cancelled().await });
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
     let mut drained = shutdown;
     tokio::select! {
         served = server => served.map_err(|error| KitError::Grpc(error.to_string())),

@@ -13,6 +13,7 @@ pub mod settings;
 pub mod share;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 /// What the shared start-up, settings and serving can fail with.
 pub use error::KitError;
