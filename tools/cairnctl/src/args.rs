@@ -4,6 +4,7 @@
 //! etcdctl's message and exit code 128 rather than a usage error.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -101,6 +102,15 @@ pub(crate) struct GlobalArgs {
     /// print byte strings as hex encoded strings
     #[arg(long, global = true)]
     pub hex: bool,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+    /// identify secure client using this TLS certificate file
+    #[arg(long, global = true)]
+    pub cert: Option<PathBuf>,
+    /// identify secure client using this TLS key file
+    #[arg(long, global = true)]
+    pub key: Option<PathBuf>,
 }
 
 /// The commands.

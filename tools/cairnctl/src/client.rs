@@ -3,9 +3,10 @@
 //! every short request, which fails with "context deadline exceeded".
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use crate::args::GlobalArgs;
 use crate::error::CtlError;
@@ -20,6 +21,9 @@ pub(crate) struct Session {
     pub endpoints: Vec<String>,
     dial_timeout: Duration,
     command_timeout: Duration,
+    cacert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 impl Session {
@@ -35,6 +39,9 @@ impl Session {
             endpoints,
             dial_timeout: global.dial_timeout,
             command_timeout: global.command_timeout,
+            cacert: global.cacert.clone(),
+            cert: global.cert.clone(),
+            key: global.key.clone(),
         }
     }
 
@@ -59,9 +66,33 @@ impl Session {
             .with_connect_timeout(self.dial_timeout)
             .with_keep_alive(KEEPALIVE_TIME, KEEPALIVE_TIMEOUT)
             .with_require_leader(require_leader);
+        let options = match self.tls()? {
+            Some(tls) => options.with_tls(tls),
+            None => options,
+        };
         Client::connect(endpoints, Some(options))
             .await
             .map_err(CtlError::from)
+    }
+
+    /// TLS when any of `--cacert`, `--cert`, `--key` is given, as etcdctl
+    /// turns it on; endpoints without a scheme are then dialled with TLS.
+    fn tls(&self) -> Result<Option<TlsOptions>, CtlError> {
+        if self.cacert.is_none() && self.cert.is_none() && self.key.is_none() {
+            return Ok(None);
+        }
+        let mut tls = TlsOptions::new();
+        if let Some(cacert) = &self.cacert {
+            tls = tls.ca_certificate(Certificate::from_pem(read(cacert)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => return Err(CtlError::general("--cert and --key must be given together")),
+        }
+        Ok(Some(tls))
     }
 
     /// How long a connection may take to be made.
@@ -133,4 +164,10 @@ pub(crate) fn is_unreachable(error: &etcd_client::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A certificate or key file's bytes; the error reads like Go's.
+fn read(path: &Path) -> Result<Vec<u8>, CtlError> {
+    std::fs::read(path)
+        .map_err(|error| CtlError::general(format!("open {}: {error}", path.display())))
 }
