@@ -40,8 +40,19 @@ impl Edge {
     /// Writes the edge's settings under `dir`: the given backends behind it,
     /// and `extra` TOML appended (e.g. a `[limits]` table).
     pub fn configure(dir: &Path, backends: &Backends, extra: &str) -> Result<Self> {
+        Self::configure_named(dir, "edge", backends, extra)
+    }
+
+    /// [`Edge::configure`] for a second edge beside the first: its files are
+    /// `<name>.toml` and `<name>.log`.
+    pub fn configure_named(
+        dir: &Path,
+        name: &str,
+        backends: &Backends,
+        extra: &str,
+    ) -> Result<Self> {
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let config = dir.join("edge.toml");
+        let config = dir.join(format!("{name}.toml"));
         let text = format!(
             "[edge]\nlisten = \"{addr}\"\nadvertise_client_urls = [\"http://{addr}\"]\n\n\
              [backends]\nmvcc = [{mvcc}]\nlog = [{log}]\nlease = [{lease}]\nwatch = [{watch}]\n\
@@ -56,7 +67,7 @@ impl Edge {
         Ok(Self {
             addr,
             config,
-            output: dir.join("edge.log"),
+            output: dir.join(format!("{name}.log")),
             child: None,
         })
     }

@@ -5,6 +5,7 @@
 //! Binaries are taken from the cargo target directory the tests were built in
 //! (`just test` builds them first); `CAIRNTEST_BIN_DIR` overrides it.
 
+pub mod certs;
 pub mod checker;
 pub mod clients;
 pub mod edge;

@@ -30,6 +30,8 @@ pub struct Stack {
     pub leases: Vec<Service>,
     pub watches: Vec<Service>,
     pub edge: Edge,
+    /// What the edge forwards to, for a second edge in front of the same services.
+    pub backends: Backends,
     /// One whole stack at a time per test binary: a dozen processes each on
     /// two cores is all the machine has.
     _turn: tokio::sync::OwnedMutexGuard<()>,
@@ -162,6 +164,7 @@ impl Stack {
             leases,
             watches,
             edge,
+            backends,
             _turn: turn,
         };
         let ready = async {
