@@ -108,8 +108,20 @@ pub async fn start_replicas(
     nats_url: &str,
     extra: &str,
 ) -> Result<Vec<MvccReplica>> {
-    let mut replicas = Vec::with_capacity(names.len());
-    for name in names {
+    let each: Vec<(&str, &str)> = names.iter().map(|name| (*name, extra)).collect();
+    start_replicas_each(dir, &each, log, nats_url).await
+}
+
+/// [`start_replicas`] with settings of its own for each replica: pairs of
+/// name and extra TOML.
+pub async fn start_replicas_each(
+    dir: &Path,
+    replicas_and_extras: &[(&str, &str)],
+    log: &[String],
+    nats_url: &str,
+) -> Result<Vec<MvccReplica>> {
+    let mut replicas = Vec::with_capacity(replicas_and_extras.len());
+    for (name, extra) in replicas_and_extras {
         let mut replica = MvccReplica::configure_with(dir, name, log, nats_url, extra)?;
         replica.start()?;
         replicas.push(replica);

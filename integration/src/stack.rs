@@ -53,6 +53,9 @@ pub struct StackOptions {
     pub watch_extra: String,
     /// TOML appended to each mvcc replica's settings (e.g. `[testing]`).
     pub mvcc_extra: String,
+    /// TOML appended to the second replica's settings instead of
+    /// `mvcc_extra`, when set: one replica unlike the other.
+    pub second_mvcc_extra: Option<String>,
     /// Whether the replicas list each other in `seed.replicas`, as deploy's
     /// do, so one can copy another's store (`mvcc_extra` must then hold no
     /// `[seed]` table).
@@ -70,6 +73,7 @@ impl Default for StackOptions {
             watch_node: String::new(),
             watch_extra: String::new(),
             mvcc_extra: String::new(),
+            second_mvcc_extra: None,
             seed_each_other: false,
             log: LogClusterOptions::default(),
         }
@@ -116,14 +120,12 @@ impl Stack {
         let replicas = if options.seed_each_other {
             seeding_each_other(cluster.dir(), &names, &log, &nats.url, &options.mvcc_extra).await?
         } else {
-            crate::mvcc_cluster::start_replicas(
-                cluster.dir(),
-                &names,
-                &log,
-                &nats.url,
-                &options.mvcc_extra,
-            )
-            .await?
+            let second = options.second_mvcc_extra.as_deref();
+            let each = [
+                (names[0], options.mvcc_extra.as_str()),
+                (names[1], second.unwrap_or(&options.mvcc_extra)),
+            ];
+            crate::mvcc_cluster::start_replicas_each(cluster.dir(), &each, &log, &nats.url).await?
         };
         let mvcc: Vec<String> = replicas
             .iter()

@@ -137,6 +137,7 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
         tokio::spawn(replica::tail(
             replica.clone(),
             Some(prepared.subscription),
+            Duration::from_millis(settings.testing.apply_lag_ms),
             store_shutdown.clone(),
         ));
         tokio::spawn(replica::acknowledge(
@@ -165,6 +166,13 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
         .skipping_read_index(settings.testing.skip_read_index);
         if settings.testing.skip_read_index {
             tracing::warn!("testing.skip_read_index is set: linearizable reads may be stale");
+        }
+        if settings.testing.apply_lag_ms > 0 {
+            let lag_ms = settings.testing.apply_lag_ms;
+            tracing::warn!(
+                lag_ms,
+                "testing.apply_lag_ms is set: this replica trails its peers"
+            );
         }
         let published = !settings.nats.url.is_empty();
         if published {

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_kit::shutdown::ShutdownWatch;
 use cairn_proto::cairn::log::v1::{EntryKind, SubscribeResponse};
@@ -196,7 +196,7 @@ impl Replica {
     /// this replica for good: its memory may now be ahead of its disk.
     pub(crate) fn apply_entries(&self, entries: &[LogEntry]) -> Result<(), MvccError> {
         self.check_serving()?;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         match self.store.apply(entries) {
             Ok(mut applied) => {
                 MVCC_METRICS
@@ -268,18 +268,27 @@ impl Replica {
 /// read no further ahead than this.
 const APPLY_QUEUE: usize = 64;
 
+/// What the subscription hands the applier: entries, and when they arrived.
+type Batch = (Instant, Vec<LogEntry>);
+
 /// Starts the applier: one thread that applies what the subscription brings,
 /// in order, and hands each result to the request waiting for it. One
 /// thread, not a hand-off per message: an apply is a RocksDB write of
 /// microseconds, which a thread-pool hop would double. It stops when the
-/// queue closes or an apply fails.
-fn start_applier(replica: &Arc<Replica>) -> Result<mpsc::Sender<Vec<LogEntry>>, MvccError> {
-    let (batches, mut queued) = mpsc::channel::<Vec<LogEntry>>(APPLY_QUEUE);
+/// queue closes or an apply fails. `lag` (testing only) holds each batch
+/// until it is that old.
+fn start_applier(replica: &Arc<Replica>, lag: Duration) -> Result<mpsc::Sender<Batch>, MvccError> {
+    let (batches, mut queued) = mpsc::channel::<Batch>(APPLY_QUEUE);
     let applier = replica.clone();
     std::thread::Builder::new()
         .name("cairn-mvcc-apply".into())
         .spawn(move || {
-            while let Some(entries) = queued.blocking_recv() {
+            while let Some((arrived, entries)) = queued.blocking_recv() {
+                if !lag.is_zero() {
+                    if let Some(early) = (arrived + lag).checked_duration_since(Instant::now()) {
+                        std::thread::sleep(early);
+                    }
+                }
                 if applier.apply_entries(&entries).is_err() {
                     return;
                 }
@@ -295,6 +304,7 @@ fn start_applier(replica: &Arc<Replica>) -> Result<mpsc::Sender<Vec<LogEntry>>, 
 pub(crate) async fn tail(
     replica: Arc<Replica>,
     mut subscription: Option<Streaming<SubscribeResponse>>,
+    apply_lag: Duration,
     mut shutdown: ShutdownWatch,
 ) -> Result<(), MvccError> {
     let start = replica.applied().index;
@@ -306,7 +316,7 @@ pub(crate) async fn tail(
             () = shutdown.cancelled() => return Ok(()),
         }
     }
-    let applier = start_applier(&replica)?;
+    let applier = start_applier(&replica, apply_lag)?;
     // The next index to hand the applier: what it already has may still be
     // queued, so a new subscription starts after it, not after the applied index.
     let mut next = start + 1;
@@ -345,7 +355,7 @@ pub(crate) async fn tail(
 async fn follow(
     replica: &Arc<Replica>,
     mut stream: Streaming<SubscribeResponse>,
-    applier: &mpsc::Sender<Vec<LogEntry>>,
+    applier: &mpsc::Sender<Batch>,
     next: &mut u64,
 ) -> Result<(), MvccError> {
     let mut leader_moved = replica.log.leader_moved();
@@ -386,7 +396,7 @@ async fn follow(
         if entries.is_empty() {
             continue;
         }
-        if applier.send(entries).await.is_err() {
+        if applier.send((Instant::now(), entries)).await.is_err() {
             return Err(replica.check_serving().err().unwrap_or(MvccError::Stopped));
         }
     }

@@ -76,6 +76,10 @@ pub struct TestingSettings {
     /// Answer linearizable reads from what this replica has applied, without
     /// asking the log for a read index: reads may be stale.
     pub skip_read_index: bool,
+    /// Apply each entry only this long after it arrived, so this replica
+    /// trails its peers; with `skip_read_index`, its reads are then stale
+    /// whenever a peer has just acknowledged a write. 0 is no lag.
+    pub apply_lag_ms: u64,
 }
 
 /// Who this replica is and where it keeps its state.
