@@ -61,6 +61,7 @@ use crate::shed::ShedLayer;
 /// Binds `edge.listen` and serves until `shutdown` resolves.
 pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), EdgeError> {
     settings.validate()?;
+    cairn_kit::tls::init_internal(&settings.internal_tls)?;
     // Read every TLS file before binding, so a bad one stops the start.
     let tls = settings.tls.server_config(&[b"h2", b"http/1.1"])?;
     // The JSON-only listener speaks HTTP/1.1 alone.

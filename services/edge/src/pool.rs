@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cairn_kit::shutdown::ShutdownWatch;
 use parking_lot::{Mutex, RwLock};
 use rand::seq::IndexedRandom;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::metrics::EDGE_METRICS;
 use crate::tunnel::{tunnel, Tunnel};
@@ -39,8 +39,13 @@ impl Drop for InFlight {
 }
 
 impl Backend {
-    fn new(addr: SocketAddr, connect_timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+    /// A backend at `addr`, which `host` (a configured name) resolved to.
+    fn new(
+        addr: SocketAddr,
+        host: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<Self, cairn_kit::KitError> {
+        let channel = cairn_kit::tls::peer_endpoint(&addr.to_string(), host)?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -129,8 +134,18 @@ impl BackendPool {
                 }
             }
         }
-        let wanted: BTreeSet<SocketAddr> =
-            self.resolved.lock().values().flatten().copied().collect();
+        // Each address with the host of the name it came from: the name a
+        // backend's certificate carries when internal TLS is on.
+        let named: BTreeMap<SocketAddr, String> = self
+            .resolved
+            .lock()
+            .iter()
+            .flat_map(|(name, addrs)| {
+                let host = host_of(name).to_owned();
+                addrs.iter().map(move |addr| (*addr, host.clone()))
+            })
+            .collect();
+        let wanted: BTreeSet<SocketAddr> = named.keys().copied().collect();
         let current = self.backends();
         let unchanged = current.len() == wanted.len()
             && current.iter().all(|backend| wanted.contains(&backend.addr));
@@ -143,7 +158,8 @@ impl BackendPool {
                 if let Some(known) = current.iter().find(|backend| backend.addr == *addr) {
                     return Some(known.clone());
                 }
-                match Backend::new(*addr, self.connect_timeout) {
+                let host = named.get(addr).map(String::as_str);
+                match Backend::new(*addr, host, self.connect_timeout) {
                     Ok(backend) => Some(Arc::new(backend)),
                     Err(error) => {
                         tracing::warn!(service = self.service, %addr, %error, "cannot use this address");
@@ -209,6 +225,12 @@ impl BackendPool {
             .inc();
         tracing::warn!(service = self.service, addr = %backend.addr, "backend unreachable; passing it over");
     }
+}
+
+/// The host part of a `host:port` name (brackets kept off an IPv6 address).
+fn host_of(name: &str) -> &str {
+    let host = name.rsplit_once(':').map_or(name, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 #[cfg(test)]

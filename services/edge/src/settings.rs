@@ -2,6 +2,7 @@
 
 use cairn_kit::metrics::MetricsSettings;
 use cairn_kit::telemetry::TelemetrySettings;
+use cairn_kit::tls::InternalTlsSettings;
 use cairn_kit::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,8 @@ pub struct EdgeSettings {
     pub limits: LimitSettings,
     /// TLS for clients, on `edge.listen` and `edge.http_listen` alike.
     pub tls: TlsSettings,
+    /// TLS among cairn's services (off unless its files are set).
+    pub internal_tls: InternalTlsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -114,6 +117,9 @@ impl EdgeSettings {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), EdgeError> {
         let fail = |message: &str| Err(EdgeError::Settings(message.to_owned()));
+        self.internal_tls
+            .validate("setting `internal_tls`")
+            .map_err(|error| EdgeError::Settings(error.to_string()))?;
         if self.edge.advertise_client_urls.is_empty() {
             return fail("setting `edge.advertise_client_urls`: at least one URL is needed");
         }

@@ -23,16 +23,15 @@ pub fn unavailable(status: &Status) -> bool {
 }
 
 /// A channel to `address` (`host:port` or a URI) that connects on first use,
-/// with the settings every internal client wants. `setting` names the
+/// with the settings every internal client wants (internal TLS included). `setting` names the
 /// configuration key the address came from, for the error.
 pub fn lazy_channel(address: &str, setting: &str) -> Result<Channel, KitError> {
-    let uri = if address.contains("://") {
-        address.to_owned()
+    let endpoint = if address.contains("://") {
+        Endpoint::from_shared(address.to_owned()).map_err(|error| format!("{address}: {error}"))
     } else {
-        format!("http://{address}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|error| KitError::Settings(format!("setting `{setting}`: {address}: {error}")))?;
+        crate::tls::peer_endpoint(address, None).map_err(|error| error.to_string())
+    }
+    .map_err(|error| KitError::Settings(format!("setting `{setting}`: {error}")))?;
     Ok(endpoint
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)

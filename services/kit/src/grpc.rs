@@ -47,13 +47,21 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
 }
 
 /// Serves `routes` on `listener`, each call in a span continuing the caller's
-/// trace, until `shutdown` fires; then waits for the calls in progress.
+/// trace, until `shutdown` fires; then waits for the calls in progress. With
+/// internal TLS on (`tls::init_internal`), only peers holding a certificate
+/// from the internal CA get in.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     shutdown: ShutdownWatch,
 ) -> Result<(), KitError> {
-    serve_routes(incoming(listener), routes, shutdown, false).await
+    match crate::tls::internal_server() {
+        None => serve_routes(incoming(listener), routes, shutdown, false).await,
+        Some(config) => {
+            let accepted = crate::tls::accept(listener, config, shutdown.clone());
+            serve_routes(accepted, routes, shutdown, false).await
+        }
+    }
 }
 
 /// [`serve`], also taking HTTP/1.1 requests: for routes that include plain

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ pub use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::shutdown::ShutdownWatch;
 use crate::KitError;
@@ -125,6 +126,130 @@ impl TlsSettings {
             })?;
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Ok(Some(Arc::new(config)))
+    }
+}
+
+/// TLS among cairn's own services: every process presents one certificate,
+/// as a server to its callers and as a client to the services it calls, and
+/// takes only peers whose certificate chains to `ca_file`. Off unless all
+/// three are set. Servers' names are checked as usual: a certificate names
+/// the host names (or addresses) its process is reached by.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InternalTlsSettings {
+    /// This process's certificate chain, PEM.
+    pub cert_file: String,
+    /// Its private key, PEM.
+    pub key_file: String,
+    /// The CA certificates, PEM, every peer's certificate chains to.
+    pub ca_file: String,
+}
+
+impl InternalTlsSettings {
+    /// Whether traffic among the services is TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+
+    /// All three files or none.
+    pub fn validate(&self, section: &str) -> Result<(), KitError> {
+        let set = [&self.cert_file, &self.key_file, &self.ca_file]
+            .iter()
+            .filter(|file| !file.is_empty())
+            .count();
+        if set == 0 || set == 3 {
+            return Ok(());
+        }
+        Err(KitError::Settings(format!(
+            "{section}: cert_file, key_file and ca_file are set together or not at all"
+        )))
+    }
+
+    /// Reads and checks the files: `None` when off.
+    fn load(&self) -> Result<Option<InternalTls>, KitError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        self.validate("internal_tls")?;
+        let as_server = TlsSettings {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.ca_file.clone(),
+            client_cert_auth: true,
+        };
+        let server = as_server
+            .server_config(&[b"h2"])?
+            .ok_or_else(|| KitError::Tls("internal_tls: no certificate".into()))?;
+        let read = |file: &str| {
+            std::fs::read(file).map_err(|error| KitError::Tls(format!("{file}: {error}")))
+        };
+        let client = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca_file)?))
+            .identity(Identity::from_pem(
+                read(&self.cert_file)?,
+                read(&self.key_file)?,
+            ));
+        Ok(Some(InternalTls { server, client }))
+    }
+}
+
+/// The loaded internal TLS: how this process serves and calls its peers.
+#[derive(Clone)]
+struct InternalTls {
+    server: Arc<ServerConfig>,
+    client: ClientTlsConfig,
+}
+
+/// The process's internal TLS, set once at start by [`init_internal`]: one
+/// process has one identity among its peers, and every server and client it
+/// makes, wherever in the code, uses it.
+static INTERNAL: OnceLock<(InternalTlsSettings, Option<InternalTls>)> = OnceLock::new();
+
+/// Loads the internal TLS files (a missing one, or a key that is not the
+/// certificate's, fails here, at start). Every service's `serve` calls it
+/// first; a second call must bring the same settings.
+pub fn init_internal(settings: &InternalTlsSettings) -> Result<(), KitError> {
+    if let Some((current, _)) = INTERNAL.get() {
+        return if current == settings {
+            Ok(())
+        } else {
+            Err(KitError::Settings(
+                "internal_tls: a process has one internal identity; it was set already".into(),
+            ))
+        };
+    }
+    let loaded = settings.load()?;
+    let _ = INTERNAL.set((settings.clone(), loaded));
+    Ok(())
+}
+
+fn internal() -> Option<&'static InternalTls> {
+    INTERNAL.get().and_then(|(_, loaded)| loaded.as_ref())
+}
+
+/// The server configuration for this process's gRPC port when internal TLS
+/// is on.
+pub fn internal_server() -> Option<Arc<ServerConfig>> {
+    internal().map(|tls| tls.server.clone())
+}
+
+/// An endpoint for a peer service at `address` (`host:port`): `https` with
+/// this process's certificate when internal TLS is on, `http` otherwise.
+/// `server_name` is the name the peer's certificate must carry when the
+/// address is one that a name resolved to (otherwise the address's host).
+pub fn peer_endpoint(address: &str, server_name: Option<&str>) -> Result<Endpoint, KitError> {
+    let bad = |error: &dyn std::fmt::Display| KitError::Settings(format!("{address}: {error}"));
+    match internal() {
+        None => Endpoint::from_shared(format!("http://{address}")).map_err(|error| bad(&error)),
+        Some(tls) => {
+            let config = match server_name {
+                Some(name) => tls.client.clone().domain_name(name),
+                None => tls.client.clone(),
+            };
+            Endpoint::from_shared(format!("https://{address}"))
+                .and_then(|endpoint| endpoint.tls_config(config))
+                .map_err(|error| bad(&error))
+        }
     }
 }
 

@@ -37,6 +37,7 @@ use crate::replicas::Replicas;
 /// Binds `node.listen` and serves until `shutdown` resolves.
 pub async fn serve(settings: LeaseSettings, shutdown: impl Signal) -> Result<(), LeaseError> {
     settings.validate()?;
+    cairn_kit::tls::init_internal(&settings.internal_tls)?;
     let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     // A standby's /metrics shows the lease gauges too (at 0), not nothing.
     std::sync::LazyLock::force(&metrics::LEASE_METRICS);

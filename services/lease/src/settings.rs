@@ -3,6 +3,7 @@
 use cairn_kit::metrics::MetricsSettings;
 use cairn_kit::settings::ReplicaPeers;
 use cairn_kit::telemetry::TelemetrySettings;
+use cairn_kit::tls::InternalTlsSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LeaseError;
@@ -18,6 +19,8 @@ pub struct LeaseSettings {
     /// The replicas every lease command goes through to the log.
     pub mvcc: ReplicaPeers,
     pub lease: LeaseRules,
+    /// TLS among cairn's services (off unless its files are set).
+    pub internal_tls: InternalTlsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -84,6 +87,9 @@ impl LeaseSettings {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), LeaseError> {
         let fail = |message: &str| Err(LeaseError::Settings(message.to_owned()));
+        self.internal_tls
+            .validate("setting `internal_tls`")
+            .map_err(|error| LeaseError::Settings(error.to_string()))?;
         self.mvcc
             .validate("mvcc")
             .map_err(|error| LeaseError::Settings(error.to_string()))?;

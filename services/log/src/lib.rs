@@ -42,6 +42,7 @@ use crate::types::Raft;
 /// Binds `node.listen` and runs the node until `shutdown` resolves.
 pub async fn serve(settings: LogSettings, shutdown: impl Signal) -> Result<(), LogError> {
     settings.validate()?;
+    cairn_kit::tls::init_internal(&settings.internal_tls)?;
     let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let (log_store, state_machine) = store::open(&settings.node.data_dir)?;

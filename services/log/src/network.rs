@@ -35,7 +35,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::error::LogError;
@@ -144,7 +144,7 @@ struct Peer {
 impl Peer {
     fn connect(addr: &str, token: Arc<str>) -> Result<Self, String> {
         let endpoint =
-            Endpoint::from_shared(format!("http://{addr}")).map_err(|error| error.to_string())?;
+            cairn_kit::tls::peer_endpoint(addr, None).map_err(|error| error.to_string())?;
         let channel = endpoint
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(10))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cairn_kit::metrics::MetricsSettings;
 use cairn_kit::telemetry::TelemetrySettings;
+use cairn_kit::tls::InternalTlsSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
@@ -18,6 +19,8 @@ pub struct LogSettings {
     pub node: NodeSettings,
     pub cluster: ClusterSettings,
     pub raft: RaftSettings,
+    /// TLS among cairn's services (off unless its files are set).
+    pub internal_tls: InternalTlsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -162,6 +165,9 @@ impl LogSettings {
     /// Checks what serde cannot: relations between values.
     pub fn validate(&self) -> Result<(), LogError> {
         let bad = |key: &str, why: &str| Err(LogError::Settings(format!("setting `{key}`: {why}")));
+        self.internal_tls
+            .validate("setting `internal_tls`")
+            .map_err(|error| LogError::Settings(error.to_string()))?;
         if self.node.id == 0 {
             return bad("node.id", "must not be 0");
         }

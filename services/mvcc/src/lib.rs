@@ -74,6 +74,7 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// it, or otherwise a copy from a peer in `seed.replicas`, once caught up.
 pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), MvccError> {
     settings.validate()?;
+    cairn_kit::tls::init_internal(&settings.internal_tls)?;
     let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     let own = cairn_kit::grpc::local_addr(&listener)?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use cairn_kit::metrics::MetricsSettings;
 use cairn_kit::settings::{LogPeers, NatsSettings};
 use cairn_kit::telemetry::TelemetrySettings;
+use cairn_kit::tls::InternalTlsSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::MvccError;
@@ -21,6 +22,8 @@ pub struct MvccSettings {
     pub limits: LimitSettings,
     /// Where revisions are published; an empty `url` publishes nothing.
     pub nats: NatsSettings,
+    /// TLS among cairn's services (off unless its files are set).
+    pub internal_tls: InternalTlsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
     pub testing: TestingSettings,
@@ -154,6 +157,9 @@ impl MvccSettings {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), MvccError> {
         let fail = |message: &str| Err(MvccError::Settings(message.to_owned()));
+        self.internal_tls
+            .validate("setting `internal_tls`")
+            .map_err(|error| MvccError::Settings(error.to_string()))?;
         if self.node.name.is_empty() {
             return fail("setting `node.name`: must not be empty");
         }

@@ -42,6 +42,7 @@ use crate::stream::Shared;
 /// Binds `node.listen` and serves until `shutdown` resolves.
 pub async fn serve(settings: WatchSettings, shutdown: impl Signal) -> Result<(), WatchError> {
     settings.validate()?;
+    cairn_kit::tls::init_internal(&settings.internal_tls)?;
     let listener = cairn_kit::grpc::bind(&settings.node.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let history = Arc::new(History::new(&settings.mvcc)?);

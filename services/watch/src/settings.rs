@@ -3,6 +3,7 @@
 use cairn_kit::metrics::MetricsSettings;
 use cairn_kit::settings::{NatsSettings, ReplicaPeers};
 use cairn_kit::telemetry::TelemetrySettings;
+use cairn_kit::tls::InternalTlsSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::WatchError;
@@ -17,6 +18,8 @@ pub struct WatchSettings {
     /// The revision stream the replicas publish.
     pub nats: NatsSettings,
     pub window: WindowSettings,
+    /// TLS among cairn's services (off unless its files are set).
+    pub internal_tls: InternalTlsSettings,
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -70,6 +73,9 @@ impl WatchSettings {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), WatchError> {
         let fail = |message: &str| Err(WatchError::Settings(message.to_owned()));
+        self.internal_tls
+            .validate("setting `internal_tls`")
+            .map_err(|error| WatchError::Settings(error.to_string()))?;
         let kit = |error: cairn_kit::KitError| WatchError::Settings(error.to_string());
         self.mvcc.validate("mvcc").map_err(kit)?;
         self.nats.validate().map_err(kit)?;

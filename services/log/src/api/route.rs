@@ -13,7 +13,7 @@ use openraft::error::{
 use openraft::{BasicNode, ServerState};
 use tokio::time::{timeout_at, Instant};
 use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::LogApi;
@@ -230,7 +230,7 @@ impl LogApi {
         if let Some(client) = peers.get(addr) {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|error| {
+        let endpoint = cairn_kit::tls::peer_endpoint(addr, None).map_err(|error| {
             LogError::NoLeader(format!("leader address {addr} is not usable: {error}"))
         })?;
         let channel = endpoint.tcp_nodelay(true).connect_lazy();
