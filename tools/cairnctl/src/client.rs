@@ -77,7 +77,7 @@ impl Session {
 
     /// TLS when any of `--cacert`, `--cert`, `--key` is given, as etcdctl
     /// turns it on; endpoints without a scheme are then dialled with TLS.
-    fn tls(&self) -> Result<Option<TlsOptions>, CtlError> {
+    pub(crate) fn tls(&self) -> Result<Option<TlsOptions>, CtlError> {
         if self.cacert.is_none() && self.cert.is_none() && self.key.is_none() {
             return Ok(None);
         }

@@ -118,13 +118,26 @@ async fn restore(ctx: &Ctx, args: &[OsString], replica: Option<String>) -> Resul
         ))
     })?;
     let replica = replica.trim();
+    // With --cacert/--cert/--key the replica is called with TLS, as a
+    // replica under internal TLS requires (the certificate must be one its
+    // CA signed).
+    let tls = ctx.session.tls()?;
     let address = if replica.contains("://") {
         replica.to_owned()
+    } else if tls.is_some() {
+        format!("https://{replica}")
     } else {
         format!("http://{replica}")
     };
-    let channel = tonic::transport::Endpoint::from_shared(address)
-        .map_err(|error| CtlError::bad_args(format!("bad --replica {replica}: {error}")))?
+    let endpoint = tonic::transport::Endpoint::from_shared(address)
+        .map_err(|error| CtlError::bad_args(format!("bad --replica {replica}: {error}")))?;
+    let endpoint = match tls {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|error| CtlError::bad_args(format!("bad TLS files: {error}")))?,
+        None => endpoint,
+    };
+    let channel = endpoint
         .connect_timeout(ctx.session.dial_timeout())
         .connect()
         .await
