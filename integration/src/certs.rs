@@ -52,6 +52,19 @@ impl Authority {
         self.sign(name, params)
     }
 
+    /// A certificate for a cairn process on loopback, shown both as a
+    /// server and as a client (internal TLS).
+    pub fn peer(&self, name: &str) -> Result<Pem> {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(name, params)
+    }
+
     /// A client certificate whose Common Name is `user`.
     pub fn client(&self, user: &str) -> Result<Pem> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;

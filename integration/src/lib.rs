@@ -60,6 +60,49 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Certificate files every cairn process this test process starts gets as
+/// its `internal_tls`, and that the harness calls their internal ports with.
+static INTERNAL_TLS: std::sync::OnceLock<InternalTlsFiles> = std::sync::OnceLock::new();
+
+/// A process's internal TLS identity, as files.
+#[derive(Clone, Debug)]
+pub struct InternalTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Turns on internal TLS for every service this test process starts from
+/// now on (a test binary of its own, since it is for the whole process).
+pub fn use_internal_tls(files: InternalTlsFiles) -> Result<()> {
+    INTERNAL_TLS
+        .set(files)
+        .map_err(|_| anyhow::anyhow!("internal TLS is set once per test process"))
+}
+
+/// A channel to a cairn service's internal port (a log node, a replica):
+/// with the internal certificate when [`use_internal_tls`] was called.
+pub fn peer_channel(addr: &str) -> Result<tonic::transport::Channel> {
+    let Some(files) = INTERNAL_TLS.get() else {
+        return channel(addr);
+    };
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(
+            &files.ca,
+        )?))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&files.cert)?,
+            std::fs::read(&files.key)?,
+        ));
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    )
+}
+
 /// A channel to a cairn service on loopback that connects on first use.
 pub fn channel(addr: &str) -> Result<tonic::transport::Channel> {
     Ok(
@@ -105,6 +148,12 @@ pub fn spawn_service(binary: &Path, config: &Path, output: &Path) -> Result<toki
         if key.to_string_lossy().starts_with("CAIRN_") {
             command.env_remove(key);
         }
+    }
+    if let Some(files) = INTERNAL_TLS.get() {
+        command
+            .env("CAIRN_INTERNAL_TLS__CERT_FILE", &files.cert)
+            .env("CAIRN_INTERNAL_TLS__KEY_FILE", &files.key)
+            .env("CAIRN_INTERNAL_TLS__CA_FILE", &files.ca);
     }
     Ok(command.spawn()?)
 }

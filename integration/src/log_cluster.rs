@@ -11,7 +11,7 @@ use cairn_proto::cairn::log::v1::{
 };
 use tempfile::TempDir;
 use tokio::process::Child;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::relay::Relay;
 use crate::{bin_path, eventually, free_port};
@@ -267,10 +267,7 @@ impl LogCluster {
 
     /// A channel to node `id` that connects on first use.
     pub fn channel(&self, id: u64) -> Result<Channel> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.node(id)?.addr))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true);
-        Ok(endpoint.connect_lazy())
+        crate::peer_channel(&self.node(id)?.addr)
     }
 
     /// A Log client of node `id`, with no message size limits.

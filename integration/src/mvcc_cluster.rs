@@ -280,7 +280,7 @@ impl MvccReplica {
 
     /// A channel to the replica that connects on first use.
     pub fn channel(&self) -> Result<Channel> {
-        crate::channel(&self.addr)
+        crate::peer_channel(&self.addr)
     }
 
     /// An etcd KV client of the replica.
