@@ -78,7 +78,8 @@ pub fn etcdctl_path() -> Result<PathBuf> {
     find_on_path("etcdctl").context("etcdctl not found; install Debian's etcd-client")
 }
 
-pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+/// The first `name` on `PATH`, as a shell would find it.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))

@@ -13,7 +13,7 @@ use cairn_integration::certs::{Authority, Pem};
 use cairn_integration::clients::{etcdctl, run_client};
 use cairn_integration::edge::{Backends, Edge};
 use cairn_integration::stack::{Stack, StackOptions};
-use cairn_integration::walkthrough::etcdctl_path;
+use cairn_integration::walkthrough::{etcdctl_path, find_on_path};
 use cairn_integration::{bin_path, with_process_output};
 
 /// The edge's `[tls]` table.
@@ -64,7 +64,7 @@ async fn curl_range(
     key: &str,
     version: &str,
 ) -> Result<String> {
-    let curl = which("curl").context("curl not found")?;
+    let curl = find_on_path("curl").context("curl not found")?;
     let url = format!("https://{addr}/v3/kv/range");
     let body = format!("{{\"key\":\"{key}\"}}");
     let args = [
@@ -86,13 +86,6 @@ async fn curl_range(
     let ran = run_client(&curl, &as_strs(&args)).await?;
     ensure!(ran.ok, "curl {args:?} failed: {}{}", ran.stdout, ran.stderr);
     Ok(ran.stdout)
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
