@@ -237,6 +237,14 @@ fn host_of(name: &str) -> &str {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_backend_is_known_by_the_host_of_the_name_it_was_resolved_from() {
+        assert_eq!(host_of("watch:7301"), "watch");
+        assert_eq!(host_of("127.0.0.1:7101"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:7101"), "::1");
+        assert_eq!(host_of("mvcc"), "mvcc");
+    }
+
     fn pool_of(addrs: &[&str]) -> Arc<BackendPool> {
         let names: Vec<String> = addrs.iter().map(|addr| (*addr).to_owned()).collect();
         BackendPool::new(
