@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Status;
 
 use crate::report::{histogram, record};
@@ -23,9 +23,35 @@ pub(crate) const WARM_UP: Duration = Duration::from_secs(1);
 /// ends the run late rather than never.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One plain-text HTTP/2 connection to an etcd v3 endpoint.
+/// TLS for every connection when `--cacert` is given: what measures the
+/// cost of an edge serving TLS.
+static TLS: std::sync::OnceLock<ClientTlsConfig> = std::sync::OnceLock::new();
+
+/// Makes every connection TLS, trusting `ca` and showing `identity` (a
+/// certificate and its key) when given.
+pub(crate) fn use_tls(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<()> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert)?,
+            std::fs::read(key)?,
+        ));
+    }
+    TLS.set(tls).map_err(|_| anyhow::anyhow!("TLS is set once"))
+}
+
+/// One HTTP/2 connection to an etcd v3 endpoint: plaintext, or TLS after [`use_tls`].
 pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
+    let endpoint = match TLS.get() {
+        None => Endpoint::from_shared(format!("http://{endpoint}"))?,
+        Some(tls) => {
+            Endpoint::from_shared(format!("https://{endpoint}"))?.tls_config(tls.clone())?
+        }
+    };
+    Ok(endpoint
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(3))
         .connect()

@@ -19,6 +19,15 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(about = "benchmarks for cairn")]
 struct Cli {
+    /// Call every gRPC endpoint over TLS, trusting this CA bundle (PEM); the JSON gateway transport stays plaintext
+    #[arg(long, global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// The client certificate (PEM) shown with --cacert
+    #[arg(long, global = true, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM)
+    #[arg(long, global = true, requires = "cert")]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -50,7 +59,11 @@ enum Workload {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().workload {
+    let cli = Cli::parse();
+    if let Some(ca) = &cli.cacert {
+        drive::use_tls(ca, cli.cert.as_deref().zip(cli.key.as_deref()))?;
+    }
+    match cli.workload {
         Workload::Log(args) => log::run(args).await,
         Workload::Fsync(args) => fsync::run(&args),
         Workload::Kv(args) => kv::run(args).await,
