@@ -61,8 +61,10 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Certificate files every cairn process this test process starts gets as
-/// its `internal_tls`, and that the harness calls their internal ports with.
-static INTERNAL_TLS: std::sync::OnceLock<InternalTlsFiles> = std::sync::OnceLock::new();
+/// its `internal_tls`, and the configuration the harness calls their
+/// internal ports with.
+static INTERNAL_TLS: std::sync::OnceLock<(InternalTlsFiles, tonic::transport::ClientTlsConfig)> =
+    std::sync::OnceLock::new();
 
 /// A process's internal TLS identity, as files.
 #[derive(Clone, Debug)]
@@ -75,28 +77,21 @@ pub struct InternalTlsFiles {
 /// Turns on internal TLS for every service this test process starts from
 /// now on (a test binary of its own, since it is for the whole process).
 pub fn use_internal_tls(files: InternalTlsFiles) -> Result<()> {
+    let client = cairn_kit::tls::client_config(&files.ca, Some((&files.cert, &files.key)))?;
     INTERNAL_TLS
-        .set(files)
+        .set((files, client))
         .map_err(|_| anyhow::anyhow!("internal TLS is set once per test process"))
 }
 
 /// A channel to a cairn service's internal port (a log node, a replica):
 /// with the internal certificate when [`use_internal_tls`] was called.
 pub fn peer_channel(addr: &str) -> Result<tonic::transport::Channel> {
-    let Some(files) = INTERNAL_TLS.get() else {
+    let Some((_, tls)) = INTERNAL_TLS.get() else {
         return channel(addr);
     };
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(
-            &files.ca,
-        )?))
-        .identity(tonic::transport::Identity::from_pem(
-            std::fs::read(&files.cert)?,
-            std::fs::read(&files.key)?,
-        ));
     Ok(
         tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
-            .tls_config(tls)?
+            .tls_config(tls.clone())?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy(),
@@ -149,7 +144,7 @@ pub fn spawn_service(binary: &Path, config: &Path, output: &Path) -> Result<toki
             command.env_remove(key);
         }
     }
-    if let Some(files) = INTERNAL_TLS.get() {
+    if let Some((files, _)) = INTERNAL_TLS.get() {
         command
             .env("CAIRN_INTERNAL_TLS__CERT_FILE", &files.cert)
             .env("CAIRN_INTERNAL_TLS__KEY_FILE", &files.key)

@@ -4,6 +4,7 @@
 //! with no certificate or one from another CA. Its own test binary, since
 //! the harness's internal certificate is for the whole test process.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -16,21 +17,11 @@ use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, WatchCreateRequest, WatchRequest};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 /// A channel to `addr` over TLS with `cert` and `key`, trusting `ca`.
-fn tls_channel(
-    addr: &str,
-    ca: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<Channel> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ca)?))
-        .identity(Identity::from_pem(
-            std::fs::read(cert)?,
-            std::fs::read(key)?,
-        ));
+fn tls_channel(addr: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Channel> {
+    let tls = cairn_kit::tls::client_config(ca, Some((cert, key)))?;
     Ok(Endpoint::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(2))

@@ -64,8 +64,6 @@ pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), 
     cairn_kit::tls::init_internal(&settings.internal_tls)?;
     // Read every TLS file before binding, so a bad one stops the start.
     let tls = settings.tls.server_config(&[b"h2", b"http/1.1"])?;
-    // The JSON-only listener speaks HTTP/1.1 alone.
-    let http_tls = settings.tls.server_config(&[b"http/1.1"])?;
     let listener = cairn_kit::grpc::bind(&settings.edge.listen).await?;
     let shutdown = cairn_kit::shutdown::from_future(shutdown);
     let backends = &settings.backends;
@@ -146,6 +144,12 @@ pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), 
     let gateway = gateway::router(Local::new(routes.clone()), 2 * max_request + 64 * 1024);
     if !settings.edge.http_listen.is_empty() {
         let address = &settings.edge.http_listen;
+        // The JSON-only listener speaks HTTP/1.1 alone.
+        let http_tls = tls.as_deref().map(|config| {
+            let mut config = config.clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        });
         spawn_http_listener(address, gateway.clone(), shutdown.clone(), http_tls).await?;
     }
     let routes = tonic::service::Routes::from(routes.into_axum_router().merge(gateway));

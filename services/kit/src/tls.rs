@@ -180,15 +180,10 @@ impl InternalTlsSettings {
         let server = as_server
             .server_config(&[b"h2"])?
             .ok_or_else(|| KitError::Tls("internal_tls: no certificate".into()))?;
-        let read = |file: &str| {
-            std::fs::read(file).map_err(|error| KitError::Tls(format!("{file}: {error}")))
-        };
-        let client = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&self.ca_file)?))
-            .identity(Identity::from_pem(
-                read(&self.cert_file)?,
-                read(&self.key_file)?,
-            ));
+        let client = client_config(
+            Path::new(&self.ca_file),
+            Some((Path::new(&self.cert_file), Path::new(&self.key_file))),
+        )?;
         Ok(Some(InternalTls { server, client }))
     }
 }
@@ -251,6 +246,23 @@ pub fn peer_endpoint(address: &str, server_name: Option<&str>) -> Result<Endpoin
                 .map_err(|error| bad(&error))
         }
     }
+}
+
+/// A TLS client configuration trusting the CA certificates in `ca` (PEM)
+/// and, with `identity`, showing that certificate and key (PEM): what every
+/// client of a TLS cairn port is made with.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientTlsConfig, KitError> {
+    let read = |file: &Path| {
+        std::fs::read(file).map_err(|error| KitError::Tls(format!("{}: {error}", file.display())))
+    };
+    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    Ok(match identity {
+        Some((cert, key)) => config.identity(Identity::from_pem(read(cert)?, read(key)?)),
+        None => config,
+    })
 }
 
 /// Every certificate in a PEM file; none is an error.

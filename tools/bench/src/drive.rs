@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Status;
 
 use crate::report::{histogram, record};
@@ -33,13 +33,7 @@ pub(crate) fn use_tls(
     ca: &std::path::Path,
     identity: Option<(&std::path::Path, &std::path::Path)>,
 ) -> anyhow::Result<()> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(cert)?,
-            std::fs::read(key)?,
-        ));
-    }
+    let tls = cairn_kit::tls::client_config(ca, identity)?;
     TLS.set(tls).map_err(|_| anyhow::anyhow!("TLS is set once"))
 }
 
