@@ -15,7 +15,7 @@ use tonic::Status;
 
 use crate::drive::Outcome;
 use crate::keys::{key, space};
-use crate::kv::{KvOperation, KEYS_PER_CLIENT, READ_KEYS};
+use crate::kv::{client_key_number, KvOperation, READ_KEYS};
 
 /// HTTP/1.1 connections, pooled: one per request in flight, kept alive.
 #[derive(Clone)]
@@ -84,7 +84,7 @@ pub(crate) async fn call(
     number: usize,
     sequence: u64,
 ) -> Result<Outcome, Status> {
-    let own = number as u64 * KEYS_PER_CLIENT + sequence % KEYS_PER_CLIENT;
+    let own = client_key_number(number, sequence);
     let put = |key: Vec<u8>| {
         format!(
             r#"{{"key":"{}","value":"{}"}}"#,

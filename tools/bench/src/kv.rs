@@ -140,6 +140,12 @@ pub(crate) async fn preload(endpoint: &str, size: usize) -> anyhow::Result<Durat
     Ok(started.elapsed())
 }
 
+/// The key client `number` puts (or reads) its `sequence`th time: each
+/// client cycles through [`KEYS_PER_CLIENT`] keys of its own.
+pub(crate) fn client_key_number(number: usize, sequence: u64) -> u64 {
+    number as u64 * KEYS_PER_CLIENT + sequence % KEYS_PER_CLIENT
+}
+
 /// One request of `op` by client `number`, its `sequence`th.
 async fn call(
     op: KvOperation,
@@ -148,7 +154,7 @@ async fn call(
     sequence: u64,
     size: usize,
 ) -> Result<Outcome, Status> {
-    let own = number as u64 * KEYS_PER_CLIENT + sequence % KEYS_PER_CLIENT;
+    let own = client_key_number(number, sequence);
     let put = |key| PutRequest {
         key,
         value: vec![b'x'; size],

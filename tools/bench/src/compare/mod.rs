@@ -39,7 +39,8 @@ pub(crate) struct CompareArgs {
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Workloads to run, by id (put-1, put-100, put-hot, txn-cas, range-lin,
-    /// range-ser, range-10k, watch-1k, watch-10k, lease); all by default.
+    /// range-ser, range-10k, put-under-ranges, watch-1k, watch-10k,
+    /// watch-keys, lease); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Bytes per value.

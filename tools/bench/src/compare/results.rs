@@ -37,6 +37,15 @@ pub(super) struct Notes {
     /// Whole-read-set ranges answered while the round's puts ran.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ranges: Option<u64>,
+    /// Closed-loop puts per second to watched keys with every watcher open,
+    /// the same after they are closed, and the first over the second: what
+    /// holding the watchers costs the puts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub puts_with_watchers: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub puts_without_watchers: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub puts_with_over_without: Option<f64>,
 }
 
 /// One point of a latency distribution.

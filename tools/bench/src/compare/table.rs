@@ -77,7 +77,7 @@ pub(super) fn render(report: &Report) -> String {
 }
 
 /// The lines a workload adds beyond its row: conflicts, deliveries, grants,
-/// errors and failed rounds.
+/// puts with and without watchers, errors and failed rounds.
 fn notes(row: &Compared) -> Vec<String> {
     let mut lines = Vec::new();
     let sides = [("etcd", row.etcd.as_ref()), ("cairn", row.cairn.as_ref())];
@@ -124,6 +124,16 @@ fn notes(row: &Compared) -> Vec<String> {
         Some(format!(
             "{} ranges of the read set answered meanwhile",
             side.notes.ranges?
+        ))
+    }) {
+        lines.push(line);
+    }
+    if let Some(line) = each(&|side| {
+        Some(format!(
+            "{:.0} puts/s with the watchers open, {:.0} after they closed, with/without {}",
+            side.notes.puts_with_watchers?,
+            side.notes.puts_without_watchers?,
+            times(side.notes.puts_with_over_without)
         ))
     }) {
         lines.push(line);
@@ -225,26 +235,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_workload_has_a_row_and_its_notes() {
-        let report = Report {
+    /// A two-round report of `workloads`.
+    fn report_of(workloads: Vec<Compared>) -> Report {
+        Report {
             etcd_endpoint: "e".into(),
             cairn_endpoint: "c".into(),
             rounds: 2,
             round_seconds: 2.0,
             value_bytes: 256,
             key_bytes: 8,
-            workloads: vec![
-                Compared::new(
-                    "cas",
-                    "txn CAS",
-                    Some(side(Some(250))),
-                    Some(side(Some(500))),
-                ),
-                Compared::new("put", "put", Some(side(None)), None),
-            ],
+            workloads,
             memory: Memory::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn every_workload_has_a_row_and_its_notes() {
+        let report = report_of(vec![
+            Compared::new(
+                "cas",
+                "txn CAS",
+                Some(side(Some(250))),
+                Some(side(Some(500))),
+            ),
+            Compared::new("put", "put", Some(side(None)), None),
+        ]);
         let text = render(&report);
         assert!(text.contains("txn CAS"), "{text}");
         assert!(
@@ -254,6 +269,31 @@ mod tests {
         assert!(text.contains("1.00x"), "{text}");
         assert!(text.contains("cairn: no round finished"), "{text}");
         assert!(text.contains("[400, 500]"), "{text}");
+    }
+
+    #[test]
+    fn a_watch_on_own_keys_notes_the_puts_with_and_without_watchers() {
+        let mut watched = side(None);
+        watched.notes = Notes {
+            puts_with_watchers: Some(9_500.0),
+            puts_without_watchers: Some(10_000.0),
+            puts_with_over_without: Some(0.95),
+            ..Notes::default()
+        };
+        let report = report_of(vec![Compared::new(
+            "watch-keys",
+            "watch, own keys",
+            Some(watched),
+            Some(side(None)),
+        )]);
+        let text = render(&report);
+        assert!(
+            text.contains(
+                "watch, own keys: etcd 9500 puts/s with the watchers open, \
+                 10000 after they closed, with/without 0.95x\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::drive::{connect, Load, MAX_CONNECTIONS};
 use crate::kv::{measure, preload, KvOperation};
 use crate::lease::{grant, keep_alive, GrantPlan, KeepAlivePlan};
 use crate::report::Summary;
-use crate::watch::{fan_out, FanOutPlan};
+use crate::watch::{fan_out, own_keys, FanOut, FanOutPlan, Watched};
 
 /// Preloading or granting that takes longer than this has gone wrong.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,6 +54,15 @@ pub(super) enum Kind {
     },
     Watch {
         watchers: usize,
+    },
+    /// Watchers each on a key of their own, puts at the watch rate spread
+    /// over those keys; then closed-loop puts by `clients` to the watched
+    /// keys with the watchers open and after they are closed, since holding
+    /// watchers should not slow the puts.
+    WatchOwnKeys {
+        watchers: usize,
+        clients: usize,
+        connections: usize,
     },
     Lease,
 }
@@ -132,6 +141,15 @@ pub(super) fn workloads(settings: &Settings) -> Vec<Workload> {
         },
         watch("watch-1k", 1_000),
         watch("watch-10k", 10_000),
+        Workload {
+            id: "watch-keys",
+            name: "watch, 10000 on own keys".to_owned(),
+            kind: Kind::WatchOwnKeys {
+                watchers: 10_000,
+                clients: 100,
+                connections: 10,
+            },
+        },
         Workload {
             id: "lease",
             name: format!("lease keep-alive, {} leases", settings.leases),
@@ -288,25 +306,31 @@ impl System {
                 })
             }
             Kind::Watch { watchers } => {
-                let plan = FanOutPlan {
-                    watchers,
-                    streams: WATCH_STREAMS,
-                    rate: settings.watch_rate,
-                    duration: settings.duration,
-                    size: settings.value_bytes,
-                    drain: settings.watch_drain,
-                };
+                let plan = watch_plan(settings, watchers, Watched::OnePrefix);
                 let measured = fan_out(&self.endpoint, &plan).await?;
-                Ok(Round {
-                    summary: crate::watch::summary(label, &measured),
-                    notes: Notes {
-                        puts: Some(measured.puts),
-                        delivered: Some(measured.delivered()),
-                        expected: Some(measured.expected),
-                        ..Notes::default()
-                    },
-                    latencies: measured.latencies,
-                })
+                Ok(watch_round(label, measured, Notes::default()))
+            }
+            Kind::WatchOwnKeys {
+                watchers,
+                clients,
+                connections,
+            } => {
+                let plan = watch_plan(settings, watchers, Watched::OwnKeys);
+                let load = Load {
+                    endpoint: self.endpoint.clone(),
+                    clients,
+                    connections,
+                    duration: settings.duration,
+                };
+                let measured = own_keys(&plan, &load).await?;
+                let puts = &measured.puts;
+                let notes = Notes {
+                    puts_with_watchers: Some(puts.with_watchers.per_second),
+                    puts_without_watchers: Some(puts.without_watchers.per_second),
+                    puts_with_over_without: puts.with_over_without(),
+                    ..Notes::default()
+                };
+                Ok(watch_round(label, measured.events, notes))
             }
             Kind::Lease => {
                 let leases = self.leases(settings).await?;
@@ -327,6 +351,35 @@ impl System {
                 })
             }
         }
+    }
+}
+
+/// A watch workload's plan: `watchers` over the usual streams, at the
+/// settings' rate, for a round's duration.
+fn watch_plan(settings: &Settings, watchers: usize, watched: Watched) -> FanOutPlan {
+    FanOutPlan {
+        watchers,
+        streams: WATCH_STREAMS,
+        watched,
+        rate: settings.watch_rate,
+        duration: settings.duration,
+        size: settings.value_bytes,
+        drain: settings.watch_drain,
+    }
+}
+
+/// A watch round: events delivered per second and their latencies, with
+/// the puts and deliveries added to `notes`.
+fn watch_round(label: String, measured: FanOut, notes: Notes) -> Round {
+    Round {
+        summary: crate::watch::summary(label, &measured),
+        notes: Notes {
+            puts: Some(measured.puts),
+            delivered: Some(measured.delivered()),
+            expected: Some(measured.expected),
+            ..notes
+        },
+        latencies: measured.latencies,
     }
 }
 

@@ -5,15 +5,10 @@
 
 use std::time::Duration;
 
-use cairn_proto::etcdserverpb::watch_client::WatchClient;
-use cairn_proto::etcdserverpb::watch_request::RequestUnion;
-use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+use cairn_proto::etcdserverpb::WatchCreateRequest;
 use clap::Args;
-use tokio::sync::mpsc;
-use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
-use crate::drive::connect;
+use super::stream::{open_stream, shares, OpenStream};
 use crate::procfs::status_kib;
 
 /// How long the processes get to settle after the last watcher is created,
@@ -54,41 +49,18 @@ fn resident_kib(pids: &[u32]) -> anyhow::Result<u64> {
 
 /// Opens one stream holding `watchers` watchers, each on a key no one
 /// writes, and returns it once every watcher is created.
-async fn open_stream(
+async fn open_idle_stream(
     endpoint: String,
     stream: usize,
-    watchers: usize,
-) -> anyhow::Result<(
-    mpsc::Sender<WatchRequest>,
-    Streaming<cairn_proto::etcdserverpb::WatchResponse>,
-)> {
-    let (requests, queued) = mpsc::channel(watchers + 1);
-    for watcher in 0..watchers {
-        let key = format!("idle/{stream:04}/{watcher:06}").into_bytes();
-        let create = WatchCreateRequest {
-            key,
+    watchers: u64,
+) -> anyhow::Result<OpenStream> {
+    let creates = (0..watchers)
+        .map(|watcher| WatchCreateRequest {
+            key: format!("idle/{stream:04}/{watcher:06}").into_bytes(),
             ..Default::default()
-        };
-        requests
-            .send(WatchRequest {
-                request_union: Some(RequestUnion::CreateRequest(create)),
-            })
-            .await?;
-    }
-    let mut answers = WatchClient::new(connect(&endpoint).await?)
-        .watch(ReceiverStream::new(queued))
-        .await?
-        .into_inner();
-    let mut created = 0;
-    while created < watchers {
-        let answer = answers
-            .message()
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("a watch stream ended after {created} watchers"))?;
-        anyhow::ensure!(!answer.canceled, "a watcher was refused: {answer:?}");
-        created += usize::from(answer.created);
-    }
-    Ok((requests, answers))
+        })
+        .collect();
+    open_stream(endpoint, creates).await
 }
 
 pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<()> {
@@ -96,16 +68,16 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<()> {
         args.watchers > 0 && args.streams > 0,
         "watchers and streams must be positive"
     );
-    let streams = args.streams.min(args.watchers);
+    let split = shares(args.watchers as u64, args.streams as u64);
+    let streams = split.len();
     let before = resident_kib(&args.holder_pids)?;
     let others_before = resident_kib(&args.other_pids)?;
     let mut opening = Vec::new();
-    for stream in 0..streams {
-        let share = args.watchers / streams + usize::from(stream < args.watchers % streams);
-        opening.push(tokio::spawn(open_stream(
+    for (stream, share) in split.into_iter().enumerate() {
+        opening.push(tokio::spawn(open_idle_stream(
             args.endpoint.clone(),
             stream,
-            share,
+            share.end - share.start,
         )));
     }
     // Held open until the memory is read.

@@ -1,16 +1,21 @@
-//! Watch fan-out: many watchers on one prefix, puts at a fixed rate, and the
-//! time from sending a put to each watcher receiving its event.
+//! Watch fan-out: many watchers on one prefix (or each on a key of its
+//! own), puts at a fixed rate, and the time from sending a put to each
+//! watcher receiving its event.
 
 mod fan_out;
 mod idle;
+mod own_keys;
+mod stream;
 
 use std::time::Duration;
 
 use clap::Args;
 
-pub(crate) use fan_out::{fan_out, FanOut, FanOutPlan};
+pub(crate) use fan_out::{fan_out, FanOut, FanOutPlan, Watched};
 pub(crate) use idle::{run as run_idle, IdleArgs};
+pub(crate) use own_keys::own_keys;
 
+use crate::drive::Load;
 use crate::log::parse_duration;
 use crate::procfs::{cpu_seconds, status_kib};
 use crate::report::Summary;
@@ -20,13 +25,24 @@ pub(crate) struct WatchArgs {
     /// An etcd v3 endpoint, host:port.
     #[arg(long, default_value = "127.0.0.1:2379")]
     endpoint: String,
-    /// Watchers on the one prefix.
+    /// Watchers on the one prefix (or on keys of their own).
     #[arg(long, default_value_t = 1000)]
     watchers: usize,
+    /// Each watcher on a key of its own, the puts going round-robin over
+    /// them; then closed-loop puts to those keys with the watchers open and
+    /// after they are closed, for what holding them costs the puts.
+    #[arg(long)]
+    own_keys: bool,
+    /// Closed-loop putting clients with --own-keys.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Connections the putting clients share with --own-keys.
+    #[arg(long, default_value_t = 10)]
+    connections: usize,
     /// Watch streams the watchers are spread over.
     #[arg(long, default_value_t = 100)]
     streams: usize,
-    /// Puts per second under the prefix.
+    /// Puts per second to the watched keys.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
     /// How long the puts go on, e.g. 10s.
@@ -61,14 +77,24 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let plan = FanOutPlan {
         watchers: args.watchers,
         streams: args.streams,
+        watched: if args.own_keys {
+            Watched::OwnKeys
+        } else {
+            Watched::OnePrefix
+        },
         rate: args.rate,
         duration: args.duration,
         size: args.size,
         drain: args.drain,
     };
     println!(
-        "{} watchers on {} streams at {}; {} puts/s of {} B for {:?}",
+        "{} watchers {} on {} streams at {}; {} puts/s of {} B for {:?}",
         args.watchers,
+        if args.own_keys {
+            "each on its own key"
+        } else {
+            "on one prefix"
+        },
         args.streams.min(args.watchers),
         args.endpoint,
         args.rate,
@@ -80,7 +106,18 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
         .iter()
         .map(|pid| cpu_seconds(*pid))
         .collect();
-    let measured = fan_out(&args.endpoint, &plan).await?;
+    let (measured, puts) = if args.own_keys {
+        let load = Load {
+            endpoint: args.endpoint.clone(),
+            clients: args.clients,
+            connections: args.connections,
+            duration: args.duration,
+        };
+        let own = own_keys(&plan, &load).await?;
+        (own.events, Some(own.puts))
+    } else {
+        (fan_out(&args.endpoint, &plan).await?, None)
+    };
     let cpu_used: Vec<Option<f64>> = args
         .gateway_pids
         .iter()
@@ -93,6 +130,16 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
     );
     println!("{}", Summary::HEADER);
     println!("{}", row.row());
+    if let Some(puts) = &puts {
+        println!("{}", puts.with_watchers.row());
+        println!("{}", puts.without_watchers.row());
+        if let Some(ratio) = puts.with_over_without() {
+            println!(
+                "{} closed-loop clients: puts/s with the watchers over without {ratio:.3}",
+                args.clients
+            );
+        }
+    }
     println!(
         "{} puts, {} of {} events delivered ({} unmatched), {:.0} events/s",
         measured.puts,
@@ -108,7 +155,9 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
             None => println!("gateway {pid}: not running"),
         }
     }
-    if let Some(per_million) = cpu_per_million_events(&cpu_used, measured.delivered()) {
+    // With --own-keys the CPU also covers the closed-loop puts: not per event.
+    let per_million = cpu_per_million_events(&cpu_used, measured.delivered());
+    if let Some(per_million) = per_million.filter(|_| puts.is_none()) {
         println!(
             "gateways together: {per_million:.2} CPU s per million events delivered \
              (flat as gateways are added means fan-out scales with cores)"
