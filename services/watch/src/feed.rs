@@ -15,6 +15,7 @@ use cairn_proto::contract::revision_stream::{self, Body};
 use futures::StreamExt;
 use prost::Message;
 
+use crate::encoded::Revision;
 use crate::error::WatchError;
 use crate::history::{stream_error, History};
 use crate::hub::Hub;
@@ -96,13 +97,9 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
                 .map(|value| value.as_str())
         });
         let events = if body == Body::Oversized {
-            revision_from_history(history, revision).await?
+            Revision::new(revision_from_history(history, revision).await?)
         } else if matches!(body, Body::Compacted(_)) || message.payload.is_empty() {
-            RevisionEvents {
-                revision,
-                events: Vec::new(),
-                raft_term: 0,
-            }
+            Revision::empty(revision)
         } else {
             let decoded = RevisionEvents::decode(message.payload.as_ref())
                 .map_err(|error| WatchError::Corrupt(format!("revision {revision}: {error}")))?;
@@ -112,7 +109,7 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
                     decoded.revision
                 )));
             }
-            decoded
+            Revision::new(decoded)
         };
         // A traced write's revision continues its trace here: the hand-off
         // to every stream of this gateway.
@@ -208,15 +205,11 @@ async fn fill_gap(hub: &Hub, history: &History, until: i64) -> Result<(), WatchE
             // Revisions with no event in history (compacted placeholders)
             // still count, so the window stays contiguous.
             while next < revision.revision {
-                hub.push(RevisionEvents {
-                    revision: next,
-                    events: Vec::new(),
-                    raft_term: 0,
-                });
+                hub.push(Revision::empty(next));
                 next += 1;
             }
             next = revision.revision + 1;
-            hub.push(revision);
+            hub.push(Revision::new(revision));
         }
     }
     Ok(())

@@ -6,15 +6,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cairn_proto::cairn::mvcc::v1::RevisionEvents;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
+use crate::encoded::Revision;
 use crate::metrics::WATCH_METRICS;
 
 /// Recent revisions, contiguous, oldest first.
 pub(crate) struct Hub {
-    window: RwLock<VecDeque<Arc<RevisionEvents>>>,
+    window: RwLock<VecDeque<Arc<Revision>>>,
     latest: watch::Sender<i64>,
     /// The newest log term a revision came with: etcd's raft_term.
     term: AtomicU64,
@@ -24,7 +24,7 @@ pub(crate) struct Hub {
 /// What a reader finds in the window.
 pub(crate) enum Window {
     /// The revisions from the one asked for through the newest.
-    Here(Vec<Arc<RevisionEvents>>),
+    Here(Vec<Arc<Revision>>),
     /// The revision asked for has left the window (or never entered it).
     Gone,
 }
@@ -62,7 +62,7 @@ impl Hub {
     /// Appends the next revision. One that does not follow the newest starts
     /// the window again from it (the feed restarted further on); older
     /// readers then catch up from history.
-    pub(crate) fn push(&self, revision: RevisionEvents) {
+    pub(crate) fn push(&self, revision: Revision) {
         let number = revision.revision;
         self.term.fetch_max(revision.raft_term, Ordering::Relaxed);
         {
@@ -82,6 +82,11 @@ impl Hub {
         self.latest.send_replace(number);
     }
 
+    /// The oldest revision in the window, `None` while it is empty.
+    pub(crate) fn oldest(&self) -> Option<i64> {
+        self.window.read().front().map(|first| first.revision)
+    }
+
     /// Revisions `from` through the newest, or `Gone` if `from` is older
     /// than the window. Empty when `from` is beyond the newest.
     pub(crate) fn read(&self, from: i64, max: usize) -> Window {
@@ -99,14 +104,20 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use cairn_proto::cairn::mvcc::v1::RevisionEvents;
+
     use super::*;
 
-    fn revision(number: i64) -> RevisionEvents {
-        RevisionEvents {
+    fn revision_in_term(number: i64, raft_term: u64) -> Revision {
+        Revision::new(RevisionEvents {
             revision: number,
             events: Vec::new(),
-            raft_term: 2,
-        }
+            raft_term,
+        })
+    }
+
+    fn revision(number: i64) -> Revision {
+        revision_in_term(number, 2)
     }
 
     #[test]
@@ -114,16 +125,9 @@ mod tests {
         let hub = Hub::new(8);
         assert_eq!(hub.term(), 0);
         hub.push(revision(2));
-        let from_history = RevisionEvents {
-            raft_term: 0,
-            ..revision(3)
-        };
-        hub.push(from_history);
+        hub.push(Revision::empty(3));
         assert_eq!(hub.term(), 2);
-        hub.push(RevisionEvents {
-            raft_term: 3,
-            ..revision(4)
-        });
+        hub.push(revision_in_term(4, 3));
         assert_eq!(hub.term(), 3);
     }
 
@@ -138,11 +142,13 @@ mod tests {
     fn the_window_keeps_the_newest_contiguous_revisions() {
         let hub = Hub::new(3);
         assert!(numbers(hub.read(1, 10)).is_none());
+        assert_eq!(hub.oldest(), None);
         for number in 5..=9 {
             hub.push(revision(number));
         }
         hub.push(revision(8));
         assert_eq!(hub.latest(), 9);
+        assert_eq!(hub.oldest(), Some(7));
         assert_eq!(numbers(hub.read(7, 10)), Some(vec![7, 8, 9]));
         assert_eq!(numbers(hub.read(8, 1)), Some(vec![8]));
         assert_eq!(numbers(hub.read(10, 10)), Some(vec![]));

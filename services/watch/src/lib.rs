@@ -9,10 +9,14 @@
 //!
 //! # Layout
 //! - `feed`: the live subscription; `hub`: the window.
-//! - `stream`: one client stream and its watchers; `history`: the replicas.
-//! - `api`: etcd's Watch service.
+//! - `stream`: one client stream; `watchers`: its watchers; `batch`: their
+//!   responses; `history`: the replicas.
+//! - `encoded`: events encoded once for every watcher; `api`: etcd's Watch
+//!   service, which sends them as they are.
 
 mod api;
+mod batch;
+mod encoded;
 mod error;
 mod feed;
 mod history;
@@ -21,13 +25,15 @@ mod metrics;
 mod outbox;
 mod settings;
 mod stream;
+mod watchers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_kit::shutdown::Signal;
-use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use cairn_proto::etcdserverpb::watch_server::SERVICE_NAME;
 use tonic::service::Routes;
+use tonic_health::ServingStatus;
 
 /// What starting or serving a watch gateway can fail with.
 pub use error::WatchError;
@@ -64,12 +70,12 @@ pub async fn serve(settings: WatchSettings, shutdown: impl Signal) -> Result<(),
         progress_interval: Duration::from_millis(settings.node.progress_interval_ms),
     });
     let (health_reporter, health_service) = cairn_kit::health::grpc_health();
-    health_reporter.set_serving::<WatchServer<WatchApi>>().await;
+    health_reporter
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
     tracing::info!(listen = %local, metrics = ?metrics_addr, "cairn-watch ready");
-    let routes = Routes::new(health_service).add_service(
-        WatchServer::new(WatchApi::new(shared, settings.window.stream_queue))
-            .max_encoding_message_size(usize::MAX),
-    );
+    let routes = Routes::new(health_service)
+        .add_service(WatchApi::new(shared, settings.window.stream_queue));
     cairn_kit::grpc::serve(listener, routes, shutdown).await?;
     tracing::info!("cairn-watch stopping");
     Ok(())

@@ -7,39 +7,37 @@
 //! so a slow client holds back only its own watchers, which later catch up
 //! from history.
 
-use std::borrow::Borrow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::cairn::mvcc::v1::RevisionEvents;
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
-use cairn_proto::mvccpb::event::EventType;
-use cairn_proto::mvccpb::Event;
-use prost::Message;
 use tonic::{Status, Streaming};
 
+use crate::batch::{self, Heads, Pass};
+use crate::encoded::Revision;
 use crate::error::WatchError;
 use crate::history::{stream_error, History};
 use crate::hub::{Hub, Window};
 use crate::metrics::WATCH_METRICS;
 use crate::outbox::Outbox;
+use crate::watchers::{Watcher, Watchers};
 
 /// Revisions read from the window at a time.
 const WINDOW_BATCH: usize = 256;
-/// Above this, a watcher that allows fragments gets its events in pieces.
-const FRAGMENT_BYTES: usize = 1024 * 1024;
-/// The most revisions one response carries, as etcd's watch batches do.
-const BATCH_REVISIONS: usize = 1000;
-/// Revisions join a response until it would pass this size; a revision is
-/// never split between responses (but for fragments), so one larger than
-/// this goes alone.
-const BATCH_BYTES: usize = 32 * 1024;
 /// The watch ID of a progress response to RequestProgress.
 const PROGRESS_WATCH_ID: i64 = -1;
+
+/// How many revisions to read from `from` to reach `target`, at most
+/// [`WINDOW_BATCH`]: the synced and the unsynced watchers stop at the same
+/// revision, so those brought up join the synced ones.
+fn up_to(from: i64, target: i64) -> usize {
+    usize::try_from(target - from + 1)
+        .unwrap_or(0)
+        .min(WINDOW_BATCH)
+}
 
 /// What every watcher of a gateway shares.
 pub(crate) struct Shared {
@@ -50,65 +48,11 @@ pub(crate) struct Shared {
     pub progress_interval: Duration,
 }
 
-/// One watcher of a stream.
-struct Watcher {
-    key: Vec<u8>,
-    range_end: Vec<u8>,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
-    progress_notify: bool,
-    fragment: bool,
-    /// The next revision this watcher is owed.
-    next: i64,
-    /// Whether anything was sent since the last progress notification.
-    active_since_notify: bool,
-}
-
-impl Watcher {
-    fn matches(&self, event: &Event) -> bool {
-        let Some(kv) = event.kv.as_ref() else {
-            return false;
-        };
-        let kind_wanted = if event.r#type == EventType::Delete as i32 {
-            !self.no_delete
-        } else {
-            !self.no_put
-        };
-        kind_wanted && in_range(&kv.key, &self.key, &self.range_end)
-    }
-
-    /// This watcher's share of one revision's events.
-    fn select(&self, events: &[Event]) -> Vec<Event> {
-        events
-            .iter()
-            .filter(|event| self.matches(event))
-            .map(|event| {
-                let mut event = event.clone();
-                if !self.prev_kv {
-                    event.prev_kv = None;
-                }
-                event
-            })
-            .collect()
-    }
-}
-
-/// etcd's key-range rule: no end = the key alone, `\0` = the key and every
-/// key after it, otherwise [key, range_end).
-pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
-    match end {
-        [] => key == start,
-        [0] => key >= start,
-        end => key >= start && key < end,
-    }
-}
-
 /// A client stream's state and its way out.
 pub(crate) struct WatchStream {
     shared: Arc<Shared>,
     out: Outbox,
-    watchers: BTreeMap<i64, Watcher>,
+    watchers: Watchers,
     next_id: i64,
 }
 
@@ -118,24 +62,33 @@ struct Gone;
 impl WatchStream {
     pub(crate) fn new(shared: Arc<Shared>, out: Outbox) -> Self {
         Self {
+            watchers: Watchers::new(shared.hub.latest() + 1),
             shared,
             out,
-            watchers: BTreeMap::new(),
             next_id: 0,
         }
     }
 
-    fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        Some(ResponseHeader {
+    fn heads(&self) -> Heads {
+        Heads {
             cluster_id: self.shared.cluster_id,
             member_id: self.shared.member_id,
-            revision,
             raft_term: self.shared.hub.term(),
-        })
+        }
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        self.heads().header(revision)
     }
 
     async fn send(&self, response: WatchResponse) -> Result<(), Gone> {
-        self.out.send(response).await.map_err(|_| Gone)
+        self.out.send(&response).await.map_err(|_| Gone)
+    }
+
+    /// Queues a pass's responses in order.
+    async fn send_pass(&self, pass: Pass) -> Result<(), Gone> {
+        WATCH_METRICS.events.inc_by(pass.events);
+        self.out.send_all(pass.responses).await.map_err(|_| Gone)
     }
 
     /// Serves the stream until the client goes away. A client that only
@@ -181,7 +134,7 @@ impl WatchStream {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                if self.watchers.remove(&cancel.watch_id).is_some() {
+                if self.watchers.remove(cancel.watch_id).is_some() {
                     WATCH_METRICS.watchers.dec();
                 }
                 self.send(WatchResponse {
@@ -216,12 +169,12 @@ impl WatchStream {
         let id = if create.watch_id != 0 {
             create.watch_id
         } else {
-            while self.watchers.contains_key(&self.next_id) {
+            while self.watchers.contains(self.next_id) {
                 self.next_id += 1;
             }
             self.next_id
         };
-        if self.watchers.contains_key(&id) {
+        if self.watchers.contains(id) {
             return self
                 .send(WatchResponse {
                     header: self.header(current),
@@ -233,21 +186,17 @@ impl WatchStream {
                 })
                 .await;
         }
-        let watcher = Watcher {
-            key: create.key,
-            range_end: create.range_end,
-            no_put: create.filters.contains(&(FilterType::Noput as i32)),
-            no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
-            prev_kv: create.prev_kv,
-            progress_notify: create.progress_notify,
-            fragment: create.fragment,
-            next: if create.start_revision > 0 {
-                create.start_revision
-            } else {
-                current + 1
-            },
-            active_since_notify: false,
+        let next = if create.start_revision > 0 {
+            create.start_revision
+        } else {
+            current + 1
         };
+        let mut watcher = Watcher::new(create.key, create.range_end, next);
+        watcher.no_put = create.filters.contains(&(FilterType::Noput as i32));
+        watcher.no_delete = create.filters.contains(&(FilterType::Nodelete as i32));
+        watcher.prev_kv = create.prev_kv;
+        watcher.progress_notify = create.progress_notify;
+        watcher.fragment = create.fragment;
         self.watchers.insert(id, watcher);
         WATCH_METRICS.watchers.inc();
         self.send(WatchResponse {
@@ -272,128 +221,89 @@ impl WatchStream {
         Ok(())
     }
 
-    /// Brings every watcher up to the newest revision the gateway has.
+    /// Brings every watcher up to the newest revision the gateway had when
+    /// called: the unsynced ones one by one (from the window, or from history
+    /// when behind it), then the synced ones together, each revision read
+    /// from the window once for the whole stream.
     async fn deliver(&mut self) -> Result<(), Gone> {
-        let ids: Vec<i64> = self.watchers.keys().copied().collect();
-        for id in ids {
-            while let Some(next) = self.watchers.get(&id).map(|watcher| watcher.next) {
-                if next > self.shared.hub.latest() {
-                    break;
-                }
-                match self.shared.hub.read(next, WINDOW_BATCH) {
-                    Window::Here(revisions) => {
-                        let current = self.shared.hub.latest();
-                        self.deliver_revisions(id, &revisions, current).await?
-                    }
-                    Window::Gone => {
-                        WATCH_METRICS.catch_ups.inc();
-                        self.catch_up(id).await?;
-                        // Caught up to the store, perhaps past the window's newest.
-                        break;
-                    }
-                }
+        let target = self.shared.hub.latest();
+        loop {
+            let before = self.position();
+            let oldest = self.shared.hub.oldest().unwrap_or(i64::MAX);
+            let floor = self.watchers.floor();
+            if floor <= target && floor < oldest && self.watchers.any_synced() {
+                self.watchers.fall_behind();
             }
-        }
-        Ok(())
-    }
-
-    /// Sends watcher `id` the events it wants of `revisions` (in revision
-    /// order), as etcd does: many revisions to a response, whole revisions
-    /// only, at most [`BATCH_REVISIONS`] of them and about [`BATCH_BYTES`].
-    /// Each response's header carries the store's `current` revision (or
-    /// its last event's, if newer), as etcd's does for a watcher catching up.
-    async fn deliver_revisions<R: Borrow<RevisionEvents>>(
-        &mut self,
-        id: i64,
-        revisions: &[R],
-        current: i64,
-    ) -> Result<(), Gone> {
-        let Some(fragment) = self.watchers.get(&id).map(|watcher| watcher.fragment) else {
-            return Ok(());
-        };
-        let mut batch: Vec<Event> = Vec::new();
-        let mut batch_bytes = 0;
-        let mut batch_revisions = 0;
-        let mut last_revision = 0;
-        for revision in revisions.iter().map(Borrow::borrow) {
-            let Some(watcher) = self.watchers.get_mut(&id) else {
+            for id in self.watchers.unsynced() {
+                self.bring_up(id, target).await?;
+            }
+            let floor = self.watchers.floor();
+            if floor <= target {
+                if !self.watchers.any_synced() {
+                    self.watchers.raise_floor(target + 1);
+                } else if let Window::Here(revisions) =
+                    self.shared.hub.read(floor, up_to(floor, target))
+                {
+                    self.deliver_from_window(None, &revisions).await?;
+                }
+                // Gone: the window moved on meanwhile; the synced watchers
+                // fall behind on the next turn.
+            }
+            self.watchers.rejoin();
+            let position = self.position();
+            // Everyone there, or no step forward (history behind the
+            // window): the next revision to arrive tries again.
+            if position.0 > target && position.1 > target || position == before {
                 return Ok(());
-            };
-            if revision.revision < watcher.next {
-                continue;
             }
-            watcher.next = revision.revision + 1;
-            let events = watcher.select(&revision.events);
-            if events.is_empty() {
-                continue;
-            }
-            watcher.active_since_notify = true;
-            let bytes: usize = events.iter().map(Message::encoded_len).sum();
-            let full = batch_revisions == BATCH_REVISIONS || batch_bytes + bytes > BATCH_BYTES;
-            if !batch.is_empty() && full {
-                let events = std::mem::take(&mut batch);
-                self.send_events(
-                    id,
-                    last_revision.max(current),
-                    events,
-                    batch_bytes,
-                    fragment,
-                )
-                .await?;
-                batch_bytes = 0;
-                batch_revisions = 0;
-            }
-            batch.extend(events);
-            batch_bytes += bytes;
-            batch_revisions += 1;
-            last_revision = revision.revision;
         }
-        if !batch.is_empty() {
-            self.send_events(id, last_revision.max(current), batch, batch_bytes, fragment)
-                .await?;
+    }
+
+    /// The floor and the lowest revision an unsynced watcher is owed: how far
+    /// the stream has got.
+    fn position(&self) -> (i64, i64) {
+        let unsynced = self
+            .watchers
+            .unsynced()
+            .into_iter()
+            .filter_map(|id| self.watchers.owed(id))
+            .min()
+            .unwrap_or(i64::MAX);
+        (self.watchers.floor(), unsynced)
+    }
+
+    /// Brings unsynced watcher `id` up to `target` from the window, or from
+    /// history when the window no longer holds what it is owed.
+    async fn bring_up(&mut self, id: i64, target: i64) -> Result<(), Gone> {
+        while let Some(next) = self.watchers.owed(id).filter(|next| *next <= target) {
+            match self.shared.hub.read(next, up_to(next, target)) {
+                Window::Here(revisions) if !revisions.is_empty() => {
+                    self.deliver_from_window(Some(id), &revisions).await?;
+                }
+                _ => {
+                    WATCH_METRICS.catch_ups.inc();
+                    // Caught up to the store, perhaps past the window's newest.
+                    return self.catch_up(id).await;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Sends `events` (`size` bytes encoded) of revisions up to `revision`
-    /// to watcher `id`: in one response, or in fragments when they are
-    /// large and the watcher allows it.
-    async fn send_events(
-        &self,
-        id: i64,
-        revision: i64,
-        events: Vec<Event>,
-        size: usize,
-        fragment: bool,
+    /// Sends `only` watcher, or the synced ones, what they want of
+    /// `revisions`, a pass at a time.
+    async fn deliver_from_window<R: std::borrow::Borrow<Revision>>(
+        &mut self,
+        only: Option<i64>,
+        revisions: &[R],
     ) -> Result<(), Gone> {
-        WATCH_METRICS.events.inc_by(events.len() as u64);
-        let mut pieces: Vec<(Vec<Event>, usize)> = Vec::new();
-        if !fragment || size <= FRAGMENT_BYTES {
-            pieces.push((events, size));
-        } else {
-            pieces.push((Vec::new(), 0));
-            for event in events {
-                let event_size = event.encoded_len();
-                if let Some((piece, piece_size)) = pieces.last_mut() {
-                    if *piece_size + event_size <= FRAGMENT_BYTES || piece.is_empty() {
-                        piece.push(event);
-                        *piece_size += event_size;
-                        continue;
-                    }
-                }
-                pieces.push((vec![event], event_size));
-            }
-        }
-        let last = pieces.len() - 1;
-        for (index, (events, size)) in pieces.into_iter().enumerate() {
-            let response = WatchResponse {
-                header: self.header(revision),
-                watch_id: id,
-                events,
-                fragment: index < last,
-                ..Default::default()
-            };
-            self.out.send_of(response, size).await.map_err(|_| Gone)?;
+        let current = self.shared.hub.latest();
+        let mut done = 0;
+        while done < revisions.len() {
+            let heads = self.heads();
+            let pass = batch::collect(&mut self.watchers, only, &revisions[done..], current, heads);
+            done += pass.taken.max(1);
+            self.send_pass(pass).await?;
         }
         Ok(())
     }
@@ -401,13 +311,12 @@ impl WatchStream {
     /// Brings watcher `id` up to the store's current revision from history;
     /// a watcher whose next revision was compacted is cancelled as etcd does.
     async fn catch_up(&mut self, id: i64) -> Result<(), Gone> {
-        let Some(watcher) = self.watchers.get(&id) else {
+        let (Some(watcher), Some(from)) = (self.watchers.get(id), self.watchers.owed(id)) else {
             return Ok(());
         };
-        let (key, range_end, from, prev_kv) = (
+        let (key, range_end, prev_kv) = (
             watcher.key.clone(),
             watcher.range_end.clone(),
-            watcher.next,
             watcher.prev_kv,
         );
         let mut chunks = match self
@@ -426,12 +335,22 @@ impl WatchStream {
                 Err(status) => return self.fail_watcher(id, stream_error(status)).await,
             };
             let current = chunk.current_revision.max(self.shared.hub.latest());
-            self.deliver_revisions(id, &chunk.revisions, current)
-                .await?;
-            if let Some(watcher) = self.watchers.get_mut(&id) {
-                // Everything up to the revision current at the call is in.
-                watcher.next = watcher.next.max(chunk.current_revision + 1);
+            let revisions: Vec<Revision> = chunk.revisions.into_iter().map(Revision::new).collect();
+            let mut done = 0;
+            while done < revisions.len() {
+                let heads = self.heads();
+                let pass = batch::collect(
+                    &mut self.watchers,
+                    Some(id),
+                    &revisions[done..],
+                    current,
+                    heads,
+                );
+                done += pass.taken.max(1);
+                self.send_pass(pass).await?;
             }
+            // Everything up to the revision current at the call is in.
+            self.watchers.advance(id, chunk.current_revision + 1);
         }
     }
 
@@ -441,8 +360,9 @@ impl WatchStream {
     async fn fail_watcher(&mut self, id: i64, error: WatchError) -> Result<(), Gone> {
         match error {
             WatchError::Compacted { compact_revision } => {
-                self.watchers.remove(&id);
-                WATCH_METRICS.watchers.dec();
+                if self.watchers.remove(id).is_some() {
+                    WATCH_METRICS.watchers.dec();
+                }
                 self.send(WatchResponse {
                     header: self.header(self.shared.hub.latest()),
                     watch_id: id,
@@ -464,7 +384,7 @@ impl WatchStream {
     /// The revision every watcher has been given everything up to: never
     /// ahead of what was delivered.
     fn progress_revision(&self) -> i64 {
-        match self.watchers.values().map(|watcher| watcher.next - 1).min() {
+        match self.watchers.owed_all().map(|(_, next)| next - 1).min() {
             Some(revision) => revision,
             None => self.shared.hub.latest(),
         }
@@ -473,6 +393,7 @@ impl WatchStream {
     /// etcd's progress_notify: a watcher that heard nothing lately is told
     /// the revision it has caught up to.
     async fn notify_progress(&mut self) -> Result<(), Gone> {
+        let floor = self.watchers.floor();
         let due: Vec<(i64, i64)> = self
             .watchers
             .iter_mut()
@@ -480,7 +401,7 @@ impl WatchStream {
             .filter_map(|(id, watcher)| {
                 let quiet = !watcher.active_since_notify;
                 watcher.active_since_notify = false;
-                quiet.then_some((*id, watcher.next - 1))
+                quiet.then_some((id, watcher.owed(floor) - 1))
             })
             .collect();
         for (id, revision) in due {
@@ -492,58 +413,5 @@ impl WatchStream {
             .await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_ranges_follow_etcd() {
-        assert!(in_range(b"a", b"a", b""));
-        assert!(!in_range(b"ab", b"a", b""));
-        assert!(in_range(b"zzz", b"a", b"\0"));
-        assert!(!in_range(b"0", b"a", b"\0"));
-        assert!(in_range(b"foo/bar", b"foo/", b"foo0"));
-        assert!(!in_range(b"foo0", b"foo/", b"foo0"));
-    }
-
-    fn event(kind: EventType, key: &str) -> Event {
-        Event {
-            r#type: kind as i32,
-            kv: Some(cairn_proto::mvccpb::KeyValue {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            }),
-            prev_kv: Some(cairn_proto::mvccpb::KeyValue::default()),
-        }
-    }
-
-    #[test]
-    fn filters_and_prev_kv_shape_what_a_watcher_gets() {
-        let watcher = Watcher {
-            key: b"k".to_vec(),
-            range_end: b"l".to_vec(),
-            no_put: true,
-            no_delete: false,
-            prev_kv: false,
-            progress_notify: false,
-            fragment: false,
-            next: 1,
-            active_since_notify: false,
-        };
-        let events = [
-            event(EventType::Put, "k1"),
-            event(EventType::Delete, "k2"),
-            event(EventType::Delete, "z"),
-        ];
-        let selected = watcher.select(&events);
-        assert_eq!(selected.len(), 1);
-        assert_eq!(
-            selected[0].kv.as_ref().map(|kv| kv.key.clone()),
-            Some(b"k2".to_vec())
-        );
-        assert!(selected[0].prev_kv.is_none());
     }
 }
