@@ -44,6 +44,20 @@ pub enum EtcdError {
     PermissionDenied,
     InvalidAuthToken,
     AuthNotEnabled,
+    AuthFailed,
+    UserEmpty,
+    RoleEmpty,
+    PermissionNotGiven,
+    InvalidAuthManagement,
+    AuthOldRevision,
+    UserExists,
+    UserNotFound,
+    RoleExists,
+    RoleNotFound,
+    RootUserNotExist,
+    RootRoleNotExist,
+    RoleNotGranted,
+    PermissionNotGranted,
     Corrupt,
 }
 
@@ -83,6 +97,20 @@ impl EtcdError {
             Self::PermissionDenied => "etcdserver: permission denied",
             Self::InvalidAuthToken => "etcdserver: invalid auth token",
             Self::AuthNotEnabled => "etcdserver: authentication is not enabled",
+            Self::AuthFailed => "etcdserver: authentication failed, invalid user ID or password",
+            Self::UserEmpty => "etcdserver: user name is empty",
+            Self::RoleEmpty => "etcdserver: role name is empty",
+            Self::PermissionNotGiven => "etcdserver: permission not given",
+            Self::InvalidAuthManagement => "etcdserver: invalid auth management",
+            Self::AuthOldRevision => "etcdserver: revision of auth store is old",
+            Self::UserExists => "etcdserver: user name already exists",
+            Self::UserNotFound => "etcdserver: user name not found",
+            Self::RoleExists => "etcdserver: role name already exists",
+            Self::RoleNotFound => "etcdserver: role name not found",
+            Self::RootUserNotExist => "etcdserver: root user does not exist",
+            Self::RootRoleNotExist => "etcdserver: root user does not have root role",
+            Self::RoleNotGranted => "etcdserver: role is not granted to the user",
+            Self::PermissionNotGranted => "etcdserver: permission is not granted to the role",
             Self::Corrupt => "etcdserver: corrupt cluster",
         }
     }
@@ -101,7 +129,13 @@ impl EtcdError {
             | Self::DuplicateKey
             | Self::InvalidSortOption
             | Self::RequestTooLarge
-            | Self::InvalidPeerUrls => Code::InvalidArgument,
+            | Self::InvalidPeerUrls
+            | Self::AuthFailed
+            | Self::UserEmpty
+            | Self::RoleEmpty
+            | Self::PermissionNotGiven
+            | Self::InvalidAuthManagement
+            | Self::AuthOldRevision => Code::InvalidArgument,
             Self::WatchCanceled | Self::RequestCanceled => Code::Cancelled,
             Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {
                 Code::Unavailable
@@ -113,7 +147,15 @@ impl EtcdError {
             | Self::MemberIdExists
             | Self::PeerUrlExists
             | Self::MemberNotLearner
-            | Self::AuthNotEnabled => Code::FailedPrecondition,
+            | Self::AuthNotEnabled
+            | Self::UserExists
+            | Self::UserNotFound
+            | Self::RoleExists
+            | Self::RoleNotFound
+            | Self::RootUserNotExist
+            | Self::RootRoleNotExist
+            | Self::RoleNotGranted
+            | Self::PermissionNotGranted => Code::FailedPrecondition,
             Self::PermissionDenied => Code::PermissionDenied,
             Self::InvalidAuthToken => Code::Unauthenticated,
             Self::Corrupt => Code::DataLoss,

@@ -167,6 +167,76 @@ fn every_error_has_etcds_code_and_message() {
             "etcdserver: authentication is not enabled",
         ),
         (
+            EtcdError::AuthFailed,
+            Code::InvalidArgument,
+            "etcdserver: authentication failed, invalid user ID or password",
+        ),
+        (
+            EtcdError::UserEmpty,
+            Code::InvalidArgument,
+            "etcdserver: user name is empty",
+        ),
+        (
+            EtcdError::RoleEmpty,
+            Code::InvalidArgument,
+            "etcdserver: role name is empty",
+        ),
+        (
+            EtcdError::PermissionNotGiven,
+            Code::InvalidArgument,
+            "etcdserver: permission not given",
+        ),
+        (
+            EtcdError::InvalidAuthManagement,
+            Code::InvalidArgument,
+            "etcdserver: invalid auth management",
+        ),
+        (
+            EtcdError::AuthOldRevision,
+            Code::InvalidArgument,
+            "etcdserver: revision of auth store is old",
+        ),
+        (
+            EtcdError::UserExists,
+            Code::FailedPrecondition,
+            "etcdserver: user name already exists",
+        ),
+        (
+            EtcdError::UserNotFound,
+            Code::FailedPrecondition,
+            "etcdserver: user name not found",
+        ),
+        (
+            EtcdError::RoleExists,
+            Code::FailedPrecondition,
+            "etcdserver: role name already exists",
+        ),
+        (
+            EtcdError::RoleNotFound,
+            Code::FailedPrecondition,
+            "etcdserver: role name not found",
+        ),
+        (
+            EtcdError::RootUserNotExist,
+            Code::FailedPrecondition,
+            "etcdserver: root user does not exist",
+        ),
+        (
+            EtcdError::RootRoleNotExist,
+            Code::FailedPrecondition,
+            "etcdserver: root user does not have root role",
+        ),
+        (
+            EtcdError::RoleNotGranted,
+            Code::FailedPrecondition,
+            "etcdserver: role is not granted to the user",
+        ),
+        (
+            EtcdError::PermissionNotGranted,
+            Code::FailedPrecondition,
+            "etcdserver: permission is not granted to the role",
+        ),
+        (
             EtcdError::Corrupt,
             Code::DataLoss,
             "etcdserver: corrupt cluster",
