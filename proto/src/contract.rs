@@ -67,6 +67,41 @@ pub mod metadata {
     pub fn set_forwards(map: &mut MetadataMap, count: u32) {
         map.insert(FORWARDED, MetadataValue::from(count));
     }
+
+    /// Request metadata: etcd's auth token, as etcd's clients send it.
+    pub const TOKEN: &str = "token";
+    /// Request metadata the edge sets (and never passes on from a client):
+    /// the Common Name of the client certificate it verified, which is the
+    /// user when the call carries no token, as with etcd's
+    /// `--client-cert-auth`.
+    pub const CERTIFICATE_USER: &str = "cairn-certificate-user";
+
+    /// Who makes a call: its token and certificate user, as metadata says.
+    pub fn caller(map: &MetadataMap) -> crate::cairn::mvcc::v1::Caller {
+        let text = |key| {
+            map.get(key)
+                .and_then(|value: &MetadataValue<_>| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        crate::cairn::mvcc::v1::Caller {
+            token: text(TOKEN),
+            certificate_user: text(CERTIFICATE_USER),
+        }
+    }
+
+    /// Names the verified certificate's user on a call going on from the
+    /// edge, replacing whatever the client put there; none when `user` is
+    /// empty.
+    pub fn set_certificate_user(map: &mut MetadataMap, user: &str) {
+        map.remove(CERTIFICATE_USER);
+        if user.is_empty() {
+            return;
+        }
+        if let Ok(value) = MetadataValue::try_from(user) {
+            map.insert(CERTIFICATE_USER, value);
+        }
+    }
 }
 
 /// The JetStream revision stream's message headers.
