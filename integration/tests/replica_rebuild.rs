@@ -502,6 +502,13 @@ mod corrupting {
             absent()
         }
 
+        async fn authorize(
+            &self,
+            _: Request<cairn_proto::cairn::mvcc::v1::AuthorizeRequest>,
+        ) -> Result<Response<cairn_proto::cairn::mvcc::v1::AuthorizeResponse>, Status> {
+            absent()
+        }
+
         async fn lease(&self, _: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
             absent()
         }

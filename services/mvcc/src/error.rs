@@ -67,6 +67,9 @@ pub enum MvccError {
     /// A response would be larger than gRPC sends.
     #[error("grpc: trying to send message larger than max ({limit} bytes)")]
     ResponseTooLarge { limit: usize },
+    /// A password could not be hashed or checked (never its text).
+    #[error("password: {0}")]
+    Password(String),
     /// The replica is stopping or its applier died.
     #[error("{}", EtcdError::Stopped.message())]
     Stopped,

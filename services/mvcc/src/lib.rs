@@ -23,6 +23,7 @@
 //!   index on every replica.
 
 mod api;
+mod auth;
 pub mod bbolt;
 mod error;
 pub mod etcd_snapshot;
@@ -50,6 +51,7 @@ use std::time::Duration;
 
 use cairn_kit::shutdown::Signal;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::MvccServer;
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use tonic::service::Routes;
 
@@ -91,9 +93,11 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
     health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
     let kv_gate = Gate::closed("opening its store");
     let mvcc_gate = Gate::closed("opening its store");
+    let auth_gate = Gate::closed("opening its store");
     let routes = Routes::new(health_service)
         .add_service(kv_gate.clone())
-        .add_service(mvcc_gate.clone());
+        .add_service(mvcc_gate.clone())
+        .add_service(auth_gate.clone());
     let mut server = tokio::spawn(cairn_kit::grpc::serve(listener, routes, shutdown.clone()));
     tracing::info!(
         name = settings.node.name,
@@ -110,6 +114,7 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
     };
     let progress = |doing: String| {
         kv_gate.refuse_because(doing.clone());
+        auth_gate.refuse_because(doing.clone());
         mvcc_gate.refuse_because(doing);
     };
     let prepared = tokio::select! {
@@ -164,7 +169,8 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
             settings.limits.limits(),
             settings.node.cluster_id,
         )
-        .skipping_read_index(settings.testing.skip_read_index);
+        .skipping_read_index(settings.testing.skip_read_index)
+        .with_auth(&settings.auth);
         if settings.testing.skip_read_index {
             tracing::warn!("testing.skip_read_index is set: linearizable reads may be stale");
         }
@@ -200,6 +206,7 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
                 .max_decoding_message_size(max_request)
                 .max_encoding_message_size(usize::MAX),
         );
+        auth_gate.open(AuthServer::new(api.clone()));
         mvcc_gate.open(MvccServer::new(api).max_encoding_message_size(usize::MAX));
         health_reporter.set_serving::<KvServer<MvccApi>>().await;
         {
@@ -241,6 +248,7 @@ pub async fn serve(settings: MvccSettings, shutdown: impl Signal) -> Result<(), 
             point.index
         );
         kv_gate.close(why.clone());
+        auth_gate.close(why.clone());
         mvcc_gate.close(why);
         health_reporter.set_not_serving::<KvServer<MvccApi>>().await;
         drop(end_store);

@@ -30,6 +30,45 @@ pub struct MvccSettings {
     /// Where a replica copies its store from when the log has purged what it
     /// needs; without it such a replica cannot start.
     pub seed: SeedSettings,
+    pub auth: AuthSettings,
+}
+
+/// How etcd's auth is served: tokens and password hashing. Users, roles
+/// and whether auth is on are not settings: they are in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// How long a token from Authenticate is accepted (etcd's default: 300).
+    pub token_ttl_secs: u64,
+    /// bcrypt's cost for new passwords (etcd's default: 10; 4 to 31). A
+    /// password is checked at the cost it was hashed with.
+    pub bcrypt_cost: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: 300,
+            bcrypt_cost: 10,
+        }
+    }
+}
+
+impl AuthSettings {
+    fn validate(&self) -> Result<(), MvccError> {
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(MvccError::Settings(format!(
+                "setting `auth.bcrypt_cost`: {} is not between 4 and 31",
+                self.bcrypt_cost
+            )));
+        }
+        if self.token_ttl_secs == 0 {
+            return Err(MvccError::Settings(
+                "setting `auth.token_ttl_secs`: a token must live at least a second".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Other replicas to copy the store from when the log no longer holds what
@@ -183,6 +222,7 @@ impl MvccSettings {
                 .validate()
                 .map_err(|error| MvccError::Settings(error.to_string()))?;
         }
+        self.auth.validate()?;
         self.seed.validate()
     }
 }

@@ -8,6 +8,11 @@ use std::pin::Pin;
 
 use cairn_proto::cairn::mvcc::v1::{KvAnswer, KvCall, KvMethod};
 use cairn_proto::etcdserverpb::{
+    AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
+    AuthRoleGetRequest, AuthRoleGrantPermissionRequest, AuthRoleListRequest,
+    AuthRoleRevokePermissionRequest, AuthStatusRequest, AuthUserAddRequest,
+    AuthUserChangePasswordRequest, AuthUserDeleteRequest, AuthUserGetRequest,
+    AuthUserGrantRoleRequest, AuthUserListRequest, AuthUserRevokeRoleRequest, AuthenticateRequest,
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest,
 };
 use futures::Stream;
@@ -96,32 +101,65 @@ impl MvccApi {
     async fn dispatch(&self, call: KvCall) -> KvAnswer {
         let id = call.id;
         let body = call.body;
-        match KvMethod::try_from(call.method).unwrap_or(KvMethod::Unspecified) {
-            KvMethod::Range => match RangeRequest::decode(body) {
-                Ok(request) => to_answer(id, answer(self, "Range", self.range_of(request)).await),
-                Err(error) => malformed(id, error),
-            },
-            KvMethod::Put => match PutRequest::decode(body) {
-                Ok(request) => to_answer(id, answer(self, "Put", self.put_of(request)).await),
-                Err(error) => malformed(id, error),
-            },
-            KvMethod::DeleteRange => match DeleteRangeRequest::decode(body) {
-                Ok(request) => to_answer(
-                    id,
-                    answer(self, "DeleteRange", self.delete_of(request)).await,
-                ),
-                Err(error) => malformed(id, error),
-            },
-            KvMethod::Txn => match TxnRequest::decode(body) {
-                Ok(request) => to_answer(id, answer(self, "Txn", self.txn_of(request)).await),
-                Err(error) => malformed(id, error),
-            },
-            KvMethod::Compact => match CompactionRequest::decode(body) {
-                Ok(request) => {
-                    to_answer(id, answer(self, "Compact", self.compact_of(request)).await)
+        let caller = call.caller.unwrap_or_default();
+        /// Decodes the body as `$request` and answers it with `$of`.
+        macro_rules! call {
+            ($label:literal, $request:ty, $of:ident) => {
+                match <$request>::decode(body) {
+                    Ok(request) => {
+                        to_answer(id, answer(self, $label, self.$of(request, &caller)).await)
+                    }
+                    Err(error) => malformed(id, error),
                 }
-                Err(error) => malformed(id, error),
-            },
+            };
+        }
+        match KvMethod::try_from(call.method).unwrap_or(KvMethod::Unspecified) {
+            KvMethod::Range => call!("Range", RangeRequest, range_of),
+            KvMethod::Put => call!("Put", PutRequest, put_of),
+            KvMethod::DeleteRange => call!("DeleteRange", DeleteRangeRequest, delete_of),
+            KvMethod::Txn => call!("Txn", TxnRequest, txn_of),
+            KvMethod::Compact => call!("Compact", CompactionRequest, compact_of),
+            KvMethod::AuthEnable => call!("AuthEnable", AuthEnableRequest, auth_enable_of),
+            KvMethod::AuthDisable => call!("AuthDisable", AuthDisableRequest, auth_disable_of),
+            KvMethod::AuthStatus => call!("AuthStatus", AuthStatusRequest, auth_status_of),
+            KvMethod::Authenticate => call!("Authenticate", AuthenticateRequest, authenticate_of),
+            KvMethod::UserAdd => call!("UserAdd", AuthUserAddRequest, user_add_of),
+            KvMethod::UserGet => call!("UserGet", AuthUserGetRequest, user_get_of),
+            KvMethod::UserList => call!("UserList", AuthUserListRequest, user_list_of),
+            KvMethod::UserDelete => call!("UserDelete", AuthUserDeleteRequest, user_delete_of),
+            KvMethod::UserChangePassword => call!(
+                "UserChangePassword",
+                AuthUserChangePasswordRequest,
+                user_change_password_of
+            ),
+            KvMethod::UserGrantRole => {
+                call!(
+                    "UserGrantRole",
+                    AuthUserGrantRoleRequest,
+                    user_grant_role_of
+                )
+            }
+            KvMethod::UserRevokeRole => {
+                call!(
+                    "UserRevokeRole",
+                    AuthUserRevokeRoleRequest,
+                    user_revoke_role_of
+                )
+            }
+            KvMethod::RoleAdd => call!("RoleAdd", AuthRoleAddRequest, role_add_of),
+            KvMethod::RoleGet => call!("RoleGet", AuthRoleGetRequest, role_get_of),
+            KvMethod::RoleList => call!("RoleList", AuthRoleListRequest, role_list_of),
+            KvMethod::RoleDelete => call!("RoleDelete", AuthRoleDeleteRequest, role_delete_of),
+            KvMethod::RoleGrantPermission => call!(
+                "RoleGrantPermission",
+                AuthRoleGrantPermissionRequest,
+                role_grant_permission_of
+            ),
+            KvMethod::RoleRevokePermission => call!(
+                "RoleRevokePermission",
+                AuthRoleRevokePermissionRequest,
+                role_revoke_permission_of
+            ),
             KvMethod::Unspecified => to_answer::<()>(
                 id,
                 Err(Status::unimplemented("unknown KV method in a call")),

@@ -233,6 +233,16 @@ impl Mvcc for MvccApi {
         answer(self, "Lease", self.one_lease(request.into_inner())).await
     }
 
+    async fn authorize(
+        &self,
+        request: Request<cairn_proto::cairn::mvcc::v1::AuthorizeRequest>,
+    ) -> Result<Response<cairn_proto::cairn::mvcc::v1::AuthorizeResponse>, Status> {
+        answer(self, "Authorize", async {
+            self.authorize_of(request.into_inner())
+        })
+        .await
+    }
+
     async fn restore(
         &self,
         request: Request<tonic::Streaming<cairn_proto::cairn::mvcc::v1::RestoreChunk>>,

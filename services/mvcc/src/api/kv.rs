@@ -3,6 +3,7 @@
 //! protocol, then etcd's headers.
 
 use cairn_proto::cairn::mvcc::v1::command::Op;
+use cairn_proto::cairn::mvcc::v1::Caller;
 use cairn_proto::etcdserverpb::kv_server::Kv;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -11,8 +12,10 @@ use cairn_proto::etcdserverpb::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::auth::caller_of;
 use super::protocol::{revision_of, unexpected};
 use super::{answer, MvccApi};
+use crate::auth::rules::{self, Needs};
 use crate::error::MvccError;
 use crate::store::Reply;
 use crate::validate;
@@ -41,8 +44,13 @@ fn fill_headers(response: &mut TxnResponse, revision: i64) {
 }
 
 impl MvccApi {
-    pub(super) async fn range_of(&self, request: RangeRequest) -> Result<RangeResponse, MvccError> {
+    pub(super) async fn range_of(
+        &self,
+        request: RangeRequest,
+        caller: &Caller,
+    ) -> Result<RangeResponse, MvccError> {
         validate::check_range(&request)?;
+        self.checked(caller, &rules::range_needs(&request))?;
         if !request.serializable {
             self.linearize().await?;
         }
@@ -51,10 +59,15 @@ impl MvccApi {
         Ok(response)
     }
 
-    pub(super) async fn put_of(&self, request: PutRequest) -> Result<PutResponse, MvccError> {
+    pub(super) async fn put_of(
+        &self,
+        request: PutRequest,
+        caller: &Caller,
+    ) -> Result<PutResponse, MvccError> {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_put(&request)?;
-        match self.write(Op::Put(request)).await? {
+        let checked = self.checked(caller, &rules::put_needs(&request))?;
+        match self.write_checked(Op::Put(request), Some(checked)).await? {
             Reply::Put(mut response) => {
                 response.header = self.header(revision_of(&response.header));
                 Ok(response)
@@ -66,10 +79,15 @@ impl MvccApi {
     pub(super) async fn delete_of(
         &self,
         request: DeleteRangeRequest,
+        caller: &Caller,
     ) -> Result<DeleteRangeResponse, MvccError> {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_delete_range(&request)?;
-        match self.write(Op::DeleteRange(request)).await? {
+        let checked = self.checked(caller, &rules::delete_needs(&request))?;
+        match self
+            .write_checked(Op::DeleteRange(request), Some(checked))
+            .await?
+        {
             Reply::DeleteRange(mut response) => {
                 response.header = self.header(revision_of(&response.header));
                 Ok(response)
@@ -78,10 +96,15 @@ impl MvccApi {
         }
     }
 
-    pub(super) async fn txn_of(&self, request: TxnRequest) -> Result<TxnResponse, MvccError> {
+    pub(super) async fn txn_of(
+        &self,
+        request: TxnRequest,
+        caller: &Caller,
+    ) -> Result<TxnResponse, MvccError> {
         validate::check_size(request.encoded_len(), &self.limits)?;
         validate::check_txn(&request, &self.limits)?;
-        match self.write(Op::Txn(request)).await? {
+        let checked = self.checked(caller, &rules::txn_needs(&request))?;
+        match self.write_checked(Op::Txn(request), Some(checked)).await? {
             Reply::Txn(mut response) => {
                 let revision = revision_of(&response.header);
                 response.header = self.header(revision);
@@ -95,7 +118,9 @@ impl MvccApi {
     pub(super) async fn compact_of(
         &self,
         request: CompactionRequest,
+        caller: &Caller,
     ) -> Result<CompactionResponse, MvccError> {
+        let checked = self.checked(caller, &Needs::Root)?;
         // Refuse what cannot succeed without spending a log entry on it.
         let status = self.replica.store.status();
         if request.revision <= status.compacted {
@@ -103,7 +128,10 @@ impl MvccApi {
                 compact_revision: status.compacted,
             });
         }
-        match self.write(Op::Compaction(request)).await? {
+        match self
+            .write_checked(Op::Compaction(request), Some(checked))
+            .await?
+        {
             Reply::Compaction(mut response) => {
                 response.header = self.header(revision_of(&response.header));
                 Ok(response)
@@ -119,28 +147,43 @@ impl Kv for MvccApi {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        answer(self, "Range", self.range_of(request.into_inner())).await
+        let caller = caller_of(&request);
+        answer(self, "Range", self.range_of(request.into_inner(), &caller)).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        answer(self, "Put", self.put_of(request.into_inner())).await
+        let caller = caller_of(&request);
+        answer(self, "Put", self.put_of(request.into_inner(), &caller)).await
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        answer(self, "DeleteRange", self.delete_of(request.into_inner())).await
+        let caller = caller_of(&request);
+        answer(
+            self,
+            "DeleteRange",
+            self.delete_of(request.into_inner(), &caller),
+        )
+        .await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        answer(self, "Txn", self.txn_of(request.into_inner())).await
+        let caller = caller_of(&request);
+        answer(self, "Txn", self.txn_of(request.into_inner(), &caller)).await
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        answer(self, "Compact", self.compact_of(request.into_inner())).await
+        let caller = caller_of(&request);
+        answer(
+            self,
+            "Compact",
+            self.compact_of(request.into_inner(), &caller),
+        )
+        .await
     }
 }

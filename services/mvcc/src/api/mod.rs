@@ -5,6 +5,7 @@
 //! reaches the log and comes back applied, and how a read is made
 //! linearizable.
 
+mod auth;
 mod calls;
 mod internal;
 mod kv;
@@ -32,6 +33,7 @@ pub(crate) struct MvccApi {
     limits: Limits,
     cluster_id: u64,
     member_id: u64,
+    auth: Arc<auth::AuthSupport>,
     /// Linearizable reads answered without a read index (a deliberately
     /// broken replica, see `TestingSettings`).
     skip_read_index: bool,
@@ -47,8 +49,15 @@ impl MvccApi {
             limits,
             cluster_id,
             member_id,
+            auth: auth::AuthSupport::new(&crate::settings::AuthSettings::default()),
             skip_read_index: false,
         }
+    }
+
+    /// Serves auth with these token and password settings.
+    pub(crate) fn with_auth(mut self, settings: &crate::settings::AuthSettings) -> Self {
+        self.auth = auth::AuthSupport::new(settings);
+        self
     }
 
     /// Proposes `op` (a restore) and waits for this replica's apply of it.

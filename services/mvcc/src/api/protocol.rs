@@ -5,7 +5,7 @@
 
 use cairn_proto::cairn::mvcc::v1::apply_response::Result as ApplyResult;
 use cairn_proto::cairn::mvcc::v1::command::Op;
-use cairn_proto::cairn::mvcc::v1::{ApplyResponse, Command};
+use cairn_proto::cairn::mvcc::v1::{ApplyResponse, AuthChecked, Command};
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::ResponseHeader;
 use prost::Message;
@@ -42,12 +42,31 @@ impl MvccApi {
 
     /// Proposes `op` and waits for this replica's apply of it.
     pub(super) async fn write(&self, op: Op) -> Result<Reply, MvccError> {
-        self.write_fenced(op, 0).await
+        self.propose_and_wait(op, 0, None).await
+    }
+
+    /// Proposes a client's `op`, checked for the user and auth revision in
+    /// `checked`, and waits for this replica's apply of it.
+    pub(super) async fn write_checked(
+        &self,
+        op: Op,
+        checked: Option<AuthChecked>,
+    ) -> Result<Reply, MvccError> {
+        self.propose_and_wait(op, 0, checked).await
     }
 
     /// Proposes `op`, void unless `fence_epoch` (when not 0) is the lease
     /// claim in force, and waits for this replica's apply of it.
     pub(super) async fn write_fenced(&self, op: Op, fence_epoch: u64) -> Result<Reply, MvccError> {
+        self.propose_and_wait(op, fence_epoch, None).await
+    }
+
+    async fn propose_and_wait(
+        &self,
+        op: Op,
+        fence_epoch: u64,
+        auth_checked: Option<AuthChecked>,
+    ) -> Result<Reply, MvccError> {
         let (sequence, result) = self.replica.register();
         let mut trace_context = std::collections::HashMap::new();
         cairn_kit::telemetry::inject_into(&mut trace_context);
@@ -57,6 +76,7 @@ impl MvccApi {
             op: Some(op),
             trace_context,
             fence_epoch,
+            auth_checked,
         }
         .encode_to_vec();
         if let Err(error) = self.proposals.propose(command).await {

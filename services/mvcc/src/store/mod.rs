@@ -10,7 +10,7 @@ pub(crate) mod schema;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use cairn_proto::cairn::mvcc::v1::{LeaseHolder, LeaseRecord, PublisherClaim};
+use cairn_proto::cairn::mvcc::v1::{AuthState, LeaseHolder, LeaseRecord, PublisherClaim};
 use cairn_proto::etcdserverpb::AlarmMember;
 use parking_lot::RwLock;
 use prost::Message;
@@ -25,7 +25,7 @@ use schema::KeyRow;
 
 /// What applying log entries takes and gives back, for the replica and the tests that drive the store.
 pub use apply::{
-    Applied, FencedResponse, LogEntry, Outcome, PublisherClaimed, Reply, RestorePoint,
+    Applied, AuthChanged, FencedResponse, LogEntry, Outcome, PublisherClaimed, Reply, RestorePoint,
 };
 
 /// The position in the log the state reflects.
@@ -53,6 +53,8 @@ pub struct State {
     pub alarms: Vec<AlarmMember>,
     /// The replica that publishes the revision stream; epoch 0 is none.
     pub publisher: PublisherClaim,
+    /// Users, roles, permissions and whether auth is on.
+    pub auth: AuthState,
 }
 
 impl Default for State {
@@ -67,6 +69,10 @@ impl Default for State {
             holder: LeaseHolder::default(),
             alarms: Vec::new(),
             publisher: PublisherClaim::default(),
+            auth: AuthState {
+                revision: 1,
+                ..Default::default()
+            },
         }
     }
 }
@@ -185,6 +191,12 @@ impl Store {
     /// The replica that publishes the revision stream.
     pub fn publisher(&self) -> PublisherClaim {
         self.state.read().publisher.clone()
+    }
+
+    /// What `look` makes of the auth state as it is now (under the read
+    /// lock: `look` must be quick).
+    pub(crate) fn with_auth<T>(&self, look: impl FnOnce(&AuthState) -> T) -> T {
+        look(&self.state.read().auth)
     }
 
     /// The alarms raised.
@@ -392,6 +404,9 @@ fn rebuild(db: &DB) -> Result<State, MvccError> {
     }
     if let Some(bytes) = db.get_cf(meta, schema::META_PUBLISHER)? {
         state.publisher = schema::decode_publisher(&bytes)?;
+    }
+    if let Some(bytes) = db.get_cf(meta, schema::META_AUTH)? {
+        state.auth = schema::decode_auth(&bytes)?;
     }
 
     let keys = family(db, schema::KEYS)?;

@@ -11,7 +11,9 @@
 //!   the lease claim in force (`LeaseHolder`), written in the same batch as
 //!   the state they describe.
 
-use cairn_proto::cairn::mvcc::v1::{AlarmList, LeaseHolder, LeaseRecord, PublisherClaim};
+use cairn_proto::cairn::mvcc::v1::{
+    AlarmList, AuthState, LeaseHolder, LeaseRecord, PublisherClaim,
+};
 use cairn_proto::mvccpb::KeyValue;
 use prost::Message;
 
@@ -34,6 +36,8 @@ pub(crate) const META_LEASE_HOLDER: &[u8] = b"lease_holder";
 /// Meta key of the alarms raised (`AlarmList`).
 pub(crate) const META_ALARMS: &[u8] = b"alarms";
 pub(crate) const META_PUBLISHER: &[u8] = b"publisher";
+/// Meta key of the auth state (`AuthState`).
+pub(crate) const META_AUTH: &[u8] = b"auth";
 
 const TAG_PUT: u8 = 0;
 const TAG_DELETE: u8 = 1;
@@ -166,6 +170,10 @@ pub(crate) fn decode_alarms(bytes: &[u8]) -> Result<AlarmList, MvccError> {
 pub(crate) fn decode_publisher(bytes: &[u8]) -> Result<PublisherClaim, MvccError> {
     PublisherClaim::decode(bytes)
         .map_err(|error| MvccError::Corrupt(format!("publisher claim: {error}")))
+}
+
+pub(crate) fn decode_auth(bytes: &[u8]) -> Result<AuthState, MvccError> {
+    AuthState::decode(bytes).map_err(|error| MvccError::Corrupt(format!("auth state: {error}")))
 }
 
 pub(crate) fn decode_holder(bytes: &[u8]) -> Result<LeaseHolder, MvccError> {

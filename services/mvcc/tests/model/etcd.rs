@@ -66,6 +66,7 @@ impl Reply {
             StoreReply::Alarm(_) => unreachable!("the model raises no alarms"),
             StoreReply::Publisher(_) => unreachable!("the model claims no publishing"),
             StoreReply::Restore { .. } => unreachable!("the model restores nothing"),
+            StoreReply::Auth(_) => unreachable!("the model changes no users or roles"),
         }
     }
 
@@ -385,9 +386,10 @@ impl Model {
             | Op::LeaseCheckpoint(_)
             | Op::Alarm(_)
             | Op::PublisherClaim(_)
-            | Op::Restore(_) => {
+            | Op::Restore(_)
+            | Op::Auth(_) => {
                 unreachable!(
-                    "no plan makes fenced lease commands, alarms, publisher claims or restores; tests/semantics and restore's tests cover them"
+                    "no plan makes fenced lease commands, alarms, publisher claims, restores or auth changes; tests/semantics, restore's tests and the auth tests cover them"
                 )
             }
         };

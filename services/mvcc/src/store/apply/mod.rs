@@ -8,9 +8,12 @@
 //! log position in the same batch.
 
 mod alarms;
+mod auth;
 mod keys;
 mod leases;
 mod txn;
+
+pub use auth::AuthChanged;
 
 use std::collections::HashMap;
 
@@ -71,6 +74,8 @@ pub enum Reply {
     Restore {
         index: u64,
     },
+    /// A change to users, roles or the enabled flag.
+    Auth(AuthChanged),
 }
 
 /// What a publisher claim did.
@@ -103,6 +108,7 @@ impl Reply {
             Self::LeaseRevoke(response) => response.header = header,
             Self::Fenced(response) => response.revision = revision,
             Self::Alarm(response) => response.header = header,
+            Self::Auth(changed) => changed.revision = revision,
             Self::Publisher(_) | Self::Restore { .. } => {}
         }
     }
@@ -260,6 +266,8 @@ pub(super) fn apply(
             let result = if command.fence_epoch != 0 && !change.in_force(command.fence_epoch) {
                 // Proposed under a lease claim that has since been superseded.
                 Err(EtcdError::LeaderChanged.into())
+            } else if let Err(refused) = change.authorized(&command) {
+                Err(refused.into())
             } else {
                 change.run(command.op)
             };
@@ -355,6 +363,7 @@ impl Change<'_> {
             }
             Some(Op::Alarm(alarm)) => self.alarm(&alarm).map(Reply::Alarm),
             Some(Op::PublisherClaim(claim)) => self.publisher_claim(claim).map(Reply::Publisher),
+            Some(Op::Auth(change)) => self.auth_change(&change).map(Reply::Auth),
             // A fresh store never gets here: `apply` stops before the entry.
             Some(Op::Restore(_)) => Err(self.state.not_fresh().unwrap_or_else(|| {
                 MvccError::Corrupt("a restore reached the applier of a fresh store".into())
