@@ -110,6 +110,28 @@ impl Log {
 
 /// Calls `call` on one mvcc replica after another until one answers; only
 /// for calls that change nothing, as a failed one may have been carried out.
+/// Refuses a call whose caller is not root while auth is on, with etcd's
+/// error: for maintenance and membership, which the edge answers itself.
+pub(crate) async fn require_root(
+    pool: &Arc<BackendPool>,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<(), Status> {
+    let mut caller = cairn_proto::contract::metadata::caller(metadata);
+    // Only the edge names a certificate user, never the client.
+    caller.certificate_user.clear();
+    let request = cairn_proto::cairn::mvcc::v1::AuthorizeRequest {
+        caller: Some(caller),
+        root: true,
+        ..Default::default()
+    };
+    on_any_replica(pool, |mut replica| {
+        let request = request.clone();
+        async move { replica.authorize(request).await }
+    })
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn on_any_replica<T, F, Fut>(
     pool: &Arc<BackendPool>,
     mut call: F,

@@ -14,19 +14,28 @@ use cairn_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::backends::Log;
+use crate::backends::{require_root, Log};
+use crate::pool::BackendPool;
 
 /// The Cluster service of one edge.
 pub(crate) struct ClusterApi {
     log: Arc<Log>,
+    /// The replicas, which say whether a caller is root.
+    mvcc: Arc<BackendPool>,
     client_urls: Vec<String>,
     cluster_id: u64,
 }
 
 impl ClusterApi {
-    pub(crate) fn new(log: Arc<Log>, client_urls: Vec<String>, cluster_id: u64) -> Self {
+    pub(crate) fn new(
+        log: Arc<Log>,
+        mvcc: Arc<BackendPool>,
+        client_urls: Vec<String>,
+        cluster_id: u64,
+    ) -> Self {
         Self {
             log,
+            mvcc,
             client_urls,
             cluster_id,
         }
@@ -102,6 +111,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         let request = request.into_inner();
         let addrs: Vec<String> = request
             .peer_ur_ls
@@ -138,6 +148,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         let (status, member) = self.existing(request.into_inner().id).await?;
         let changed = self.log.remove(member.id).await?;
         Ok(Response::new(MemberRemoveResponse {
@@ -150,6 +161,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         self.existing(request.into_inner().id).await?;
         Err(Status::failed_precondition(
             "cairn: a log node's peer URL cannot change; add a node at the new URL and remove the old one",
@@ -171,6 +183,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         let (status, member) = self.existing(request.into_inner().id).await?;
         if member.voter {
             return Err(EtcdError::MemberNotLearner.into());

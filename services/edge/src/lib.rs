@@ -118,6 +118,11 @@ pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), 
             unary_timeout,
             max_request,
         )))
+        .add_service(shed.layer(Proxy::<proxy::Auth>::new(
+            mvcc.clone(),
+            unary_timeout,
+            max_request,
+        )))
         .add_service(shed.layer(Proxy::<proxy::Lease>::new(
             lease,
             unary_timeout,
@@ -125,6 +130,7 @@ pub async fn serve(settings: EdgeSettings, shutdown: impl Signal) -> Result<(), 
         )))
         .add_service(shed.layer(ClusterServer::new(ClusterApi::new(
             log.clone(),
+            mvcc.clone(),
             settings.edge.advertise_client_urls.clone(),
             cluster_id,
         ))))

@@ -18,7 +18,7 @@ use cairn_proto::etcdserverpb::{
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::backends::{on_any_replica, Log};
+use crate::backends::{on_any_replica, require_root, Log};
 use crate::pool::BackendPool;
 
 /// How long the edge lets the log settle after a failed leadership hand-over
@@ -71,6 +71,9 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        if request.get_ref().action != AlarmAction::Get as i32 {
+            require_root(&self.mvcc, request.metadata()).await?;
+        }
         let request = request.into_inner();
         let alarms = if request.action == AlarmAction::Get as i32 {
             on_any_replica(&self.mvcc, |mut replica| async move {
@@ -138,8 +141,9 @@ impl Maintenance for MaintenanceApi {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         // Every replica holds its own files: defragment each one reachable.
         let mut defragmented = 0;
         let mut last_failure = None;
@@ -162,7 +166,8 @@ impl Maintenance for MaintenanceApi {
         Ok(Response::new(DefragmentResponse { header: None }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         let hashed = self.hash_at(0).await?;
         Ok(Response::new(HashResponse {
             header: self.header(hashed.current_revision).await?,
@@ -174,6 +179,7 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         let hashed = self.hash_at(request.into_inner().revision).await?;
         Ok(Response::new(HashKvResponse {
             header: self.header(hashed.current_revision).await?,
@@ -186,8 +192,9 @@ impl Maintenance for MaintenanceApi {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         let header = self.header(0).await?;
         let chunks = on_any_replica(&self.mvcc, |mut replica| async move {
             // etcd's format, so that etcdctl and etcd's restore read it.
@@ -216,6 +223,7 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        require_root(&self.mvcc, request.metadata()).await?;
         let target = request.into_inner().target_id;
         let deadline = tokio::time::Instant::now() + self.log.timeout();
         let mut status = self.log.status().await?;

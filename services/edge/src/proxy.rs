@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use cairn_proto::cairn::mvcc::v1::{KvAnswer, KvCall, KvMethod};
+use cairn_proto::cairn::mvcc::v1::{Caller, KvAnswer, KvCall, KvMethod};
 use cairn_proto::contract::{Failure, FailureKind};
 use cairn_proto::etcd_error::EtcdError;
 use http_body::{Body, Frame, SizeHint};
@@ -102,6 +102,66 @@ impl Route for Lease {
     ];
     const STREAMING: &'static [&'static str] = &["LeaseKeepAlive"];
     const READS: &'static [&'static str] = &["LeaseTimeToLive", "LeaseLeases"];
+}
+
+/// etcd's Auth service, answered by cairn-mvcc replicas, which hold the
+/// users and roles.
+#[derive(Clone)]
+pub(crate) struct Auth;
+
+impl Route for Auth {
+    const NAME: &'static str = cairn_proto::etcdserverpb::auth_server::SERVICE_NAME;
+    const METHODS: &'static [&'static str] = &[
+        "AuthEnable",
+        "AuthDisable",
+        "AuthStatus",
+        "Authenticate",
+        "UserAdd",
+        "UserGet",
+        "UserList",
+        "UserDelete",
+        "UserChangePassword",
+        "UserGrantRole",
+        "UserRevokeRole",
+        "RoleAdd",
+        "RoleGet",
+        "RoleList",
+        "RoleDelete",
+        "RoleGrantPermission",
+        "RoleRevokePermission",
+    ];
+    const STREAMING: &'static [&'static str] = &[];
+    const READS: &'static [&'static str] = &[
+        "AuthStatus",
+        "Authenticate",
+        "UserGet",
+        "UserList",
+        "RoleGet",
+        "RoleList",
+    ];
+
+    fn tunnelled(method: &str) -> Option<KvMethod> {
+        Some(match method {
+            "AuthEnable" => KvMethod::AuthEnable,
+            "AuthDisable" => KvMethod::AuthDisable,
+            "AuthStatus" => KvMethod::AuthStatus,
+            "Authenticate" => KvMethod::Authenticate,
+            "UserAdd" => KvMethod::UserAdd,
+            "UserGet" => KvMethod::UserGet,
+            "UserList" => KvMethod::UserList,
+            "UserDelete" => KvMethod::UserDelete,
+            "UserChangePassword" => KvMethod::UserChangePassword,
+            "UserGrantRole" => KvMethod::UserGrantRole,
+            "UserRevokeRole" => KvMethod::UserRevokeRole,
+            "RoleAdd" => KvMethod::RoleAdd,
+            "RoleGet" => KvMethod::RoleGet,
+            "RoleList" => KvMethod::RoleList,
+            "RoleDelete" => KvMethod::RoleDelete,
+            "RoleGrantPermission" => KvMethod::RoleGrantPermission,
+            "RoleRevokePermission" => KvMethod::RoleRevokePermission,
+            _ => return None,
+        })
+    }
 }
 
 /// A tonic service that forwards every call of route `R` to `pool`.
@@ -213,10 +273,12 @@ fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The headers to send on: the caller's, with this hop's trace context.
+/// The headers to send on: the caller's, with this hop's trace context. A
+/// certificate user is only ever the edge's to name: a client's is dropped.
 fn onward_headers(headers: &http::HeaderMap) -> http::HeaderMap {
     let mut metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
     cairn_kit::telemetry::inject_context(&mut metadata);
+    cairn_proto::contract::metadata::set_certificate_user(&mut metadata, "");
     metadata.into_headers()
 }
 
@@ -339,11 +401,21 @@ impl ProxyInner {
         };
         let mut trace_context = std::collections::HashMap::new();
         cairn_kit::telemetry::inject_into(&mut trace_context);
+        let token = parts
+            .headers
+            .get(cairn_proto::contract::metadata::TOKEN)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let caller = (!token.is_empty()).then(|| Caller {
+            token: token.to_owned(),
+            certificate_user: String::new(),
+        });
         let call = KvCall {
             id: 0,
             method: method as i32,
             body: message,
             trace_context,
+            caller,
         };
         self.on_backends(read, |backend| {
             let call = call.clone();

@@ -29,15 +29,13 @@ impl<M> Message for M where
 {
 }
 
-/// The HTTP headers a gRPC call made for the gateway carries on.
-const FORWARDED_HEADERS: &[http::HeaderName] = &[http::header::AUTHORIZATION];
-
+/// The gRPC call the gateway makes for a request: the token etcd's gateway
+/// takes from `Authorization` (no "Bearer" prefix) goes on as etcd's
+/// `token` metadata.
 fn request<M>(message: M, headers: &HeaderMap) -> Request<M> {
     let mut metadata = HeaderMap::new();
-    for name in FORWARDED_HEADERS {
-        if let Some(value) = headers.get(name) {
-            metadata.insert(name.clone(), value.clone());
-        }
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        metadata.insert(cairn_proto::contract::metadata::TOKEN, value.clone());
     }
     Request::from_parts(
         MetadataMap::from_headers(metadata),
