@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use cairn_proto::cairn::mvcc::v1::Caller;
 use cairn_proto::etcdserverpb::watch_server::SERVICE_NAME;
 use cairn_proto::etcdserverpb::WatchRequest;
 use tonic::body::Body;
@@ -39,9 +40,9 @@ impl WatchApi {
     }
 
     /// Starts a client stream's task; its responses are the answer.
-    fn open(&self, requests: Streaming<WatchRequest>) -> ResponseStream {
+    fn open(&self, requests: Streaming<WatchRequest>, caller: Caller) -> ResponseStream {
         let (outbox, answers) = Outbox::new(self.queue);
-        let stream = WatchStream::new(self.shared.clone(), outbox);
+        let stream = WatchStream::new(self.shared.clone(), outbox, caller);
         tokio::spawn(stream.run(requests));
         answers
     }
@@ -69,7 +70,8 @@ impl tower::Service<http::Request<Body>> for WatchApi {
         let api = self.clone();
         Box::pin(async move {
             let method = tower::service_fn(move |call: Request<Streaming<WatchRequest>>| {
-                let answers = api.open(call.into_inner());
+                let caller = cairn_proto::contract::metadata::caller(call.metadata());
+                let answers = api.open(call.into_inner(), caller);
                 async move { Ok::<_, Status>(Response::new(answers)) }
             });
             let mut grpc = Grpc::new(WatchCodec).max_encoding_message_size(usize::MAX);

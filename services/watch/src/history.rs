@@ -5,7 +5,9 @@ use cairn_kit::failover::{self, Failover};
 use cairn_kit::settings::PeerSettings;
 use cairn_kit::telemetry::TraceInterceptor;
 use cairn_proto::cairn::mvcc::v1::mvcc_client::MvccClient;
-use cairn_proto::cairn::mvcc::v1::{EventsRequest, EventsResponse, StatusRequest};
+use cairn_proto::cairn::mvcc::v1::{
+    AuthorizeRequest, Caller, EventsRequest, EventsResponse, StatusRequest,
+};
 use cairn_proto::contract::{Failure, FailureKind};
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
@@ -50,6 +52,35 @@ impl History {
         Ok((status.current_revision, status.compact_revision))
     }
 
+    /// Whether `caller` may read the range: `None` when it may, else the
+    /// replica's refusal (etcd's "permission denied", "user name is
+    /// empty", "invalid auth token"), which cancels the watch.
+    pub(crate) async fn may_read(
+        &self,
+        caller: &Caller,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<Option<Status>, WatchError> {
+        let request = AuthorizeRequest {
+            caller: Some(caller.clone()),
+            root: false,
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+        };
+        let answer = self
+            .nodes
+            .call("authorize", failover::unavailable, |mut client| {
+                let request = request.clone();
+                async move { client.authorize(request).await }
+            })
+            .await;
+        match answer {
+            Ok(_) => Ok(None),
+            Err(status) if is_refusal(&status) => Ok(Some(status)),
+            Err(status) => Err(replica_error(status)),
+        }
+    }
+
     /// Every event in the range from `from` on, up to the revision current
     /// when the call began, in chunks.
     pub(crate) async fn events(
@@ -73,6 +104,14 @@ impl History {
             .await
             .map_err(replica_error)
     }
+}
+
+/// An auth refusal, as opposed to a replica that could not answer.
+fn is_refusal(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument
+    )
 }
 
 /// A failure in the middle of a history stream, as the gateway's error.

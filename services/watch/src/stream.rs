@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_proto::cairn::mvcc::v1::Caller;
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
 pub(crate) struct WatchStream {
     shared: Arc<Shared>,
     out: Outbox,
+    /// Who opened the stream, for the READ check on each watch it creates.
+    caller: Caller,
     watchers: Watchers,
     next_id: i64,
 }
@@ -60,11 +63,12 @@ pub(crate) struct WatchStream {
 struct Gone;
 
 impl WatchStream {
-    pub(crate) fn new(shared: Arc<Shared>, out: Outbox) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, out: Outbox, caller: Caller) -> Self {
         Self {
             watchers: Watchers::new(shared.hub.latest() + 1),
             shared,
             out,
+            caller,
             next_id: 0,
         }
     }
@@ -159,8 +163,29 @@ impl WatchStream {
     }
 
     async fn create(&mut self, create: WatchCreateRequest) -> Result<(), Gone> {
-        let (current, compacted) = match self.shared.history.current().await {
-            Ok(revisions) => revisions,
+        let history = &self.shared.history;
+        let (current, allowed) = tokio::join!(
+            history.current(),
+            history.may_read(&self.caller, &create.key, &create.range_end)
+        );
+        let (current, compacted) = match current.and_then(|current| Ok((current, allowed?))) {
+            Ok((revisions, None)) => revisions,
+            Ok(((current, _), Some(refused))) => {
+                // etcd answers a watch its user may not read as created
+                // and canceled at once, not with a stream error, and names
+                // every reason "permission denied".
+                tracing::debug!(reason = refused.message(), "a watch was refused");
+                return self
+                    .send(WatchResponse {
+                        header: self.header(current),
+                        watch_id: create.watch_id,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: EtcdError::PermissionDenied.message().to_owned(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
             Err(error) => {
                 let _ = self.out.fail(Status::from(error)).await;
                 return Err(Gone);
