@@ -35,57 +35,8 @@ trap cleanup EXIT
 
 lease=""
 
-# Replaces what differs between servers and runs with placeholders.
-normalize() {
-    local endpoint="${ENDPOINT//./\\.}"
-    local rules=(
-        -e '/^\{"level":/d'
-        -e "s#${work}#<DIR>#g"
-        -e "s#${endpoint}#<ENDPOINT>#g"
-        -e 's#(https?|unixs?)://[^ ,|"]+#<URL>#g'
-    )
-    if [ -n "$lease" ]; then
-        rules+=(-e "s/${lease}/<LEASE_ID>/g")
-    fi
-    rules+=(
-        -e 's/\blease [0-9a-f]{16}\b/lease <LEASE_ID>/g'
-        -e 's/remaining\([0-9-]+s\)/remaining(<TTL>s)/g'
-        -e 's/"(cluster_id|member_id|raft_term)":[0-9]+/"\1":<\1>/g'
-        -e 's/took = [0-9.]+[a-zµ]+$/took = <TOOK>/'
-        -e 's/^[0-9a-f]+, (started|unstarted), [^,]*, /<MEMBER_ID>, \1, <NAME>, /'
-        -e 's/^<ENDPOINT>, [0-9a-f]+, [^,]*, [^,]*, (true|false), (true|false), [0-9]+, [0-9]+, [0-9]+, /<ENDPOINT>, <MEMBER_ID>, <VERSION>, <DB_SIZE>, <IS_LEADER>, \2, <RAFT_TERM>, <RAFT_INDEX>, <RAFT_APPLIED_INDEX>, /'
-        # Tables: column widths follow the replaced values, so runs of
-        # spaces and dashes are squeezed before cells are matched.
-        -e '/^\+[-+]+\+$/s/-+/-/g'
-        -e '/^\|/s/ +/ /g'
-        -e 's/^\| [0-9a-f]+ \| (started|unstarted) \| [^|]* \| /| <MEMBER_ID> | \1 | <NAME> | /'
-        -e 's/^\| <ENDPOINT> \| [0-9a-f]+ \| [^|]+ \| [^|]+ \| (true|false) \| (true|false) \| [0-9]+ \| [0-9]+ \| [0-9]+ \|/| <ENDPOINT> | <MEMBER_ID> | <VERSION> | <DB_SIZE> | <IS_LEADER> | \2 | <RAFT_TERM> | <RAFT_INDEX> | <RAFT_APPLIED_INDEX> |/'
-        -e 's/^\| <ENDPOINT> \| (true|false) \| [^|]+ \|/| <ENDPOINT> | \1 | <TOOK> |/'
-    )
-    sed -E "${rules[@]}"
-}
-
-# The step's title: the arguments as a shell would need them quoted.
-title() {
-    local quoted
-    quoted="$(printf ' %q' "$@")"
-    echo "### ctl${quoted}" | normalize
-}
-
-# step [--stdin FILE] ARGS...: runs the client with ARGS and prints the result.
-step() {
-    local input=/dev/null
-    if [ "$1" = "--stdin" ]; then
-        input="$2"
-        shift 2
-    fi
-    title "$@"
-    "$CTL" --endpoints="$ENDPOINT" "$@" <"$input" >"$work/out" 2>"$work/err"
-    local status=$?
-    normalize <"$work/out"
-    normalize <"$work/err" | sed 's/^/stderr: /'
-    echo "[exit $status]"
-}
+# normalize, title and step.
+source "$(dirname "${BASH_SOURCE[0]}")/walkthrough-lib.sh"
 
 # ---- writes and reads (revisions 2 to 11) ----
 for i in 0 1 2 3 4 5 6 7 8 9; do

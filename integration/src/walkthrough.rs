@@ -22,6 +22,11 @@ pub fn http_script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/http-walkthrough.sh")
 }
 
+/// The auth walkthrough: users, roles, permissions and auth errors.
+pub fn auth_script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/auth-walkthrough.sh")
+}
+
 /// Runs the walkthrough with the client `ctl` against `endpoint`
 /// (`host:port` of a store still at revision 1) and returns its transcript.
 pub async fn run_walkthrough(ctl: &Path, endpoint: &str) -> Result<String> {
@@ -34,7 +39,9 @@ pub async fn run_http_walkthrough(endpoint: &str) -> Result<String> {
     run_script(&http_script_path(), endpoint, None).await
 }
 
-async fn run_script(script: &Path, endpoint: &str, ctl: Option<&Path>) -> Result<String> {
+/// Runs `script` against `endpoint`, with `ctl` as the client when it
+/// takes one, and returns its transcript.
+pub async fn run_script(script: &Path, endpoint: &str, ctl: Option<&Path>) -> Result<String> {
     let mut command = Command::new("bash");
     command
         .arg(script)
