@@ -483,3 +483,39 @@ async fn watches_and_maintenance_follow_the_callers_permissions() -> Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_lease_needs_write_on_every_key_it_holds() -> Result<()> {
+    let stack = Stack::start(cheap_hashing()).await?;
+    users_and_auth_on(&stack).await?;
+    let mut bob = connect(&stack, Some(("bob", "bobpw"))).await?;
+    let mut root = connect(&stack, Some(("root", "rootpw"))).await?;
+    let own = bob.lease_grant(60, None).await?.id();
+    let on_lease = |id| Some(etcd_client::PutOptions::new().with_lease(id));
+    bob.put("w/mine", "1", on_lease(own)).await?;
+    bob.lease_revoke(own).await?;
+    ensure!(
+        bob.get("w/mine", None).await?.kvs().is_empty(),
+        "w/mine outlived its lease"
+    );
+
+    let shared = bob.lease_grant(60, None).await?.id();
+    bob.put("w/shared", "1", on_lease(shared)).await?;
+    root.put("outside", "1", on_lease(shared)).await?;
+    let denied = bob
+        .lease_revoke(shared)
+        .await
+        .err()
+        .context("bob revoked a lease holding a key outside w/")?;
+    ensure!(is_denied(&denied), "{denied}");
+    ensure!(
+        root.get("outside", None).await?.kvs().len() == 1,
+        "the refused revoke deleted a key"
+    );
+    root.lease_revoke(shared).await?;
+    ensure!(
+        root.get("outside", None).await?.kvs().is_empty(),
+        "root's revoke left the key"
+    );
+    Ok(())
+}

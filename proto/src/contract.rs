@@ -90,6 +90,16 @@ pub mod metadata {
         }
     }
 
+    /// Carries the caller's identity (token, certificate user) from a call
+    /// onto the call a service makes for it.
+    pub fn copy_caller(from: &MetadataMap, to: &mut MetadataMap) {
+        for key in [TOKEN, CERTIFICATE_USER] {
+            if let Some(value) = from.get(key) {
+                to.insert(key, value.clone());
+            }
+        }
+    }
+
     /// Names the verified certificate's user on a call going on from the
     /// edge, replacing whatever the client put there; none when `user` is
     /// empty.

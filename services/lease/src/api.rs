@@ -202,14 +202,25 @@ impl Lease for LeaseApi {
         let active = match self.route(request.metadata()).await? {
             Route::Here(active) => active,
             Route::There(mut holder) => {
-                return holder.lease_revoke(forwarded(request.into_inner())).await
+                // The holder checks the caller's permissions, as here.
+                let mut onward = forwarded(LeaseRevokeRequest {
+                    id: request.get_ref().id,
+                });
+                metadata::copy_caller(request.metadata(), onward.metadata_mut());
+                return holder.lease_revoke(onward).await;
             }
         };
-        let id = request.into_inner().id;
+        let (caller, _, revoke) = request.into_parts();
+        let id = revoke.id;
+        // The replica needs WRITE on every key of the lease for the caller.
         let applied = self
             .instance
             .replicas
-            .apply_fenced(Op::LeaseRevoke(LeaseRevokeRequest { id }), active.epoch)
+            .apply_fenced_for(
+                Op::LeaseRevoke(LeaseRevokeRequest { id }),
+                active.epoch,
+                &caller,
+            )
             .await?;
         self.instance.saw(applied.revision, applied.raft_term);
         if let Some(ApplyResult::LeaseRevoke(_)) = applied.result {

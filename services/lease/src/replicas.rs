@@ -10,6 +10,7 @@ use cairn_proto::cairn::mvcc::v1::{
     ApplyResponse, Command, LeaseRequest, LeaseResponse, LeasesRequest, LeasesResponse,
 };
 use tonic::codegen::InterceptedService;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 use crate::error::LeaseError;
@@ -44,6 +45,18 @@ impl Replicas {
         op: Op,
         fence_epoch: u64,
     ) -> Result<ApplyResponse, LeaseError> {
+        self.apply_fenced_for(op, fence_epoch, &MetadataMap::new())
+            .await
+    }
+
+    /// As `apply_fenced`, on behalf of the client whose call carried
+    /// `caller` (its token), whose permissions the replica checks.
+    pub(crate) async fn apply_fenced_for(
+        &self,
+        op: Op,
+        fence_epoch: u64,
+        caller: &MetadataMap,
+    ) -> Result<ApplyResponse, LeaseError> {
         let command = Command {
             op: Some(op),
             fence_epoch,
@@ -52,8 +65,9 @@ impl Replicas {
         Ok(self
             .nodes
             .call("apply", failover::never_sent, |mut client| {
-                let command = command.clone();
-                async move { client.apply(command).await }
+                let mut request = tonic::Request::new(command.clone());
+                cairn_proto::contract::metadata::copy_caller(caller, request.metadata_mut());
+                async move { client.apply(request).await }
             })
             .await?)
     }

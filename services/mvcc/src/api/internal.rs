@@ -7,6 +7,7 @@ use std::pin::Pin;
 use cairn_proto::cairn::mvcc::v1::command::Op;
 use cairn_proto::cairn::mvcc::v1::mvcc_server::Mvcc;
 use cairn_proto::cairn::mvcc::v1::snapshot_request::Format;
+use cairn_proto::cairn::mvcc::v1::Caller;
 use cairn_proto::cairn::mvcc::v1::{
     ApplyResponse, Command, DefragmentRequest, DefragmentResponse, EventsRequest, EventsResponse,
     HashKvRequest, HashKvResponse, KvCall, LeaseRequest, LeaseResponse, LeasesRequest,
@@ -18,6 +19,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{answer, MvccApi};
+use crate::auth::rules;
 use crate::error::MvccError;
 use crate::tree_index::KeyRange;
 use crate::validate;
@@ -134,11 +136,29 @@ impl MvccApi {
         }
     }
 
-    async fn lease_command(&self, command: Command) -> Result<ApplyResponse, MvccError> {
+    /// A lease command from cairn-lease; a client's revoke (`caller` is
+    /// the client's identity) needs WRITE on every key of the lease.
+    async fn lease_command(
+        &self,
+        command: Command,
+        caller: &Caller,
+    ) -> Result<ApplyResponse, MvccError> {
         validate::check_size(command.encoded_len(), &self.limits)?;
         let fence_epoch = command.fence_epoch;
         let op = lease_op(command)?;
-        let applied = self.write_fenced(op, fence_epoch).await?;
+        let checked = match &op {
+            Op::LeaseRevoke(revoke) => {
+                let keys = self
+                    .replica
+                    .store
+                    .lease_view(revoke.id, true)
+                    .map(|view| view.keys)
+                    .unwrap_or_default();
+                Some(self.checked(caller, &rules::write_needs(keys))?)
+            }
+            _ => None,
+        };
+        let applied = self.write_fenced_checked(op, fence_epoch, checked).await?;
         self.apply_response(applied)
     }
 
@@ -219,7 +239,13 @@ impl Mvcc for MvccApi {
     }
 
     async fn apply(&self, request: Request<Command>) -> Result<Response<ApplyResponse>, Status> {
-        answer(self, "Apply", self.lease_command(request.into_inner())).await
+        let caller = super::auth::caller_of(&request);
+        answer(
+            self,
+            "Apply",
+            self.lease_command(request.into_inner(), &caller),
+        )
+        .await
     }
 
     async fn leases(&self, _: Request<LeasesRequest>) -> Result<Response<LeasesResponse>, Status> {

@@ -57,8 +57,15 @@ impl MvccApi {
 
     /// Proposes `op`, void unless `fence_epoch` (when not 0) is the lease
     /// claim in force, and waits for this replica's apply of it.
-    pub(super) async fn write_fenced(&self, op: Op, fence_epoch: u64) -> Result<Reply, MvccError> {
-        self.propose_and_wait(op, fence_epoch, None).await
+    /// When the command is a client's, `checked` names the user and the
+    /// auth revision it was checked against.
+    pub(super) async fn write_fenced_checked(
+        &self,
+        op: Op,
+        fence_epoch: u64,
+        checked: Option<AuthChecked>,
+    ) -> Result<Reply, MvccError> {
+        self.propose_and_wait(op, fence_epoch, checked).await
     }
 
     async fn propose_and_wait(

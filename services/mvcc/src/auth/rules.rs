@@ -172,6 +172,19 @@ pub(crate) fn check(state: &AuthState, name: &str, needs: &Needs) -> Result<(), 
     Ok(())
 }
 
+/// Writing each of `keys` (a lease's, for its revoke).
+pub(crate) fn write_needs(keys: Vec<Vec<u8>>) -> Needs {
+    Needs::Keys(
+        keys.into_iter()
+            .map(|key| Need {
+                access: Access::Write,
+                key,
+                range_end: Vec::new(),
+            })
+            .collect(),
+    )
+}
+
 /// A Range needs to read its whole range.
 pub(crate) fn range_needs(request: &RangeRequest) -> Needs {
     Needs::Keys(vec![Need::new(

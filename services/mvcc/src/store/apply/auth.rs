@@ -8,7 +8,7 @@ use cairn_proto::cairn::mvcc::v1::auth_change::Change as AuthOp;
 use cairn_proto::cairn::mvcc::v1::{AuthChange, AuthUser};
 
 use super::*;
-use crate::auth::rules::{self, Access, Need, Needs, ROOT};
+use crate::auth::rules::{self, Needs, ROOT};
 
 /// What an auth change gave: the auth revision after it, and the store's
 /// revision for the response header.
@@ -41,17 +41,13 @@ impl Change<'_> {
             Some(Op::Put(put)) => rules::put_needs(put),
             Some(Op::DeleteRange(delete)) => rules::delete_needs(delete),
             Some(Op::Txn(txn)) => rules::txn_needs(txn),
-            Some(Op::LeaseRevoke(revoke)) => Needs::Keys(
+            Some(Op::LeaseRevoke(revoke)) => rules::write_needs(
                 self.state
                     .lease_keys
                     .get(&revoke.id)
                     .into_iter()
                     .flatten()
-                    .map(|key| Need {
-                        access: Access::Write,
-                        key: key.clone(),
-                        range_end: Vec::new(),
-                    })
+                    .cloned()
                     .collect(),
             ),
             Some(Op::Compaction(_)) | Some(Op::Auth(_)) | Some(Op::Alarm(_)) => Needs::Root,
