@@ -236,3 +236,101 @@ async fn a_missing_certificate_or_a_key_that_is_not_its_own_stops_the_edge_at_st
     );
     Ok(())
 }
+
+/// What etcdctl printed, out and err, for a check that expects a refusal.
+async fn etcdctl_outcome(flags: &[String], command: &[&str]) -> Result<String> {
+    let ran = run_client(&etcdctl_path()?, &as_strs(&with(flags, command))).await?;
+    Ok(format!("{}{}", ran.stdout, ran.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_its_common_names_user_once_auth_is_on() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        mvcc_extra: "[auth]\nbcrypt_cost = 4\n".into(),
+        ..StackOptions::default()
+    })
+    .await?;
+    let dir = stack.cluster.dir().to_owned();
+    let outcome = async {
+        // Users and roles through the plaintext edge, then auth on.
+        let plain = [format!("--endpoints={}", stack.edge.addr)];
+        for command in [
+            &["user", "add", "root:rootpw"][..],
+            &["user", "grant-role", "root", "root"],
+            &["role", "add", "writer"],
+            &[
+                "role",
+                "grant-permission",
+                "writer",
+                "readwrite",
+                "w/",
+                "--prefix=true",
+            ],
+            &["user", "add", "bob", "--no-password"],
+            &["user", "grant-role", "bob", "writer"],
+            &["auth", "enable"],
+        ] {
+            etcdctl(&as_strs(&with(&plain, command))).await?;
+        }
+        let ca = Authority::new(&dir, "cairn-ca")?;
+        let server = ca.server("edge-tls")?;
+        let mut edge = Edge::configure_named(
+            &dir,
+            "edge-tls",
+            &stack.backends,
+            &tls_table(&server, &ca.cert, true),
+        )?;
+        edge.start().await?;
+        let bob = tls_flags(&edge.addr, &ca.cert, Some(&ca.client("bob")?));
+        let root = tls_flags(&edge.addr, &ca.cert, Some(&ca.client("root")?));
+        let nobody = tls_flags(&edge.addr, &ca.cert, Some(&ca.client("nobody")?));
+
+        // bob's certificate: bob's permissions, with no token, for KV, Lock
+        // (which the edge serves itself) and watches.
+        ensure!(etcdctl(&as_strs(&with(&bob, &["put", "w/a", "1"]))).await? == "OK\n");
+        let denied = etcdctl_outcome(&bob, &["put", "x", "1"]).await?;
+        ensure!(
+            denied.contains("etcdserver: permission denied"),
+            "bob put x: {denied}"
+        );
+        let locked = etcdctl(&as_strs(&with(&bob, &["lock", "w/mutex", "echo", "held"]))).await?;
+        ensure!(locked.contains("held"), "bob's lock printed {locked:?}");
+        let lock_denied = etcdctl_outcome(&bob, &["lock", "x-mutex", "echo", "held"]).await?;
+        ensure!(
+            lock_denied.contains("etcdserver: permission denied"),
+            "bob locked x-mutex: {lock_denied}"
+        );
+        let watch_denied = etcdctl_outcome(&bob, &["watch", "x"]).await?;
+        ensure!(
+            watch_denied.contains("permission denied"),
+            "bob watched x: {watch_denied}"
+        );
+        // root's certificate: root's, for what only root may do.
+        let users = etcdctl(&as_strs(&with(&root, &["user", "list"]))).await?;
+        ensure!(users == "bob\nroot\n", "root's user list: {users:?}");
+        let bob_list = etcdctl_outcome(&bob, &["user", "list"]).await?;
+        ensure!(
+            bob_list.contains("etcdserver: permission denied"),
+            "bob listed users: {bob_list}"
+        );
+        // A certificate whose name is no user's gets nothing.
+        let stranger = etcdctl_outcome(&nobody, &["get", "w/a"]).await?;
+        ensure!(
+            stranger.contains("etcdserver: permission denied"),
+            "nobody read w/a: {stranger}"
+        );
+        // A token still wins over the certificate.
+        let as_root = etcdctl(&as_strs(&with(
+            &bob,
+            &["--user", "root:rootpw", "put", "x", "1"],
+        )))
+        .await?;
+        ensure!(
+            as_root == "OK\n",
+            "root's token through bob's certificate: {as_root:?}"
+        );
+        Ok(())
+    }
+    .await;
+    with_process_output(&dir, outcome)
+}

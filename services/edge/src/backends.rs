@@ -112,13 +112,13 @@ impl Log {
 /// for calls that change nothing, as a failed one may have been carried out.
 /// Refuses a call whose caller is not root while auth is on, with etcd's
 /// error: for maintenance and membership, which the edge answers itself.
-pub(crate) async fn require_root(
+pub(crate) async fn require_root<T>(
     pool: &Arc<BackendPool>,
-    metadata: &tonic::metadata::MetadataMap,
+    call: &tonic::Request<T>,
 ) -> Result<(), Status> {
-    let mut caller = cairn_proto::contract::metadata::caller(metadata);
+    let mut caller = cairn_proto::contract::metadata::caller(call.metadata());
     // Only the edge names a certificate user, never the client.
-    caller.certificate_user.clear();
+    caller.certificate_user = crate::identity::certificate_user(call.extensions());
     let request = cairn_proto::cairn::mvcc::v1::AuthorizeRequest {
         caller: Some(caller),
         root: true,

@@ -111,7 +111,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         let request = request.into_inner();
         let addrs: Vec<String> = request
             .peer_ur_ls
@@ -148,7 +148,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         let (status, member) = self.existing(request.into_inner().id).await?;
         let changed = self.log.remove(member.id).await?;
         Ok(Response::new(MemberRemoveResponse {
@@ -161,7 +161,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         self.existing(request.into_inner().id).await?;
         Err(Status::failed_precondition(
             "cairn: a log node's peer URL cannot change; add a node at the new URL and remove the old one",
@@ -183,7 +183,7 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         let (status, member) = self.existing(request.into_inner().id).await?;
         if member.voter {
             return Err(EtcdError::MemberNotLearner.into());

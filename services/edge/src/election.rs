@@ -39,8 +39,8 @@ impl Election for ElectionApi {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let local = &self.local.as_caller(&request);
         let CampaignRequest { name, lease, value } = request.into_inner();
-        let local = &self.local;
         let lease = candidacy::session_lease(local, lease).await?;
         let prefix = candidacy::prefix_of(&name);
         let key = candidacy::candidate_key(&prefix, lease);
@@ -80,10 +80,11 @@ impl Election for ElectionApi {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let local = self.local.as_caller(&request);
         let ProclaimRequest { leader, value } = request.into_inner();
         let leader = leader.ok_or(EdgeError::MissingLeaderKey)?;
-        let lease = candidacy::session_lease(&self.local, leader.lease).await?;
-        let header = proclaim(&self.local, &leader.key, leader.rev, lease, value).await?;
+        let lease = candidacy::session_lease(&local, leader.lease).await?;
+        let header = proclaim(&local, &leader.key, leader.rev, lease, value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
 
@@ -91,9 +92,9 @@ impl Election for ElectionApi {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let local = self.local.as_caller(&request);
         let prefix = candidacy::prefix_of(&request.into_inner().name);
-        let current = self
-            .local
+        let current = local
             .kv()
             .range(candidacy::oldest(&prefix))
             .await?
@@ -115,9 +116,9 @@ impl Election for ElectionApi {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let local = self.local.as_caller(&request);
         let prefix = candidacy::prefix_of(&request.into_inner().name);
         let (sender, receiver) = mpsc::channel(16);
-        let local = self.local.clone();
         tokio::spawn(async move {
             // Any failure ends the stream, as etcd's observer does; so does
             // the observer leaving, even while no leader changes.
@@ -135,11 +136,12 @@ impl Election for ElectionApi {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let local = self.local.as_caller(&request);
         let leader = request
             .into_inner()
             .leader
             .ok_or(EdgeError::MissingLeaderKey)?;
-        let header = candidacy::resign(&self.local, &leader.key, leader.rev).await?;
+        let header = candidacy::resign(&local, &leader.key, leader.rev).await?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

@@ -22,6 +22,7 @@ mod election;
 mod error;
 mod framing;
 mod gateway;
+mod identity;
 mod local;
 mod lock;
 mod maintenance;

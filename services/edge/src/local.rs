@@ -3,39 +3,111 @@
 //! their calls takes the same routes, limits and backends as a client's gRPC
 //! call, without a socket in between.
 
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
 use tonic::service::Routes;
+use tower::Service;
 
-/// The edge's services as a client sees them.
+use crate::identity::{certificate_user, CertificateUser};
+
+/// The edge's services as a client sees them: as one client in particular
+/// once `as_caller` named it, so that auth holds Lock and Election to that
+/// client's permissions.
 #[derive(Clone)]
 pub(crate) struct Local {
     routes: Routes,
+    caller: Arc<Caller>,
+}
+
+/// The identity every call through a [`Local`] carries.
+#[derive(Debug, Default)]
+struct Caller {
+    /// The token metadata, as the client sent it.
+    metadata: MetadataMap,
+    user: CertificateUser,
 }
 
 impl Local {
     pub(crate) fn new(routes: Routes) -> Self {
-        Self { routes }
+        Self {
+            routes,
+            caller: Arc::default(),
+        }
+    }
+
+    /// The same services, called as the client of `request`: its token and
+    /// its certificate's user.
+    pub(crate) fn as_caller<T>(&self, request: &tonic::Request<T>) -> Self {
+        let mut metadata = MetadataMap::new();
+        cairn_proto::contract::metadata::copy_caller(request.metadata(), &mut metadata);
+        // Only the edge names a certificate user, from the connection.
+        metadata.remove(cairn_proto::contract::metadata::CERTIFICATE_USER);
+        Self {
+            routes: self.routes.clone(),
+            caller: Arc::new(Caller {
+                metadata,
+                user: CertificateUser(certificate_user(request.extensions())),
+            }),
+        }
+    }
+
+    fn service(&self) -> AsCaller {
+        AsCaller {
+            routes: self.routes.clone(),
+            caller: self.caller.clone(),
+        }
     }
 
     /// A gRPC client of any method the routes serve, for callers that pick
     /// the method at run time (the HTTP gateway).
-    pub(crate) fn grpc(&self) -> tonic::client::Grpc<Routes> {
-        tonic::client::Grpc::new(self.routes.clone())
+    pub(crate) fn grpc(&self) -> tonic::client::Grpc<AsCaller> {
+        tonic::client::Grpc::new(self.service())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
     }
 
-    pub(crate) fn kv(&self) -> KvClient<Routes> {
-        KvClient::new(self.routes.clone()).max_decoding_message_size(usize::MAX)
+    pub(crate) fn kv(&self) -> KvClient<AsCaller> {
+        KvClient::new(self.service()).max_decoding_message_size(usize::MAX)
     }
 
-    pub(crate) fn watch(&self) -> WatchClient<Routes> {
-        WatchClient::new(self.routes.clone()).max_decoding_message_size(usize::MAX)
+    pub(crate) fn watch(&self) -> WatchClient<AsCaller> {
+        WatchClient::new(self.service()).max_decoding_message_size(usize::MAX)
     }
 
-    pub(crate) fn lease(&self) -> LeaseClient<Routes> {
-        LeaseClient::new(self.routes.clone())
+    pub(crate) fn lease(&self) -> LeaseClient<AsCaller> {
+        LeaseClient::new(self.service())
+    }
+}
+
+/// The routes, with the caller's identity stamped on every request.
+#[derive(Clone)]
+pub(crate) struct AsCaller {
+    routes: Routes,
+    caller: Arc<Caller>,
+}
+
+impl Service<http::Request<Body>> for AsCaller {
+    type Response = <Routes as Service<http::Request<Body>>>::Response;
+    type Error = <Routes as Service<http::Request<Body>>>::Error;
+    type Future = <Routes as Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::<http::Request<Body>>::poll_ready(&mut self.routes, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        for (key, value) in self.caller.metadata.as_ref() {
+            request.headers_mut().insert(key.clone(), value.clone());
+        }
+        if !self.caller.user.0.is_empty() {
+            request.extensions_mut().insert(self.caller.user.clone());
+        }
+        self.routes.call(request)
     }
 }

@@ -24,8 +24,8 @@ impl LockApi {
 #[tonic::async_trait]
 impl Lock for LockApi {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let local = &self.local.as_caller(&request);
         let LockRequest { name, lease } = request.into_inner();
-        let local = &self.local;
         let lease = candidacy::session_lease(local, lease).await?;
         let prefix = candidacy::prefix_of(&name);
         let key = candidacy::candidate_key(&prefix, lease);
@@ -64,8 +64,9 @@ impl Lock for LockApi {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let local = self.local.as_caller(&request);
         let key = request.into_inner().key;
-        let header = candidacy::delete(&self.local, &key).await?;
+        let header = candidacy::delete(&local, &key).await?;
         Ok(Response::new(UnlockResponse { header }))
     }
 }

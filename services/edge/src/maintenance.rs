@@ -72,7 +72,7 @@ impl Maintenance for MaintenanceApi {
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
         if request.get_ref().action != AlarmAction::Get as i32 {
-            require_root(&self.mvcc, request.metadata()).await?;
+            require_root(&self.mvcc, &request).await?;
         }
         let request = request.into_inner();
         let alarms = if request.action == AlarmAction::Get as i32 {
@@ -143,7 +143,7 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         // Every replica holds its own files: defragment each one reachable.
         let mut defragmented = 0;
         let mut last_failure = None;
@@ -167,7 +167,7 @@ impl Maintenance for MaintenanceApi {
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         let hashed = self.hash_at(0).await?;
         Ok(Response::new(HashResponse {
             header: self.header(hashed.current_revision).await?,
@@ -179,7 +179,7 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         let hashed = self.hash_at(request.into_inner().revision).await?;
         Ok(Response::new(HashKvResponse {
             header: self.header(hashed.current_revision).await?,
@@ -194,7 +194,7 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         let header = self.header(0).await?;
         let chunks = on_any_replica(&self.mvcc, |mut replica| async move {
             // etcd's format, so that etcdctl and etcd's restore read it.
@@ -223,7 +223,7 @@ impl Maintenance for MaintenanceApi {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        require_root(&self.mvcc, request.metadata()).await?;
+        require_root(&self.mvcc, &request).await?;
         let target = request.into_inner().target_id;
         let deadline = tokio::time::Instant::now() + self.log.timeout();
         let mut status = self.log.status().await?;

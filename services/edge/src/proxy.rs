@@ -273,12 +273,16 @@ fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The headers to send on: the caller's, with this hop's trace context. A
-/// certificate user is only ever the edge's to name: a client's is dropped.
-fn onward_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+/// The headers to send on: the caller's, with this hop's trace context and
+/// the user of its verified client certificate. A certificate user is only
+/// ever the edge's to name: one a client sent is replaced.
+fn onward_headers(headers: &http::HeaderMap, extensions: &http::Extensions) -> http::HeaderMap {
     let mut metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
     cairn_kit::telemetry::inject_context(&mut metadata);
-    cairn_proto::contract::metadata::set_certificate_user(&mut metadata, "");
+    cairn_proto::contract::metadata::set_certificate_user(
+        &mut metadata,
+        &crate::identity::certificate_user(extensions),
+    );
     metadata.into_headers()
 }
 
@@ -362,7 +366,7 @@ impl ProxyInner {
     ) -> Result<http::Response<BoxBody>, Status> {
         let (parts, body) = request.into_parts();
         let body = self.collect(body).await?;
-        let headers = onward_headers(&parts.headers);
+        let headers = onward_headers(&parts.headers, &parts.extensions);
         self.on_backends(read, |backend| {
             let mut onward = http::Request::new(BoxBody::new(Full::new(body.clone())));
             *onward.method_mut() = parts.method.clone();
@@ -406,9 +410,10 @@ impl ProxyInner {
             .get(cairn_proto::contract::metadata::TOKEN)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
-        let caller = (!token.is_empty()).then(|| Caller {
+        let certificate_user = crate::identity::certificate_user(&parts.extensions);
+        let caller = (!token.is_empty() || !certificate_user.is_empty()).then(|| Caller {
             token: token.to_owned(),
-            certificate_user: String::new(),
+            certificate_user,
         });
         let call = KvCall {
             id: 0,
@@ -455,7 +460,7 @@ impl ProxyInner {
     ) -> Result<http::Response<BoxBody>, Status> {
         let backend = self.pool.pick(&[]).ok_or_else(|| self.no_backend())?;
         let (mut parts, body) = request.into_parts();
-        parts.headers = onward_headers(&parts.headers);
+        parts.headers = onward_headers(&parts.headers, &parts.extensions);
         let call = backend.start();
         let channel = backend.channel.clone();
         let cut = CutShort::default();

@@ -11,12 +11,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::client::Grpc;
 use tonic::metadata::MetadataMap;
-use tonic::service::Routes;
+
 use tonic::{Request, Status};
 use tonic_prost::ProstCodec;
 
 use super::json;
-use crate::local::Local;
+use crate::local::{AsCaller, Local};
 
 /// What a gateway message must be: a protobuf message with etcd's JSON form.
 pub(crate) trait Message:
@@ -46,7 +46,10 @@ fn request<M>(message: M, headers: &HeaderMap) -> Request<M> {
 
 /// The client to make one call with, ready, and the call's request read
 /// from `body`.
-async fn prepare<Req: Message>(local: &Local, body: &[u8]) -> Result<(Grpc<Routes>, Req), Status> {
+async fn prepare<Req: Message>(
+    local: &Local,
+    body: &[u8],
+) -> Result<(Grpc<AsCaller>, Req), Status> {
     let message: Req = json::message(body)?;
     let mut grpc = local.grpc();
     grpc.ready().await.map_err(unreachable)?;
