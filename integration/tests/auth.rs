@@ -1,15 +1,17 @@
-//! etcd's auth through the edge of a whole cairn: Debian's etcdctl runs the
-//! same session (`scripts/auth-walkthrough.sh`) against a real etcd and
-//! against cairn and must print the same; then what a transcript cannot
-//! show: a permission revoked under eight writers, tokens that must be
-//! refused, compaction for root only, and password guessing that costs
-//! only the guessed user.
+//! etcd's auth through the edge of a whole cairn: Debian's etcdctl runs a
+//! session (`scripts/auth-walkthrough.sh`) against a real etcd, etcdctl and
+//! cairnctl run it against cairn, and all must print the same; then what a
+//! transcript cannot show: a permission revoked under eight writers, tokens
+//! that must be refused, compaction for root only, lease revokes, watches
+//! and maintenance under permissions, and password guessing that costs only
+//! the guessed user.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use cairn_integration::bin_path;
 use cairn_integration::etcd::Etcd;
 use cairn_integration::stack::{Stack, StackOptions};
 use cairn_integration::walkthrough::{diff, etcdctl_path, run_script};
@@ -41,7 +43,7 @@ fn cheap_hashing() -> StackOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcdctl_sees_cairns_auth_as_it_sees_etcds() -> Result<()> {
+async fn etcdctl_and_cairnctl_see_cairns_auth_as_etcdctl_sees_etcds() -> Result<()> {
     let etcdctl = etcdctl_path()?;
     let script = cairn_integration::walkthrough::auth_script_path();
     let expected = {
@@ -54,14 +56,20 @@ async fn etcdctl_sees_cairns_auth_as_it_sees_etcds() -> Result<()> {
             "etcd's transcript lacks {line:?}:\n{expected}"
         );
     }
-    let stack = Stack::start(StackOptions::default()).await?;
-    let actual = run_script(&script, &stack.edge.addr, Some(&etcdctl)).await?;
-    ensure!(
-        actual == expected,
-        "etcdctl against cairn differs from etcdctl against etcd (- etcd, + cairn):\n{}",
-        diff(&expected, &actual)
-    );
-    println!("{} transcript lines equal", actual.lines().count());
+    for (client, ctl) in [("etcdctl", etcdctl), ("cairnctl", bin_path("cairnctl")?)] {
+        // Each client gets a fresh cairn: no users, auth off.
+        let stack = Stack::start(StackOptions::default()).await?;
+        let actual = run_script(&script, &stack.edge.addr, Some(&ctl)).await?;
+        ensure!(
+            actual == expected,
+            "{client} against cairn differs from etcdctl against etcd (- etcd, + cairn):\n{}",
+            diff(&expected, &actual)
+        );
+        println!(
+            "{client}: {} transcript lines equal",
+            actual.lines().count()
+        );
+    }
     Ok(())
 }
 

@@ -111,6 +111,12 @@ pub(crate) struct GlobalArgs {
     /// identify secure client using this TLS key file
     #[arg(long, global = true)]
     pub key: Option<PathBuf>,
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// password for authentication (if this option is used, --user option shouldn't include password)
+    #[arg(long, global = true)]
+    pub password: Option<String>,
 }
 
 /// The commands.
@@ -139,6 +145,127 @@ pub(crate) enum Command {
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// User related commands
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Role related commands
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Enable or disable authentication
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+/// etcdctl's `--interactive`: `--interactive=false` reads a password from
+/// stdin instead of prompting for it.
+#[derive(Debug, Args, Clone, Copy)]
+pub(crate) struct Interactive {
+    /// Read password from stdin instead of interactive terminal
+    #[arg(long, default_value = "true", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub interactive: bool,
+}
+
+/// `user add | get | list | delete | passwd | grant-role | revoke-role`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Adds a new user
+    Add {
+        /// <user name or user:password>
+        args: Vec<String>,
+        #[command(flatten)]
+        interactive: Interactive,
+        /// Create a user without password (CN based auth only)
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Gets detailed information of a user
+    Get {
+        /// <user name>
+        args: Vec<String>,
+    },
+    /// Lists all users
+    List,
+    /// Deletes a user
+    Delete {
+        /// <user name>
+        args: Vec<String>,
+    },
+    /// Changes password of user
+    Passwd {
+        /// <user name>
+        args: Vec<String>,
+        #[command(flatten)]
+        interactive: Interactive,
+    },
+    /// Grants a role to a user
+    GrantRole {
+        /// <user name> <role name>
+        args: Vec<String>,
+    },
+    /// Revokes a role from a user
+    RevokeRole {
+        /// <user name> <role name>
+        args: Vec<String>,
+    },
+}
+
+/// `role add | get | list | delete | grant-permission | revoke-permission`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RoleCommand {
+    /// Adds a new role
+    Add {
+        /// <role name>
+        args: Vec<String>,
+    },
+    /// Gets detailed information of a role
+    Get {
+        /// <role name>
+        args: Vec<String>,
+    },
+    /// Lists all roles
+    List,
+    /// Deletes a role
+    Delete {
+        /// <role name>
+        args: Vec<String>,
+    },
+    /// Grants a key to a role
+    GrantPermission {
+        /// <role name> <permission type> <key> [endkey]
+        args: Vec<OsString>,
+        #[command(flatten)]
+        range: PermissionRange,
+    },
+    /// Revokes a key from a role
+    RevokePermission {
+        /// <role name> <key> [endkey]
+        args: Vec<OsString>,
+        #[command(flatten)]
+        range: PermissionRange,
+    },
+}
+
+/// How a permission's key names a range.
+#[derive(Debug, Args, Clone, Copy)]
+pub(crate) struct PermissionRange {
+    /// grant a prefix permission
+    #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub prefix: bool,
+    /// grant a permission of keys that are greater than or equal to the given key using byte compare
+    #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub from_key: bool,
+}
+
+/// `auth enable | disable`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthCommand {
+    /// Enables authentication
+    Enable,
+    /// Disables authentication
+    Disable,
 }
 
 /// `put [options] <key> <value>`; the value may come from stdin.

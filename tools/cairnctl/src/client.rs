@@ -24,6 +24,9 @@ pub(crate) struct Session {
     cacert: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// `--user name[:password]` and `--password`.
+    user: Option<String>,
+    password: Option<String>,
 }
 
 impl Session {
@@ -42,6 +45,27 @@ impl Session {
             cacert: global.cacert.clone(),
             cert: global.cert.clone(),
             key: global.key.clone(),
+            user: global.user.clone(),
+            password: global.password.clone(),
+        }
+    }
+
+    /// The name and password to authenticate with, as etcdctl reads
+    /// `--user` and `--password` (asking for a password neither gives).
+    fn credentials(&self) -> Result<Option<(String, String)>, CtlError> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        match (user.split_once(':'), &self.password) {
+            (Some(_), Some(_)) => Err(CtlError::bad_args(
+                "--user option shouldn't include password when --password is specified",
+            )),
+            (Some((name, password)), None) => Ok(Some((name.to_owned(), password.to_owned()))),
+            (None, Some(password)) => Ok(Some((user.clone(), password.clone()))),
+            (None, None) => {
+                let password = crate::commands::read_password("Password: ")?;
+                Ok(Some((user.clone(), password)))
+            }
         }
     }
 
@@ -70,9 +94,21 @@ impl Session {
             Some(tls) => options.with_tls(tls),
             None => options,
         };
-        Client::connect(endpoints, Some(options))
+        let Some((name, password)) = self.credentials()? else {
+            return Client::connect(endpoints, Some(options))
+                .await
+                .map_err(CtlError::from);
+        };
+        // The client authenticates as it connects; etcdctl fails that as a
+        // bad connection (exit code 2).
+        Client::connect(endpoints, Some(options.with_user(name, password)))
             .await
-            .map_err(CtlError::from)
+            .map_err(|error| {
+                CtlError::new(
+                    crate::error::Exit::BadConnection,
+                    crate::error::client_error_text(&error),
+                )
+            })
     }
 
     /// TLS when any of `--cacert`, `--cert`, `--key` is given, as etcdctl

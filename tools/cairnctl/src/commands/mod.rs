@@ -1,6 +1,7 @@
 //! One module per etcdctl command. Each checks its arguments as etcdctl does,
 //! makes its requests through [`Session`] and prints through [`Printer`].
 
+mod auth;
 mod compaction;
 mod del;
 mod endpoint;
@@ -46,6 +47,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Member(command) => member::run(&ctx, command).await,
         Command::Endpoint(args) => endpoint::run(&ctx, &args).await,
         Command::Snapshot(command) => snapshot::run(&ctx, command).await,
+        Command::User(command) => auth::user(&ctx, command).await,
+        Command::Role(command) => auth::role(&ctx, command).await,
+        Command::Auth(command) => auth::auth(&ctx, command).await,
     }
 }
 
@@ -59,4 +63,21 @@ fn lease_id_arg(text: &str) -> Result<i64, CtlError> {
     crate::go_fmt::parse_i64(text, 16).map_err(|error| {
         CtlError::bad_args(format!("bad lease ID arg ({error}), expecting ID in Hex"))
     })
+}
+
+/// A password read as etcdctl reads one: after `prompt` (when not empty) on
+/// stderr, the next line of stdin.
+pub(crate) fn read_password(prompt: &str) -> Result<String, CtlError> {
+    use std::io::{BufRead, Write};
+    if !prompt.is_empty() {
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(prompt.as_bytes());
+        let _ = stderr.flush();
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| CtlError::general(format!("reading a password: {error}")))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
