@@ -9,7 +9,8 @@
 #   from the edge, mvcc, log and watch services; a log container killed and
 #   writes go on; every service recreated with compose.tls.yaml (mutual TLS
 #   among them, TLS at the edge) keeps the data, takes etcdctl and curl with
-#   the client certificate and refuses plaintext. Then tears everything down.
+#   the client certificate and refuses plaintext, and has auth on with the
+#   certificate's Common Name (root) as the user. Then tears everything down.
 #   e2e.sh BIN_DIR
 set -euo pipefail
 
@@ -219,6 +220,14 @@ if ctl --dial-timeout=2s --command-timeout=3s get e2e/greeting >/dev/null 2>&1; 
     fail "a plaintext client got in"
 fi
 echo "   etcdctl and curl with the client certificate in, plaintext refused; services on internal TLS"
+# The auth service turned auth on: root (the certificate's user) has no
+# password to log in with, and a password is only asked for once auth is on.
+auth_on() {
+    tls_ctl --user root:guess get e2e/greeting 2>&1 | grep -q "authentication failed, invalid user ID or password"
+}
+eventually 120 auth_on || fail "auth is not on after compose.tls.yaml's auth step"
+[ "$(tls_ctl get e2e/greeting --print-value-only)" = hello ] || fail "root, as the certificate's user, cannot read"
+echo "   auth on: the certificate's Common Name (root) is the user; a password login is refused"
 
 step "sizes"
 docker image inspect -f '{{.Size}}' cairn:offline | awk '{ printf "   cairn:offline %.0f MB\n", $1 / 1e6 }'
