@@ -38,7 +38,12 @@ pub struct MvccSettings {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// How long a token from Authenticate is accepted (etcd's default: 300).
+    /// How long a token from Authenticate is accepted. etcd's simple tokens
+    /// live 300 s past their last use; cairn's are signed and cannot be
+    /// renewed by use, so they live a day by default: clients that keep one
+    /// longer (python-etcd3, the etcd-client crate) would otherwise fail
+    /// where etcd keeps serving them. A deleted user or a changed password
+    /// ends them sooner.
     pub token_ttl_secs: u64,
     /// bcrypt's cost for new passwords (etcd's default: 10; 4 to 31). A
     /// password is checked at the cost it was hashed with.
@@ -48,7 +53,7 @@ pub struct AuthSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
-            token_ttl_secs: 300,
+            token_ttl_secs: 24 * 60 * 60,
             bcrypt_cost: 10,
         }
     }

@@ -37,8 +37,37 @@ pub(crate) fn use_tls(
     TLS.set(tls).map_err(|_| anyhow::anyhow!("TLS is set once"))
 }
 
-/// One HTTP/2 connection to an etcd v3 endpoint: plaintext, or TLS after [`use_tls`].
-pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+/// The user every call authenticates as, when `--user` is given: what
+/// measures the cost of auth.
+static USER: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// The token each endpoint gave `USER`, asked for once per endpoint.
+static TOKENS: std::sync::LazyLock<
+    tokio::sync::Mutex<std::collections::HashMap<String, http::HeaderValue>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Makes every call carry a token for `user` (`name:password`), from each
+/// endpoint's Authenticate.
+pub(crate) fn use_user(user: &str) -> anyhow::Result<()> {
+    let (name, password) = user
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--user takes name:password"))?;
+    USER.set((name.to_owned(), password.to_owned()))
+        .map_err(|_| anyhow::anyhow!("the user is set once"))
+}
+
+/// One HTTP/2 connection to an etcd v3 endpoint: plaintext, or TLS after
+/// [`use_tls`]; every call on it carries a token after [`use_user`].
+pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<Conn> {
+    let channel = channel(endpoint).await?;
+    let token = match USER.get() {
+        None => None,
+        Some((name, password)) => Some(token_for(endpoint, &channel, name, password).await?),
+    };
+    Ok(Conn { channel, token })
+}
+
+async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
     let endpoint = match TLS.get() {
         None => Endpoint::from_shared(format!("http://{endpoint}"))?,
         Some(tls) => {
@@ -50,6 +79,57 @@ pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await?)
+}
+
+async fn token_for(
+    endpoint: &str,
+    channel: &Channel,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<http::HeaderValue> {
+    let mut tokens = TOKENS.lock().await;
+    if let Some(token) = tokens.get(endpoint) {
+        return Ok(token.clone());
+    }
+    let answer = cairn_proto::etcdserverpb::auth_client::AuthClient::new(channel.clone())
+        .authenticate(cairn_proto::etcdserverpb::AuthenticateRequest {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let token = http::HeaderValue::from_str(&answer.token)?;
+    tokens.insert(endpoint.to_owned(), token.clone());
+    Ok(token)
+}
+
+/// A connection whose calls carry the token of `--user`, if any.
+#[derive(Clone, Debug)]
+pub(crate) struct Conn {
+    channel: Channel,
+    token: Option<http::HeaderValue>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Conn {
+    type Response = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Error;
+    type Future = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.channel, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(token) = &self.token {
+            request
+                .headers_mut()
+                .insert(cairn_proto::contract::metadata::TOKEN, token.clone());
+        }
+        self.channel.call(request)
+    }
 }
 
 /// How one answered request ended, for workloads where an answer can say no
@@ -87,7 +167,7 @@ pub(crate) struct Load {
 /// `call(channel, client, sequence)` sends one request.
 pub(crate) async fn drive<F, Fut>(load: &Load, call: F) -> anyhow::Result<Measured>
 where
-    F: Fn(Channel, usize, u64) -> Fut + Clone + Send + 'static,
+    F: Fn(Conn, usize, u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Outcome, Status>> + Send,
 {
     anyhow::ensure!(

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::drive::Conn;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use clap::Args;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::drive::{connect, drive, Load, Measured, Outcome, MAX_CONNECTIONS};
@@ -149,7 +149,7 @@ pub(crate) fn client_key_number(number: usize, sequence: u64) -> u64 {
 /// One request of `op` by client `number`, its `sequence`th.
 async fn call(
     op: KvOperation,
-    mut client: KvClient<Channel>,
+    mut client: KvClient<Conn>,
     number: usize,
     sequence: u64,
     size: usize,

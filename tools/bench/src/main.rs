@@ -28,6 +28,9 @@ struct Cli {
     /// The client certificate's key (PEM)
     #[arg(long, global = true, requires = "cert")]
     key: Option<std::path::PathBuf>,
+    /// Authenticate as name:password at every endpoint and send the token with every call: what auth costs
+    #[arg(long, global = true)]
+    user: Option<String>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -62,6 +65,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(ca) = &cli.cacert {
         drive::use_tls(ca, cli.cert.as_deref().zip(cli.key.as_deref()))?;
+    }
+    if let Some(user) = &cli.user {
+        drive::use_user(user)?;
     }
     match cli.workload {
         Workload::Log(args) => log::run(args).await,

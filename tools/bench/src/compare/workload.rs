@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::drive::Conn;
 use hdrhistogram::Histogram;
-use tonic::transport::Channel;
 
 use super::results::Notes;
 use crate::drive::{connect, Load, MAX_CONNECTIONS};
@@ -169,7 +169,7 @@ pub(super) struct System {
 /// Leases granted once per system, renewed by every lease round.
 struct Leases {
     ids: Vec<i64>,
-    channels: Vec<Channel>,
+    channels: Vec<Conn>,
     grant_seconds: f64,
 }
 

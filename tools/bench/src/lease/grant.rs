@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::drive::Conn;
 use cairn_proto::etcd_error::EtcdError;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{LeaseGrantRequest, PutRequest};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::report::{histogram, record};
@@ -101,7 +101,7 @@ where
 /// each if asked. IDs are chosen here, so a grant retried after a lost
 /// answer finds its lease already there instead of leaving a second one to
 /// expire.
-pub(crate) async fn grant(plan: GrantPlan, channels: &[Channel]) -> anyhow::Result<Granted> {
+pub(crate) async fn grant(plan: GrantPlan, channels: &[Conn]) -> anyhow::Result<Granted> {
     anyhow::ensure!(!channels.is_empty(), "no connections to grant over");
     // Distinct from an earlier run's leases on the same data, and positive.
     let first_id = i64::try_from(

@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use crate::drive::Conn;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::LeaseKeepAliveRequest;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
-use tonic::transport::Channel;
 
 // tonic's own re-export of tokio-stream: a request stream without another
 // dependency of this crate.
@@ -45,7 +45,7 @@ pub(crate) struct Kept {
 /// recording starts and when it stops.
 pub(crate) async fn keep_alive(
     plan: KeepAlivePlan,
-    channels: &[Channel],
+    channels: &[Conn],
     ids: &[i64],
     active: Option<&ActiveInstance>,
 ) -> anyhow::Result<Kept> {
@@ -143,7 +143,7 @@ fn send_ready(
 /// A stream that fails is counted and reopened, its unanswered leases sent
 /// again.
 async fn keep_alive_stream(
-    channel: Channel,
+    channel: Conn,
     leases: Vec<i64>,
     in_flight: usize,
     record_from: Instant,
