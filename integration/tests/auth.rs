@@ -527,3 +527,76 @@ async fn revoking_a_lease_needs_write_on_every_key_it_holds() -> Result<()> {
     );
     Ok(())
 }
+
+/// curl's answer to a POST of `body` to the edge's JSON gateway at `path`.
+async fn curl_json(stack: &Stack, path: &str, body: &str, token: Option<&str>) -> Result<String> {
+    let mut command = tokio::process::Command::new("curl");
+    command.args(["-s", "-X", "POST", "-d", body]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: {token}")]);
+    }
+    let output = command
+        .arg(format!("http://{}{path}", stack.edge.addr))
+        .output()
+        .await
+        .context("running curl")?;
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_gateway_logs_in_and_takes_the_token_in_authorization() -> Result<()> {
+    let stack = Stack::start(cheap_hashing()).await?;
+    users_and_auth_on(&stack).await?;
+    let answer = curl_json(
+        &stack,
+        "/v3/auth/authenticate",
+        r#"{"name":"bob","password":"bobpw"}"#,
+        None,
+    )
+    .await?;
+    let token = answer
+        .split_once("\"token\":\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(token, _)| token.to_owned())
+        .with_context(|| format!("no token in {answer}"))?;
+    // "w/a" and "x" in base64.
+    let put = curl_json(
+        &stack,
+        "/v3/kv/put",
+        r#"{"key":"dy9h","value":"MQ=="}"#,
+        Some(&token),
+    )
+    .await?;
+    ensure!(
+        put.contains("\"header\""),
+        "bob's put through the gateway: {put}"
+    );
+    let denied = curl_json(
+        &stack,
+        "/v3/kv/put",
+        r#"{"key":"eA==","value":"MQ=="}"#,
+        Some(&token),
+    )
+    .await?;
+    ensure!(
+        denied.contains("etcdserver: permission denied"),
+        "bob's put of x: {denied}"
+    );
+    let nobody = curl_json(&stack, "/v3/kv/range", r#"{"key":"dy9h"}"#, None).await?;
+    ensure!(
+        nobody.contains("etcdserver: user name is empty"),
+        "a range with no token: {nobody}"
+    );
+    let forged = curl_json(
+        &stack,
+        "/v3/kv/range",
+        r#"{"key":"dy9h"}"#,
+        Some("forged.token"),
+    )
+    .await?;
+    ensure!(
+        forged.contains("etcdserver: invalid auth token"),
+        "a forged token: {forged}"
+    );
+    Ok(())
+}
