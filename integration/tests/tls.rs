@@ -26,6 +26,20 @@ fn tls_table(server: &Pem, trusted_ca: &Path, client_cert_auth: bool) -> String 
     )
 }
 
+/// A second edge of `stack`, serving TLS with a certificate from `ca` and
+/// taking only clients with a certificate from `ca`.
+async fn edge_taking_certificates_of(ca: &Authority, stack: &Stack, dir: &Path) -> Result<Edge> {
+    let server = ca.server("edge-tls")?;
+    let mut edge = Edge::configure_named(
+        dir,
+        "edge-tls",
+        &stack.backends,
+        &tls_table(&server, &ca.cert, true),
+    )?;
+    edge.start().await?;
+    Ok(edge)
+}
+
 /// etcdctl's flags for `addr` with TLS: the CA it trusts, and its own
 /// certificate when it has one.
 fn tls_flags(addr: &str, ca: &Path, client: Option<&Pem>) -> Vec<String> {
@@ -95,16 +109,9 @@ async fn only_clients_with_a_certificate_from_the_trusted_ca_get_in() -> Result<
     let outcome = async {
         let ca = Authority::new(&dir, "cairn-ca")?;
         let stranger_ca = Authority::new(&dir, "stranger-ca")?;
-        let server = ca.server("edge-tls")?;
         let alice = ca.client("alice")?;
         let mallory = stranger_ca.client("mallory")?;
-        let mut edge = Edge::configure_named(
-            &dir,
-            "edge-tls",
-            &stack.backends,
-            &tls_table(&server, &ca.cert, true),
-        )?;
-        edge.start().await?;
+        let edge = edge_taking_certificates_of(&ca, &stack, &dir).await?;
         let addr = edge.addr.clone();
 
         // Connections that never start their handshake hold up no one.
@@ -273,14 +280,7 @@ async fn a_client_certificate_is_its_common_names_user_once_auth_is_on() -> Resu
             etcdctl(&as_strs(&with(&plain, command))).await?;
         }
         let ca = Authority::new(&dir, "cairn-ca")?;
-        let server = ca.server("edge-tls")?;
-        let mut edge = Edge::configure_named(
-            &dir,
-            "edge-tls",
-            &stack.backends,
-            &tls_table(&server, &ca.cert, true),
-        )?;
-        edge.start().await?;
+        let edge = edge_taking_certificates_of(&ca, &stack, &dir).await?;
         let bob = tls_flags(&edge.addr, &ca.cert, Some(&ca.client("bob")?));
         let root = tls_flags(&edge.addr, &ca.cert, Some(&ca.client("root")?));
         let nobody = tls_flags(&edge.addr, &ca.cert, Some(&ca.client("nobody")?));

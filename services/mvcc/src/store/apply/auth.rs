@@ -5,7 +5,7 @@
 
 use cairn_proto::authpb::{Permission, Role, User};
 use cairn_proto::cairn::mvcc::v1::auth_change::Change as AuthOp;
-use cairn_proto::cairn::mvcc::v1::{AuthChange, AuthUser};
+use cairn_proto::cairn::mvcc::v1::{AuthChange, AuthState, AuthUser};
 
 use super::*;
 use crate::auth::rules::{self, Needs, ROOT};
@@ -120,10 +120,7 @@ impl Change<'_> {
                 if auth.enabled && delete.name == ROOT {
                     return Err(EtcdError::InvalidAuthManagement.into());
                 }
-                let at = auth
-                    .users
-                    .binary_search_by(|record| rules::user_name(record).cmp(delete.name.as_bytes()))
-                    .map_err(|_| EtcdError::UserNotFound)?;
+                let at = user_at(auth, &delete.name)?;
                 auth.users.remove(at);
                 true
             }
@@ -191,10 +188,7 @@ impl Change<'_> {
                 if auth.enabled && delete.role == ROOT {
                     return Err(EtcdError::InvalidAuthManagement.into());
                 }
-                let at = auth
-                    .roles
-                    .binary_search_by(|role| role.name.as_slice().cmp(delete.role.as_bytes()))
-                    .map_err(|_| EtcdError::RoleNotFound)?;
+                let at = role_at(auth, &delete.role)?;
                 auth.roles.remove(at);
                 for user in auth
                     .users
@@ -246,24 +240,26 @@ impl Change<'_> {
     }
 }
 
-fn user_mut<'a>(
-    auth: &'a mut cairn_proto::cairn::mvcc::v1::AuthState,
-    name: &str,
-) -> Result<&'a mut AuthUser, EtcdError> {
-    let at = auth
-        .users
+/// Where user `name` is in the sorted users.
+fn user_at(auth: &AuthState, name: &str) -> Result<usize, EtcdError> {
+    auth.users
         .binary_search_by(|record| rules::user_name(record).cmp(name.as_bytes()))
-        .map_err(|_| EtcdError::UserNotFound)?;
+        .map_err(|_| EtcdError::UserNotFound)
+}
+
+/// Where role `name` is in the sorted roles.
+fn role_at(auth: &AuthState, name: &str) -> Result<usize, EtcdError> {
+    auth.roles
+        .binary_search_by(|role| role.name.as_slice().cmp(name.as_bytes()))
+        .map_err(|_| EtcdError::RoleNotFound)
+}
+
+fn user_mut<'a>(auth: &'a mut AuthState, name: &str) -> Result<&'a mut AuthUser, EtcdError> {
+    let at = user_at(auth, name)?;
     Ok(&mut auth.users[at])
 }
 
-fn role_mut<'a>(
-    auth: &'a mut cairn_proto::cairn::mvcc::v1::AuthState,
-    name: &str,
-) -> Result<&'a mut Role, EtcdError> {
-    let at = auth
-        .roles
-        .binary_search_by(|role| role.name.as_slice().cmp(name.as_bytes()))
-        .map_err(|_| EtcdError::RoleNotFound)?;
+fn role_mut<'a>(auth: &'a mut AuthState, name: &str) -> Result<&'a mut Role, EtcdError> {
+    let at = role_at(auth, name)?;
     Ok(&mut auth.roles[at])
 }
