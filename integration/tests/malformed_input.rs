@@ -66,8 +66,7 @@ struct Method {
     /// A well-formed call may rightly stay unanswered (a watch, a lock or
     /// leadership held by another, an observer with no leader yet).
     may_wait: bool,
-    /// etcd's gRPC API has it but cairn answers UNIMPLEMENTED (Auth,
-    /// Downgrade), or it is no method at all.
+    /// It is no method at all: cairn answers UNIMPLEMENTED.
     unimplemented: bool,
 }
 
@@ -277,7 +276,7 @@ fn methods() -> Vec<Method> {
             pb::AuthEnableRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/AuthDisable",
@@ -285,7 +284,7 @@ fn methods() -> Vec<Method> {
             pb::AuthDisableRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/AuthStatus",
@@ -293,7 +292,7 @@ fn methods() -> Vec<Method> {
             pb::AuthStatusRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/Authenticate",
@@ -301,7 +300,7 @@ fn methods() -> Vec<Method> {
             pb::AuthenticateRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/UserAdd",
@@ -309,7 +308,7 @@ fn methods() -> Vec<Method> {
             pb::AuthUserAddRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/UserGet",
@@ -317,7 +316,7 @@ fn methods() -> Vec<Method> {
             pb::AuthUserGetRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/UserList",
@@ -325,7 +324,7 @@ fn methods() -> Vec<Method> {
             pb::AuthUserListRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/UserDelete",
@@ -333,7 +332,7 @@ fn methods() -> Vec<Method> {
             pb::AuthUserDeleteRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/UserChangePassword",
@@ -341,7 +340,7 @@ fn methods() -> Vec<Method> {
             pb::AuthUserChangePasswordRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/UserGrantRole",
@@ -349,7 +348,7 @@ fn methods() -> Vec<Method> {
             pb::AuthUserGrantRoleRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/UserRevokeRole",
@@ -357,7 +356,7 @@ fn methods() -> Vec<Method> {
             pb::AuthUserRevokeRoleRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/RoleAdd",
@@ -365,7 +364,7 @@ fn methods() -> Vec<Method> {
             pb::AuthRoleAddRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/RoleGet",
@@ -373,7 +372,7 @@ fn methods() -> Vec<Method> {
             pb::AuthRoleGetRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/RoleList",
@@ -381,7 +380,7 @@ fn methods() -> Vec<Method> {
             pb::AuthRoleListRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/RoleDelete",
@@ -389,7 +388,7 @@ fn methods() -> Vec<Method> {
             pb::AuthRoleDeleteRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/RoleGrantPermission",
@@ -397,7 +396,7 @@ fn methods() -> Vec<Method> {
             pb::AuthRoleGrantPermissionRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/etcdserverpb.Auth/RoleRevokePermission",
@@ -405,7 +404,7 @@ fn methods() -> Vec<Method> {
             pb::AuthRoleRevokePermissionRequest,
             auth_names,
             false,
-            true
+            false
         ),
         method!(
             "/v3lockpb.Lock/Lock",
@@ -1538,8 +1537,9 @@ impl Worker {
 
     async fn one_call(&mut self) {
         let methods = self.methods.clone();
-        // Methods cairn answers get most calls; Auth and missing methods
-        // (all UNIMPLEMENTED) a fifth.
+        // Methods cairn answers get most calls; missing methods (all
+        // UNIMPLEMENTED) a fifth. The Auth calls can never turn auth on:
+        // their names are never "root".
         let unimplemented = self.gen.rng.random_bool(0.2);
         let choices: Vec<&Method> = methods
             .iter()
