@@ -2,14 +2,21 @@
 # Makes the certificates compose.tls.yaml runs with, once, into DIR: a CA, the
 # edge's server certificate (for edge, localhost and 127.0.0.1), a client
 # certificate whose Common Name is `root`, and the certificate cairn's services
-# show each other (internal TLS; one for all, naming every service's host). Keeps what DIR already holds, so a
-# restart does not change them. Development certificates: the keys are
+# show each other (internal TLS; one for all, naming every service's host), and
+# root.password, the password compose.tls.yaml's auth step gives etcd's root
+# user (the certificate needs none; a client of the JSON gateway, which cannot
+# use certificates as users, logs in with it). Keeps what DIR already holds, so
+# a restart does not change them. Development certificates: the keys are
 # readable by the edge's user (uid 10001) and by whoever owns DIR.
 #   make-certs.sh DIR
 set -eu
 dir="${1:?usage: make-certs.sh DIR}"
 mkdir -p "$dir"
 cd "$dir"
+if [ ! -s root.password ]; then
+    openssl rand -hex 16 >root.password
+    chmod 0644 root.password
+fi
 if [ -s ca.crt ] && [ -s edge.crt ] && [ -s client.crt ] && [ -s internal.crt ]; then
     echo "certificates in $dir: present"
     exit 0

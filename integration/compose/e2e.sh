@@ -41,6 +41,8 @@ compose() {
         -f deploy/compose/offline/compose.offline.yaml "$@"
 }
 ctl() { ETCDCTL_API=3 etcdctl --endpoints "$endpoint" --command-timeout=10s "$@"; }
+# Whose logs a failure shows: the plain stack's, then the TLS one's.
+logs_of=compose
 # A watcher in the background, remembered so that teardown ends it (not a
 # subshell around it, which would leave etcdctl reconnecting to the next run).
 background=()
@@ -57,7 +59,7 @@ teardown() {
     for pid in "${background[@]}"; do kill "$pid" 2>/dev/null || true; done
     if [ "$status" != 0 ]; then
         echo "-- service logs (last 30 lines each)" >&2
-        compose logs --no-color --tail 30 >&2 2>&1 || true
+        "$logs_of" logs --no-color --tail 30 >&2 2>&1 || true
     fi
     compose down -v --remove-orphans >/dev/null 2>&1 || true
     echo "== e2e: $([ "$status" = 0 ] && echo passed || echo FAILED) in $((SECONDS - started)) s"
@@ -202,6 +204,8 @@ rm -rf "$CAIRN_TLS_DIR"
 compose_tls() {
     compose -f deploy/compose/compose.tls.yaml -f deploy/compose/offline/compose.offline.tls.yaml "$@"
 }
+# From here the services' logs include the TLS step's own (certs, auth).
+logs_of=compose_tls
 compose_tls run --rm certs >"$work/certs.log" 2>&1 || { cat "$work/certs.log" >&2; fail "making certificates"; }
 # Every cairn service is recreated with its certificate, on the same volumes.
 tls_started=$SECONDS
@@ -213,21 +217,31 @@ tls_ctl() {
 eventually 120 tls_ctl put e2e/over-tls yes || fail "a put with the compose client certificate"
 echo "   first put over TLS $((SECONDS - tls_started)) s after the services were recreated"
 [ "$(tls_ctl get e2e/greeting --print-value-only)" = hello ] || fail "a put from before the restart is lost"
-curl -sf --cacert "$CAIRN_TLS_DIR/ca.crt" --cert "$CAIRN_TLS_DIR/client.crt" --key "$CAIRN_TLS_DIR/client.key" \
-    "https://$endpoint/v3/kv/range" -d '{"key":"ZTJlL2dyZWV0aW5n"}' | grep -q '"value":"aGVsbG8="' \
-    || fail "curl over TLS could not read e2e/greeting through the JSON gateway"
 if ctl --dial-timeout=2s --command-timeout=3s get e2e/greeting >/dev/null 2>&1; then
     fail "a plaintext client got in"
 fi
-echo "   etcdctl and curl with the client certificate in, plaintext refused; services on internal TLS"
-# The auth service turned auth on: root (the certificate's user) has no
-# password to log in with, and a password is only asked for once auth is on.
+# The auth step turns auth on: a wrong password is then refused (before, the
+# answer is "authentication is not enabled"), and the certificate's user is
+# root.
 auth_on() {
-    tls_ctl --user root:guess get e2e/greeting 2>&1 | grep -q "authentication failed, invalid user ID or password"
+    local answer
+    answer="$(tls_ctl --user root:guess get e2e/greeting 2>&1 || true)"
+    grep -q "authentication failed, invalid user ID or password" <<<"$answer"
 }
 eventually 120 auth_on || fail "auth is not on after compose.tls.yaml's auth step"
 [ "$(tls_ctl get e2e/greeting --print-value-only)" = hello ] || fail "root, as the certificate's user, cannot read"
-echo "   auth on: the certificate's Common Name (root) is the user; a password login is refused"
+tls_curl() {
+    curl -sf --cacert "$CAIRN_TLS_DIR/ca.crt" --cert "$CAIRN_TLS_DIR/client.crt" --key "$CAIRN_TLS_DIR/client.key" "$@"
+}
+# The JSON gateway takes no certificate as a user: it logs in with root's password.
+token="$(tls_curl "https://$endpoint/v3/auth/authenticate" \
+    -d "{\"name\":\"root\",\"password\":\"$(cat "$CAIRN_TLS_DIR/root.password")\"}" \
+    | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
+[ -n "$token" ] || fail "root could not log in through the JSON gateway"
+tls_curl -H "Authorization: $token" "https://$endpoint/v3/kv/range" -d '{"key":"ZTJlL2dyZWV0aW5n"}' \
+    | grep -q '"value":"aGVsbG8="' || fail "curl over TLS with root's token could not read e2e/greeting"
+echo "   etcdctl with the client certificate (its user root) and curl with root's token in, a wrong"
+echo "   password refused, plaintext refused; services on internal TLS"
 
 step "sizes"
 docker image inspect -f '{{.Size}}' cairn:offline | awk '{ printf "   cairn:offline %.0f MB\n", $1 / 1e6 }'

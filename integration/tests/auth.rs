@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use cairn_integration::bin_path;
+use cairn_integration::edge::Edge;
 use cairn_integration::etcd::Etcd;
 use cairn_integration::stack::{Stack, StackOptions};
 use cairn_integration::walkthrough::{diff, etcdctl_path, run_script};
+use cairn_integration::{bin_path, eventually};
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{AuthenticateRequest, CompactionRequest, PutRequest, RangeRequest};
@@ -194,21 +195,18 @@ async fn a_revoked_permission_stops_every_write_that_applies_after_it() -> Resul
     Ok(())
 }
 
-/// A KV client that sends `token` with every call.
-async fn kv_with_token(
-    stack: &Stack,
-    token: &str,
-) -> Result<(
-    KvClient<Channel>,
-    tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-)> {
-    let value = token.parse().context("a token is ASCII")?;
-    Ok((stack.edge.kv()?, value))
+/// A Range through `stack`'s edge with `token`.
+async fn range_with(stack: &Stack, token: &str) -> Result<(), tonic::Status> {
+    range_at(&stack.edge, token).await
 }
 
-async fn range_with(stack: &Stack, token: &str) -> Result<(), tonic::Status> {
-    let (mut kv, value) = kv_with_token(stack, token)
-        .await
+/// A Range through `edge` with `token` as metadata.
+async fn range_at(edge: &Edge, token: &str) -> Result<(), tonic::Status> {
+    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = token
+        .parse()
+        .map_err(|_| tonic::Status::internal("a token is ASCII"))?;
+    let mut kv: KvClient<Channel> = edge
+        .kv()
         .map_err(|error| tonic::Status::internal(error.to_string()))?;
     let mut request = tonic::Request::new(RangeRequest {
         key: b"w/a".to_vec(),
@@ -598,5 +596,37 @@ async fn the_json_gateway_logs_in_and_takes_the_token_in_authorization() -> Resu
         forged.contains("etcdserver: invalid auth token"),
         "a forged token: {forged}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_works_at_every_edge_and_after_the_replicas_restart() -> Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        mvcc_extra: "[auth]\nbcrypt_cost = 4\n".into(),
+        ..StackOptions::default()
+    })
+    .await?;
+    users_and_auth_on(&stack).await?;
+    let token = token_of(&stack, "bob", "bobpw").await?;
+    let dir = stack.cluster.dir().to_owned();
+    let mut second = Edge::configure_named(&dir, "edge-2", &stack.backends, "")?;
+    second.start().await?;
+    range_at(&second, &token)
+        .await
+        .context("bob's token at a second edge")?;
+    for replica in &mut stack.replicas {
+        replica.kill().await?;
+        replica.start()?;
+    }
+    for replica in &stack.replicas {
+        replica.wait_applied(0, Duration::from_secs(30)).await?;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "bob's token after the replicas restart",
+        || async { range_at(&second, &token).await.ok() },
+    )
+    .await?;
+    range_with(&stack, &token).await?;
     Ok(())
 }
