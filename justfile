@@ -136,7 +136,7 @@ bench-idle-watchers watchers="100000":
     "$CARGO_TARGET_DIR/release/cairn-bench" watch-idle --endpoint 127.0.0.1:2379 --watchers {{watchers}} \
         --holder-pids "$(paste -sd, .bench/watch-pids)" --other-pids "$(tail -n 1 .bench/pids)" --label cairn
 
-# cairn against a real 3-member etcd 3.4 on this machine: every workload (puts, a hot key, CAS transactions, ranges, watch fan-out, 10,000 watchers on keys of their own with puts/s beside them, lease keep-alives) through the same client, alternating rounds; prints figures, cairn/etcd ratios and each process's peak memory, writes .bench/compare.json and .bench/compare.png. About 4 minutes on 2 cores with the build cached; etcd is measured through its leader; extra flags go to `cairn-bench compare`, e.g. `just bench 3s 2 --only put-1,range-lin`; `CAIRN_BENCH_AUTH=1 just bench` turns auth on in both and runs every call as root with a token.
+# cairn against a real 3-member etcd 3.4 on this machine: every workload (puts, a hot key, CAS transactions, ranges, watch fan-out, 10,000 watchers on keys of their own with puts/s beside them, lease keep-alives) through the same client, alternating rounds; prints figures, cairn/etcd ratios and each process's peak memory, writes .bench/compare.json and .bench/compare.png. About 4 minutes on 2 cores with the build cached; etcd is measured through its leader; extra flags go to `cairn-bench compare`, e.g. `just bench 3s 2 --only put-1,range-lin`; `just bench-auth` does the same with auth on in both.
 bench duration="3s" rounds="2" *flags="":
     cargo build --release --locked -p cairn-log -p cairn-mvcc -p cairn-edge -p cairn-lease -p cairn-watch -p cairn-bench
     if [ -s .bench/pids ]; then echo "a cluster is already running from .bench (CAIRN_DEV_DIR=.bench deploy/local/dev.sh down)" >&2; exit 1; fi
@@ -147,7 +147,7 @@ bench duration="3s" rounds="2" *flags="":
     CAIRN_DEV_DIR=.bench deploy/local/dev.sh up "$CARGO_TARGET_DIR/release"; \
     deploy/local/etcd.sh up; \
     user=""; \
-    if [ -n "${CAIRN_BENCH_AUTH:-}" ]; then \
+    if [ -n "${BENCH_AUTH:-}" ]; then \
         for endpoint in 127.0.0.1:23790 127.0.0.1:2379; do \
             ETCDCTL_API=3 etcdctl --endpoints "$endpoint" user add root:bench >/dev/null; \
             ETCDCTL_API=3 etcdctl --endpoints "$endpoint" auth enable >/dev/null; \
@@ -158,6 +158,10 @@ bench duration="3s" rounds="2" *flags="":
         --etcd 127.0.0.1:23790 --cairn 127.0.0.1:2379 --duration {{duration}} --rounds {{rounds}} \
         --etcd-pids .bench-etcd/pids --cairn-pids .bench/pids,.bench/watch-pids \
         --json .bench/compare.json --png .bench/compare.png {{flags}}
+
+# `just bench` with etcd's auth on in etcd and in cairn: every call is root's, with a token from Authenticate (what auth costs each of them).
+bench-auth duration="3s" rounds="2" *flags="":
+    BENCH_AUTH=1 just bench {{duration}} {{rounds}} {{flags}}
 
 # Redraws .bench/compare.png from .bench/compare.json, e.g. after changing the chart.
 bench-chart:
