@@ -630,3 +630,60 @@ async fn a_token_works_at_every_edge_and_after_the_replicas_restart() -> Result<
     range_with(&stack, &token).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_etcdctl_hides_reach_a_raw_client_with_etcds_codes() -> Result<()> {
+    use cairn_proto::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    };
+    let stack = Stack::start(cheap_hashing()).await?;
+    let mut auth = AuthClient::new(stack.edge.channel()?);
+    // Logging in while auth is off: clients carry on without a token.
+    let off = auth
+        .authenticate(AuthenticateRequest {
+            name: "root".into(),
+            password: "rootpw".into(),
+        })
+        .await
+        .err()
+        .context("a login while auth is off was answered")?;
+    ensure!(
+        off.code() == Code::FailedPrecondition
+            && off.message() == "etcdserver: authentication is not enabled",
+        "{off:?}"
+    );
+    auth.user_add(AuthUserAddRequest {
+        name: "root".into(),
+        password: "rootpw".into(),
+        ..Default::default()
+    })
+    .await?;
+    // etcdctl answers this one itself, by granting the role.
+    let no_role = auth
+        .auth_enable(AuthEnableRequest {})
+        .await
+        .err()
+        .context("auth was enabled for a root without the root role")?;
+    ensure!(
+        no_role.code() == Code::FailedPrecondition
+            && no_role.message() == "etcdserver: root user does not have root role",
+        "{no_role:?}"
+    );
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".into(),
+        role: "root".into(),
+    })
+    .await?;
+    auth.auth_enable(AuthEnableRequest {}).await?;
+    let empty = auth
+        .user_add(AuthUserAddRequest::default())
+        .await
+        .err()
+        .context("a nameless user was added")?;
+    ensure!(
+        empty.code() == Code::InvalidArgument
+            && empty.message() == "etcdserver: user name is empty",
+        "{empty:?}"
+    );
+    Ok(())
+}
