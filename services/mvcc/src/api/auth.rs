@@ -135,17 +135,6 @@ impl MvccApi {
         })
     }
 
-    pub(super) async fn auth_disable_of(
-        &self,
-        request: AuthDisableRequest,
-        caller: &Caller,
-    ) -> Result<AuthDisableResponse, MvccError> {
-        let changed = self.change(caller, AuthOp::Disable(request)).await?;
-        Ok(AuthDisableResponse {
-            header: self.auth_header(changed),
-        })
-    }
-
     pub(super) async fn auth_status_of(
         &self,
         _: AuthStatusRequest,
@@ -272,17 +261,6 @@ impl MvccApi {
         })
     }
 
-    pub(super) async fn user_delete_of(
-        &self,
-        request: AuthUserDeleteRequest,
-        caller: &Caller,
-    ) -> Result<AuthUserDeleteResponse, MvccError> {
-        let changed = self.change(caller, AuthOp::UserDelete(request)).await?;
-        Ok(AuthUserDeleteResponse {
-            header: self.auth_header(changed),
-        })
-    }
-
     pub(super) async fn user_change_password_of(
         &self,
         mut request: AuthUserChangePasswordRequest,
@@ -304,39 +282,6 @@ impl MvccApi {
             .change(caller, AuthOp::UserChangePassword(request))
             .await?;
         Ok(AuthUserChangePasswordResponse {
-            header: self.auth_header(changed),
-        })
-    }
-
-    pub(super) async fn user_grant_role_of(
-        &self,
-        request: AuthUserGrantRoleRequest,
-        caller: &Caller,
-    ) -> Result<AuthUserGrantRoleResponse, MvccError> {
-        let changed = self.change(caller, AuthOp::UserGrantRole(request)).await?;
-        Ok(AuthUserGrantRoleResponse {
-            header: self.auth_header(changed),
-        })
-    }
-
-    pub(super) async fn user_revoke_role_of(
-        &self,
-        request: AuthUserRevokeRoleRequest,
-        caller: &Caller,
-    ) -> Result<AuthUserRevokeRoleResponse, MvccError> {
-        let changed = self.change(caller, AuthOp::UserRevokeRole(request)).await?;
-        Ok(AuthUserRevokeRoleResponse {
-            header: self.auth_header(changed),
-        })
-    }
-
-    pub(super) async fn role_add_of(
-        &self,
-        request: AuthRoleAddRequest,
-        caller: &Caller,
-    ) -> Result<AuthRoleAddResponse, MvccError> {
-        let changed = self.change(caller, AuthOp::RoleAdd(request)).await?;
-        Ok(AuthRoleAddResponse {
             header: self.auth_header(changed),
         })
     }
@@ -387,43 +332,38 @@ impl MvccApi {
             roles,
         })
     }
+}
 
-    pub(super) async fn role_delete_of(
-        &self,
-        request: AuthRoleDeleteRequest,
-        caller: &Caller,
-    ) -> Result<AuthRoleDeleteResponse, MvccError> {
-        let changed = self.change(caller, AuthOp::RoleDelete(request)).await?;
-        Ok(AuthRoleDeleteResponse {
-            header: self.auth_header(changed),
-        })
-    }
+/// Auth changes that answer with a header alone: proposed for their
+/// caller, answered once applied.
+macro_rules! change_answered {
+    ($($of:ident: $request:ty => $response:ident, $op:ident;)*) => {
+        impl MvccApi {
+            $(
+                pub(super) async fn $of(
+                    &self,
+                    request: $request,
+                    caller: &Caller,
+                ) -> Result<$response, MvccError> {
+                    let changed = self.change(caller, AuthOp::$op(request)).await?;
+                    Ok($response {
+                        header: self.auth_header(changed),
+                    })
+                }
+            )*
+        }
+    };
+}
 
-    pub(super) async fn role_grant_permission_of(
-        &self,
-        request: AuthRoleGrantPermissionRequest,
-        caller: &Caller,
-    ) -> Result<AuthRoleGrantPermissionResponse, MvccError> {
-        let changed = self
-            .change(caller, AuthOp::RoleGrantPermission(request))
-            .await?;
-        Ok(AuthRoleGrantPermissionResponse {
-            header: self.auth_header(changed),
-        })
-    }
-
-    pub(super) async fn role_revoke_permission_of(
-        &self,
-        request: AuthRoleRevokePermissionRequest,
-        caller: &Caller,
-    ) -> Result<AuthRoleRevokePermissionResponse, MvccError> {
-        let changed = self
-            .change(caller, AuthOp::RoleRevokePermission(request))
-            .await?;
-        Ok(AuthRoleRevokePermissionResponse {
-            header: self.auth_header(changed),
-        })
-    }
+change_answered! {
+    auth_disable_of: AuthDisableRequest => AuthDisableResponse, Disable;
+    user_delete_of: AuthUserDeleteRequest => AuthUserDeleteResponse, UserDelete;
+    user_grant_role_of: AuthUserGrantRoleRequest => AuthUserGrantRoleResponse, UserGrantRole;
+    user_revoke_role_of: AuthUserRevokeRoleRequest => AuthUserRevokeRoleResponse, UserRevokeRole;
+    role_add_of: AuthRoleAddRequest => AuthRoleAddResponse, RoleAdd;
+    role_delete_of: AuthRoleDeleteRequest => AuthRoleDeleteResponse, RoleDelete;
+    role_grant_permission_of: AuthRoleGrantPermissionRequest => AuthRoleGrantPermissionResponse, RoleGrantPermission;
+    role_revoke_permission_of: AuthRoleRevokePermissionRequest => AuthRoleRevokePermissionResponse, RoleRevokePermission;
 }
 
 /// The caller of a call that came as a call of its own.
