@@ -21,6 +21,8 @@
 //!   Snapshot sends in etcd's format (`bbolt` writes the file).
 //! - `restore`: a fresh cluster's state replaced by a snapshot's, at one log
 //!   index on every replica.
+//! - `auth`: etcd's permission rules, tokens and passwords; the users and
+//!   roles themselves change in `store` (apply) and are served by `api`.
 
 mod api;
 mod auth;
