@@ -50,14 +50,21 @@ fn unix_ms(at: SystemTime) -> i64 {
 /// The user a caller is under `auth`: none while auth is off; else the
 /// token's (which must be valid), or the certificate's when there is no
 /// token, or none.
-fn identify(auth: &AuthState, caller: &Caller, now_unix_ms: i64) -> Result<String, EtcdError> {
+fn identify(auth: &AuthState, caller: &Caller) -> Result<String, EtcdError> {
     if !auth.enabled {
         return Ok(String::new());
     }
     if !caller.token.is_empty() {
-        return token::verify(auth, &caller.token, now_unix_ms);
+        return token::verify(auth, &caller.token, unix_ms(SystemTime::now()));
     }
     Ok(caller.certificate_user.clone())
+}
+
+/// The user `caller` is, if it may do what `needs` says under `auth`.
+fn permitted(auth: &AuthState, caller: &Caller, needs: &Needs) -> Result<String, EtcdError> {
+    let user = identify(auth, caller)?;
+    rules::check(auth, &user, needs)?;
+    Ok(user)
 }
 
 impl MvccApi {
@@ -65,14 +72,31 @@ impl MvccApi {
     /// user and auth revision the check was made for, which the command
     /// carries into the log.
     pub(super) fn checked(&self, caller: &Caller, needs: &Needs) -> Result<AuthChecked, MvccError> {
-        let now = unix_ms(SystemTime::now());
         self.replica.store.with_auth(|auth| {
-            let user = identify(auth, caller, now)?;
-            rules::check(auth, &user, needs)?;
             Ok(AuthChecked {
-                user,
+                user: permitted(auth, caller, needs)?,
                 revision: auth.revision,
             })
+        })
+    }
+
+    /// What `read` makes of the auth state, for a caller that is root or
+    /// that `allowed` lets in (etcd lets a user get itself and the roles it
+    /// holds); otherwise the refusal root's check gave.
+    fn read_auth_as<T>(
+        &self,
+        caller: &Caller,
+        allowed: impl FnOnce(&AuthState, &str) -> bool,
+        read: impl FnOnce(&AuthState) -> T,
+    ) -> Result<T, EtcdError> {
+        self.replica.store.with_auth(|auth| {
+            let user = identify(auth, caller)?;
+            if let Err(refused) = rules::check(auth, &user, &Needs::Root) {
+                if !allowed(auth, &user) {
+                    return Err(refused);
+                }
+            }
+            Ok(read(auth))
         })
     }
 
@@ -90,11 +114,12 @@ impl MvccApi {
                 ..Default::default()
             })
         };
-        let checked = self.checked(&request.caller.unwrap_or_default(), &needs)?;
-        let enabled = self.replica.store.with_auth(|auth| auth.enabled);
-        Ok(AuthorizeResponse {
-            enabled,
-            user: checked.user,
+        let caller = request.caller.unwrap_or_default();
+        self.replica.store.with_auth(|auth| {
+            Ok(AuthorizeResponse {
+                user: permitted(auth, &caller, &needs)?,
+                enabled: auth.enabled,
+            })
         })
     }
 
@@ -222,20 +247,16 @@ impl MvccApi {
         caller: &Caller,
     ) -> Result<AuthUserGetResponse, MvccError> {
         self.linearize().await?;
-        let now = unix_ms(SystemTime::now());
-        let roles = self.replica.store.with_auth(|auth| {
-            let user = identify(auth, caller, now)?;
-            // Root may look anyone up; a user may look itself up.
-            if let Err(refused) = rules::check(auth, &user, &Needs::Root) {
-                if user != request.name {
-                    return Err(refused);
-                }
-            }
-            rules::user(auth, &request.name)
-                .and_then(|record| record.user.as_ref())
-                .map(|user| user.roles.clone())
-                .ok_or(EtcdError::UserNotFound)
-        })?;
+        let roles = self.read_auth_as(
+            caller,
+            |_, user| user == request.name,
+            |auth| {
+                rules::user(auth, &request.name)
+                    .and_then(|record| record.user.as_ref())
+                    .map(|user| user.roles.clone())
+                    .ok_or(EtcdError::UserNotFound)
+            },
+        )??;
         Ok(AuthUserGetResponse {
             header: self.current_header(),
             roles,
@@ -248,13 +269,16 @@ impl MvccApi {
         caller: &Caller,
     ) -> Result<AuthUserListResponse, MvccError> {
         self.linearize().await?;
-        self.checked(caller, &Needs::Root)?;
-        let users = self.replica.store.with_auth(|auth| {
-            auth.users
-                .iter()
-                .map(|record| String::from_utf8_lossy(rules::user_name(record)).into_owned())
-                .collect()
-        });
+        let users = self.read_auth_as(
+            caller,
+            |_, _| false,
+            |auth| {
+                auth.users
+                    .iter()
+                    .map(|record| String::from_utf8_lossy(rules::user_name(record)).into_owned())
+                    .collect()
+            },
+        )?;
         Ok(AuthUserListResponse {
             header: self.current_header(),
             users,
@@ -292,22 +316,16 @@ impl MvccApi {
         caller: &Caller,
     ) -> Result<AuthRoleGetResponse, MvccError> {
         self.linearize().await?;
-        let now = unix_ms(SystemTime::now());
-        let perm = self.replica.store.with_auth(|auth| {
-            let user = identify(auth, caller, now)?;
-            // Root may look any role up; a user the roles it holds.
-            if let Err(refused) = rules::check(auth, &user, &Needs::Root) {
-                let holds = rules::user(auth, &user)
-                    .and_then(|record| record.user.as_ref())
-                    .is_some_and(|held| held.roles.contains(&request.role));
-                if !holds {
-                    return Err(refused);
-                }
-            }
+        let holds = |auth: &AuthState, user: &str| {
+            rules::user(auth, user)
+                .and_then(|record| record.user.as_ref())
+                .is_some_and(|held| held.roles.contains(&request.role))
+        };
+        let perm = self.read_auth_as(caller, holds, |auth| {
             rules::role(auth, &request.role)
                 .map(|role| role.key_permission.clone())
                 .ok_or(EtcdError::RoleNotFound)
-        })?;
+        })??;
         Ok(AuthRoleGetResponse {
             header: self.current_header(),
             perm,
@@ -320,13 +338,16 @@ impl MvccApi {
         caller: &Caller,
     ) -> Result<AuthRoleListResponse, MvccError> {
         self.linearize().await?;
-        self.checked(caller, &Needs::Root)?;
-        let roles = self.replica.store.with_auth(|auth| {
-            auth.roles
-                .iter()
-                .map(|role| String::from_utf8_lossy(&role.name).into_owned())
-                .collect()
-        });
+        let roles = self.read_auth_as(
+            caller,
+            |_, _| false,
+            |auth| {
+                auth.roles
+                    .iter()
+                    .map(|role| String::from_utf8_lossy(&role.name).into_owned())
+                    .collect()
+            },
+        )?;
         Ok(AuthRoleListResponse {
             header: self.current_header(),
             roles,
