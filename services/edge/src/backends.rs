@@ -116,11 +116,11 @@ pub(crate) async fn require_root<T>(
     pool: &Arc<BackendPool>,
     call: &tonic::Request<T>,
 ) -> Result<(), Status> {
-    let mut caller = cairn_proto::contract::metadata::caller(call.metadata());
-    // Only the edge names a certificate user, never the client.
-    caller.certificate_user = crate::identity::certificate_user(call.extensions());
     let request = cairn_proto::cairn::mvcc::v1::AuthorizeRequest {
-        caller: Some(caller),
+        caller: Some(crate::identity::caller(
+            call.metadata().as_ref(),
+            call.extensions(),
+        )),
         root: true,
         ..Default::default()
     };

@@ -4,6 +4,8 @@
 //! token. The edge passes it on to the replicas; a name a client puts in a
 //! header itself is never believed.
 
+use cairn_proto::cairn::mvcc::v1::Caller;
+use cairn_proto::contract::metadata::TOKEN;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// The certificate user of a call the edge makes in process for a client
@@ -11,6 +13,27 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 /// client can set it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CertificateUser(pub(crate) String);
+
+/// Who makes a call, as the edge names it to the services behind: the
+/// client's token, or when it sent none the user of its verified
+/// certificate (a token wins wherever both are seen, so the certificate is
+/// only read when there is none).
+pub(crate) fn caller(headers: &http::HeaderMap, extensions: &http::Extensions) -> Caller {
+    let token = headers
+        .get(TOKEN)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let certificate_user = if token.is_empty() {
+        certificate_user(extensions)
+    } else {
+        String::new()
+    };
+    Caller {
+        token,
+        certificate_user,
+    }
+}
 
 /// The certificate user of a call, from its extensions: the one the edge
 /// set for an in-process call, else the Common Name of the verified client

@@ -6,15 +6,16 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use cairn_proto::cairn::mvcc::v1::Caller;
+use cairn_proto::contract::metadata::TOKEN;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use tonic::body::Body;
-use tonic::metadata::MetadataMap;
 use tonic::service::Routes;
 use tower::Service;
 
-use crate::identity::{certificate_user, CertificateUser};
+use crate::identity::{caller, CertificateUser};
 
 /// The edge's services as a client sees them: as one client in particular
 /// once `as_caller` named it, so that auth holds Lock and Election to that
@@ -25,14 +26,6 @@ pub(crate) struct Local {
     caller: Arc<Caller>,
 }
 
-/// The identity every call through a [`Local`] carries.
-#[derive(Debug, Default)]
-struct Caller {
-    /// The token metadata, as the client sent it.
-    metadata: MetadataMap,
-    user: CertificateUser,
-}
-
 impl Local {
     pub(crate) fn new(routes: Routes) -> Self {
         Self {
@@ -41,19 +34,12 @@ impl Local {
         }
     }
 
-    /// The same services, called as the client of `request`: its token and
+    /// The same services, called as the client of `request`: its token or
     /// its certificate's user.
     pub(crate) fn as_caller<T>(&self, request: &tonic::Request<T>) -> Self {
-        let mut metadata = MetadataMap::new();
-        cairn_proto::contract::metadata::copy_caller(request.metadata(), &mut metadata);
-        // Only the edge names a certificate user, from the connection.
-        metadata.remove(cairn_proto::contract::metadata::CERTIFICATE_USER);
         Self {
             routes: self.routes.clone(),
-            caller: Arc::new(Caller {
-                metadata,
-                user: CertificateUser(certificate_user(request.extensions())),
-            }),
+            caller: Arc::new(caller(request.metadata().as_ref(), request.extensions())),
         }
     }
 
@@ -102,11 +88,14 @@ impl Service<http::Request<Body>> for AsCaller {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        for (key, value) in self.caller.metadata.as_ref() {
-            request.headers_mut().insert(key.clone(), value.clone());
+        if !self.caller.token.is_empty() {
+            if let Ok(token) = http::HeaderValue::from_str(&self.caller.token) {
+                request.headers_mut().insert(TOKEN, token);
+            }
         }
-        if !self.caller.user.0.is_empty() {
-            request.extensions_mut().insert(self.caller.user.clone());
+        if !self.caller.certificate_user.is_empty() {
+            let user = CertificateUser(self.caller.certificate_user.clone());
+            request.extensions_mut().insert(user);
         }
         self.routes.call(request)
     }

@@ -277,12 +277,10 @@ fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
 /// the user of its verified client certificate. A certificate user is only
 /// ever the edge's to name: one a client sent is replaced.
 fn onward_headers(headers: &http::HeaderMap, extensions: &http::Extensions) -> http::HeaderMap {
+    let caller = crate::identity::caller(headers, extensions);
     let mut metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
     cairn_kit::telemetry::inject_context(&mut metadata);
-    cairn_proto::contract::metadata::set_certificate_user(
-        &mut metadata,
-        &crate::identity::certificate_user(extensions),
-    );
+    cairn_proto::contract::metadata::set_certificate_user(&mut metadata, &caller.certificate_user);
     metadata.into_headers()
 }
 
@@ -405,16 +403,8 @@ impl ProxyInner {
         };
         let mut trace_context = std::collections::HashMap::new();
         cairn_kit::telemetry::inject_into(&mut trace_context);
-        let token = parts
-            .headers
-            .get(cairn_proto::contract::metadata::TOKEN)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        let certificate_user = crate::identity::certificate_user(&parts.extensions);
-        let caller = (!token.is_empty() || !certificate_user.is_empty()).then(|| Caller {
-            token: token.to_owned(),
-            certificate_user,
-        });
+        let caller = Some(crate::identity::caller(&parts.headers, &parts.extensions))
+            .filter(|caller| *caller != Caller::default());
         let call = KvCall {
             id: 0,
             method: method as i32,
