@@ -38,6 +38,7 @@ mod proposals;
 mod publish;
 mod range;
 mod read_point;
+mod read_threads;
 mod replica;
 mod restore;
 mod revision;

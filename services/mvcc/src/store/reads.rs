@@ -64,7 +64,8 @@ impl<'a> RecordCursor<'a> {
 impl Store {
     /// A Range from local state; the header carries only the current
     /// revision. One key is read at once; a range of keys is read on a
-    /// blocking thread, so a large one holds no async worker.
+    /// read thread, so a large one holds no async worker and yields the CPU
+    /// to writes.
     pub async fn range(
         self: &Arc<Self>,
         request: RangeRequest,
@@ -73,9 +74,9 @@ impl Store {
             return self.range_now(&request);
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.range_now(&request))
+        crate::read_threads::run(move || store.range_now(&request))
             .await
-            .map_err(|_| MvccError::Stopped)?
+            .ok_or(MvccError::Stopped)?
     }
 
     /// A Range, read through a RocksDB snapshot taken with the index. The
