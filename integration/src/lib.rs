@@ -30,6 +30,23 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 pub use rustix::process::Signal;
 
+/// Checks that a call was refused with etcd's `code` and `message`; `what`
+/// names the call for the failure where it was answered instead.
+pub fn refused_as<T>(
+    answer: std::result::Result<T, tonic::Status>,
+    what: &str,
+    code: tonic::Code,
+    message: &str,
+) -> Result<()> {
+    let Err(refused) = answer else {
+        bail!("{what} was answered");
+    };
+    if refused.code() != code || refused.message() != message {
+        bail!("{what}: {refused:?}");
+    }
+    Ok(())
+}
+
 /// Where the cairn binaries under test are.
 pub fn bin_path(name: &str) -> Result<PathBuf> {
     let dir = match std::env::var_os("CAIRNTEST_BIN_DIR") {

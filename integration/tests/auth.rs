@@ -15,7 +15,7 @@ use cairn_integration::edge::Edge;
 use cairn_integration::etcd::Etcd;
 use cairn_integration::stack::{Stack, StackOptions};
 use cairn_integration::walkthrough::{diff, etcdctl_path, run_script};
-use cairn_integration::{bin_path, eventually};
+use cairn_integration::{bin_path, eventually, refused_as};
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{AuthenticateRequest, CompactionRequest, PutRequest, RangeRequest};
@@ -250,15 +250,12 @@ async fn forged_truncated_stale_and_expired_tokens_are_invalid() -> Result<()> {
         ("truncated", &token[..token.len() / 2]),
         ("not a token", "simple-token.42"),
     ] {
-        let refused = range_with(&stack, bad)
-            .await
-            .err()
-            .with_context(|| format!("a {what} token was accepted"))?;
-        ensure!(
-            refused.code() == Code::Unauthenticated
-                && refused.message() == "etcdserver: invalid auth token",
-            "a {what} token: {refused:?}"
-        );
+        refused_as(
+            range_with(&stack, bad).await,
+            &format!("a {what} token"),
+            Code::Unauthenticated,
+            "etcdserver: invalid auth token",
+        )?;
     }
 
     // A password change makes older tokens invalid.
@@ -639,19 +636,16 @@ async fn errors_etcdctl_hides_reach_a_raw_client_with_etcds_codes() -> Result<()
     let stack = Stack::start(cheap_hashing()).await?;
     let mut auth = AuthClient::new(stack.edge.channel()?);
     // Logging in while auth is off: clients carry on without a token.
-    let off = auth
-        .authenticate(AuthenticateRequest {
+    refused_as(
+        auth.authenticate(AuthenticateRequest {
             name: "root".into(),
             password: "rootpw".into(),
         })
-        .await
-        .err()
-        .context("a login while auth is off was answered")?;
-    ensure!(
-        off.code() == Code::FailedPrecondition
-            && off.message() == "etcdserver: authentication is not enabled",
-        "{off:?}"
-    );
+        .await,
+        "a login while auth is off",
+        Code::FailedPrecondition,
+        "etcdserver: authentication is not enabled",
+    )?;
     auth.user_add(AuthUserAddRequest {
         name: "root".into(),
         password: "rootpw".into(),
@@ -659,31 +653,23 @@ async fn errors_etcdctl_hides_reach_a_raw_client_with_etcds_codes() -> Result<()
     })
     .await?;
     // etcdctl answers this one itself, by granting the role.
-    let no_role = auth
-        .auth_enable(AuthEnableRequest {})
-        .await
-        .err()
-        .context("auth was enabled for a root without the root role")?;
-    ensure!(
-        no_role.code() == Code::FailedPrecondition
-            && no_role.message() == "etcdserver: root user does not have root role",
-        "{no_role:?}"
-    );
+    refused_as(
+        auth.auth_enable(AuthEnableRequest {}).await,
+        "enabling auth for a root without the root role",
+        Code::FailedPrecondition,
+        "etcdserver: root user does not have root role",
+    )?;
     auth.user_grant_role(AuthUserGrantRoleRequest {
         user: "root".into(),
         role: "root".into(),
     })
     .await?;
     auth.auth_enable(AuthEnableRequest {}).await?;
-    let empty = auth
-        .user_add(AuthUserAddRequest::default())
-        .await
-        .err()
-        .context("a nameless user was added")?;
-    ensure!(
-        empty.code() == Code::InvalidArgument
-            && empty.message() == "etcdserver: user name is empty",
-        "{empty:?}"
-    );
+    refused_as(
+        auth.user_add(AuthUserAddRequest::default()).await,
+        "adding a nameless user",
+        Code::InvalidArgument,
+        "etcdserver: user name is empty",
+    )?;
     Ok(())
 }
