@@ -1,14 +1,14 @@
-//! Peak memory of every process of a system, from the pid files its start
-//! script wrote: what running it costs, beside how fast it is.
+//! The processes of a system, from the pid files its start script wrote,
+//! and their peak memory: what running it costs, beside how fast it is.
 
 use std::path::PathBuf;
 
 use super::results::ProcessPeak;
 use crate::procfs::{process_name, read_pids, status_kib};
 
-/// The processes listed in `files` (each pid once, in the order listed)
-/// and their `VmHWM`. A file that cannot be read is reported and skipped.
-pub(super) fn peaks(files: &[PathBuf]) -> Vec<ProcessPeak> {
+/// The processes listed in `files`, each pid once, in the order listed. A
+/// file that cannot be read is reported and skipped.
+pub(super) fn pids(files: &[PathBuf]) -> Vec<u32> {
     let mut pids: Vec<u32> = Vec::new();
     for file in files {
         match read_pids(file) {
@@ -19,11 +19,16 @@ pub(super) fn peaks(files: &[PathBuf]) -> Vec<ProcessPeak> {
                     }
                 }
             }
-            Err(error) => eprintln!("memory: {error}"),
+            Err(error) => eprintln!("processes: {error}"),
         }
     }
-    pids.into_iter()
-        .map(|pid| ProcessPeak {
+    pids
+}
+
+/// Each process's `VmHWM`, the peak resident size since it started.
+pub(super) fn peaks(pids: &[u32]) -> Vec<ProcessPeak> {
+    pids.iter()
+        .map(|&pid| ProcessPeak {
             pid,
             name: process_name(pid).unwrap_or_else(|| "(gone)".into()),
             peak_kib: status_kib(pid, "VmHWM"),
@@ -43,7 +48,7 @@ mod tests {
         let (first, second) = (dir.join("pids"), dir.join("watch-pids"));
         std::fs::write(&first, format!("{me}\nnot a pid\n"))?;
         std::fs::write(&second, format!("{me}\n"))?;
-        let found = peaks(&[first, second, dir.join("missing")]);
+        let found = peaks(&pids(&[first, second, dir.join("missing")]));
         std::fs::remove_dir_all(&dir)?;
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].pid, me);

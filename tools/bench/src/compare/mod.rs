@@ -56,10 +56,12 @@ pub(crate) struct CompareArgs {
     /// Leases renewed in the lease workload (granted once per system).
     #[arg(long, default_value_t = 10_000)]
     leases: usize,
-    /// Files listing etcd's process ids, comma separated, for peak memory.
+    /// Files listing etcd's process ids, comma separated, for its CPU per
+    /// request and peak memory.
     #[arg(long, value_delimiter = ',')]
     etcd_pids: Vec<PathBuf>,
-    /// Files listing cairn's process ids, comma separated, for peak memory.
+    /// Files listing cairn's process ids, comma separated, for its CPU per
+    /// request and peak memory.
     #[arg(long, value_delimiter = ',')]
     cairn_pids: Vec<PathBuf>,
     /// Also write the figures as JSON here.
@@ -139,13 +141,18 @@ async fn compare(
             let measured = system.round(workload, settings).await;
             match &measured {
                 Ok(measured) => println!(
-                    "  round {} {:<5} {:<30} {:>10.0}/s  p50 {:>8.3} ms  p99 {:>8.3} ms",
+                    "  round {} {:<5} {:<30} {:>10.0}/s  p50 {:>8.3} ms  p99 {:>8.3} ms{}",
                     round + 1,
                     system.name,
                     workload.name,
                     measured.summary.per_second,
                     measured.summary.p50_ms,
-                    measured.summary.p99_ms
+                    measured.summary.p99_ms,
+                    measured
+                        .notes
+                        .cpu_us_per_request
+                        .map(|cpu| format!("  server CPU {cpu:.0} µs/request"))
+                        .unwrap_or_default()
                 ),
                 Err(error) => println!(
                     "  round {} {:<5} {:<30} failed: {error:#}",
@@ -214,9 +221,13 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     } else {
         leader::etcd_leader(&args.etcd).await?
     };
+    let (etcd_pids, cairn_pids) = (
+        memory::pids(&args.etcd_pids),
+        memory::pids(&args.cairn_pids),
+    );
     let mut systems = [
-        System::new("etcd", etcd.clone()),
-        System::new("cairn", args.cairn.clone()),
+        System::new("etcd", etcd.clone(), etcd_pids.clone()),
+        System::new("cairn", args.cairn.clone(), cairn_pids.clone()),
     ];
     println!(
         "cairn at {} against etcd at {etcd}{}: {} alternating rounds of {:?} per workload, \
@@ -245,10 +256,7 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     for workload in &selected {
         rows.push(compare(workload, &mut systems, &settings, args.rounds).await);
     }
-    let memory = Memory::new(
-        memory::peaks(&args.etcd_pids),
-        memory::peaks(&args.cairn_pids),
-    );
+    let memory = Memory::new(memory::peaks(&etcd_pids), memory::peaks(&cairn_pids));
     let report = Report {
         etcd_endpoint: etcd,
         cairn_endpoint: args.cairn.clone(),

@@ -46,6 +46,12 @@ pub(super) struct Notes {
     pub puts_without_watchers: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub puts_with_over_without: Option<f64>,
+    /// CPU microseconds (user + system, every process of the system) per
+    /// request the round sent, its warm-up's included: on a machine the
+    /// client shares, what a request costs the server decides the rate, and
+    /// it moves less with a noisy neighbour than the rate does.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 /// One point of a latency distribution.

@@ -77,7 +77,8 @@ pub(super) fn render(report: &Report) -> String {
 }
 
 /// The lines a workload adds beyond its row: conflicts, deliveries, grants,
-/// puts with and without watchers, errors and failed rounds.
+/// puts with and without watchers, the servers' CPU per request, errors and
+/// failed rounds.
 fn notes(row: &Compared) -> Vec<String> {
     let mut lines = Vec::new();
     let sides = [("etcd", row.etcd.as_ref()), ("cairn", row.cairn.as_ref())];
@@ -137,6 +138,16 @@ fn notes(row: &Compared) -> Vec<String> {
         ))
     }) {
         lines.push(line);
+    }
+    if let Some(line) = each(&|side| Some(format!("{:.0} µs", side.notes.cpu_us_per_request?))) {
+        let cpu = |side: Option<&Side>| side?.notes.cpu_us_per_request;
+        let ratio = match (cpu(row.etcd.as_ref()), cpu(row.cairn.as_ref())) {
+            (Some(etcd), Some(cairn)) if etcd > 0.0 => {
+                format!(" (cairn/etcd {:.2}x)", cairn / etcd)
+            }
+            _ => String::new(),
+        };
+        lines.push(format!("server CPU per request, best round: {line}{ratio}"));
     }
     if let Some(line) = each(&|side| {
         (side.best.errors > 0).then(|| format!("{} errors in the best round", side.best.errors))
@@ -269,6 +280,28 @@ mod tests {
         assert!(text.contains("1.00x"), "{text}");
         assert!(text.contains("cairn: no round finished"), "{text}");
         assert!(text.contains("[400, 500]"), "{text}");
+    }
+
+    #[test]
+    fn the_servers_cpu_per_request_is_noted_with_its_ratio() {
+        let costing = |micros| {
+            let mut side = side(None);
+            side.notes.cpu_us_per_request = Some(micros);
+            side
+        };
+        let report = report_of(vec![Compared::new(
+            "put-100",
+            "put",
+            Some(costing(80.0)),
+            Some(costing(200.0)),
+        )]);
+        let text = render(&report);
+        assert!(
+            text.contains(
+                "put: server CPU per request, best round: etcd 80 µs; cairn 200 µs (cairn/etcd 2.50x)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

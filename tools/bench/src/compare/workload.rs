@@ -10,6 +10,7 @@ use super::results::Notes;
 use crate::drive::{connect, Load, MAX_CONNECTIONS};
 use crate::kv::{measure, preload, KvOperation};
 use crate::lease::{grant, keep_alive, GrantPlan, KeepAlivePlan};
+use crate::procfs::cpu_seconds;
 use crate::report::Summary;
 use crate::watch::{fan_out, own_keys, FanOut, FanOutPlan, Watched};
 
@@ -162,6 +163,8 @@ pub(super) fn workloads(settings: &Settings) -> Vec<Workload> {
 pub(super) struct System {
     pub name: &'static str,
     pub endpoint: String,
+    /// Its processes, whose CPU a round's requests are charged.
+    pids: Vec<u32>,
     preloaded: bool,
     leases: Option<Leases>,
 }
@@ -181,13 +184,23 @@ pub(super) struct Round {
 }
 
 impl System {
-    pub(super) fn new(name: &'static str, endpoint: String) -> Self {
+    pub(super) fn new(name: &'static str, endpoint: String, pids: Vec<u32>) -> Self {
         Self {
             name,
             endpoint,
+            pids,
             preloaded: false,
             leases: None,
         }
+    }
+
+    /// CPU seconds its processes have used so far; `None` without processes
+    /// to read, or when one of them is gone.
+    fn cpu_seconds(&self) -> Option<f64> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|&pid| cpu_seconds(pid)).sum()
     }
 
     /// Writes the read set once; returns how long it took, or `None` if it
@@ -257,7 +270,11 @@ impl System {
                     connections,
                     duration: settings.duration,
                 };
+                let cpu_before = self.cpu_seconds();
                 let measured = measure(&load, op, settings.value_bytes).await?;
+                let cpu_us_per_request = cpu_before
+                    .zip(self.cpu_seconds())
+                    .map(|(before, after)| (after - before) * 1e6 / measured.sent.max(1) as f64);
                 Ok(Round {
                     summary: Summary::new(
                         label,
@@ -267,6 +284,7 @@ impl System {
                     ),
                     notes: Notes {
                         conflicts: (op == KvOperation::TxnCas).then_some(measured.conflicts),
+                        cpu_us_per_request,
                         ..Notes::default()
                     },
                     latencies: measured.latencies,
