@@ -112,9 +112,14 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
             Revision::new(decoded)
         };
         // A traced write's revision continues its trace here: the hand-off
-        // to every stream of this gateway.
-        let trace = trace_context(message.headers.as_ref());
-        let span = if !cairn_kit::telemetry::carries_trace(&trace) {
+        // to every stream of this gateway. Without an exporter the headers
+        // are not even read: every revision would pay for a map of them.
+        let trace = if cairn_kit::telemetry::exporting() {
+            trace_context(message.headers.as_ref())
+        } else {
+            HashMap::new()
+        };
+        let span = if trace.is_empty() || !cairn_kit::telemetry::carries_trace(&trace) {
             tracing::Span::none()
         } else {
             let span = tracing::info_span!(
