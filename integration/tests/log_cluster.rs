@@ -117,8 +117,11 @@ async fn every_acknowledged_proposal_survives_a_leader_kill_exactly_once() -> Re
         .await?;
     let failover = killed_at.elapsed();
     println!("leader {leader} killed; node {new_leader} leads after {failover:?}");
+    // Alone this takes 0.9-1.5 s (a few election timeouts of 250-500 ms);
+    // 3.2 s was seen once on a loaded two-core machine, so the bound leaves
+    // room for a split vote or two while still catching a stalled election.
     ensure!(
-        failover < Duration::from_secs(3),
+        failover < Duration::from_secs(5),
         "a new leader took {failover:?}"
     );
 
