@@ -178,10 +178,11 @@ pub fn extract_from(carrier: &std::collections::HashMap<String, String>) -> Cont
 }
 
 /// Whether `carrier` (headers of any kind, as a map) holds a trace context a
-/// span can continue.
+/// span can continue. An empty carrier, an untraced caller's, is answered
+/// without asking the propagator.
 pub fn carries_trace(carrier: &std::collections::HashMap<String, String>) -> bool {
     use opentelemetry::trace::TraceContextExt;
-    extract_from(carrier).span().span_context().is_valid()
+    !carrier.is_empty() && extract_from(carrier).span().span_context().is_valid()
 }
 
 /// Makes `span` a child of the trace in `carrier` (written by [`inject_into`]),

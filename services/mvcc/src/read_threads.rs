@@ -24,13 +24,17 @@ fn queue() -> Option<&'static mpsc::Sender<Job>> {
     QUEUE.get_or_init(start).as_ref()
 }
 
-/// One thread per core; none if not one could be started (then the work
-/// goes to tokio's blocking pool).
+/// One read thread per core.
+fn thread_count() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// Starts the read threads; none if not one could be started (then the
+/// work goes to tokio's blocking pool).
 fn start() -> Option<mpsc::Sender<Job>> {
     let (jobs, waiting) = mpsc::channel::<Job>();
     let waiting = Arc::new(Mutex::new(waiting));
-    let threads = std::thread::available_parallelism().map_or(2, usize::from);
-    let started = (0..threads)
+    let started = (0..thread_count())
         .filter(|_| {
             let waiting = waiting.clone();
             std::thread::Builder::new()
@@ -102,8 +106,7 @@ mod tests {
     async fn a_panicking_job_answers_none_and_the_threads_go_on() {
         let panicked = run(|| -> u32 { panic!("on purpose") }).await;
         assert_eq!(panicked, None);
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        for _ in 0..threads * 2 {
+        for _ in 0..thread_count() * 2 {
             assert_eq!(run(|| 7).await, Some(7));
         }
     }

@@ -119,7 +119,7 @@ async fn feed(hub: &Hub, history: &History, nats: &NatsSettings) -> Result<(), W
         } else {
             HashMap::new()
         };
-        let span = if trace.is_empty() || !cairn_kit::telemetry::carries_trace(&trace) {
+        let span = if !cairn_kit::telemetry::carries_trace(&trace) {
             tracing::Span::none()
         } else {
             let span = tracing::info_span!(
