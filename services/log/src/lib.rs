@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - `settings`: what a node is configured with.
-//! - `store`: RocksDB log storage (group-committed) and the bookkeeping state machine.
+//! - `store`: RocksDB log storage (each append synced) and the bookkeeping state machine.
 //! - `network`: raft messages between nodes over tonic.
 //! - `api`: the Log service (Propose, ReadIndex, Subscribe, Ack, Status, membership).
 //!   Proposals and read indexes that arrive together share one round of consensus.

@@ -18,7 +18,6 @@ pub(crate) struct LogMetrics {
     pub proposals: IntCounterVec,
     pub propose_seconds: Histogram,
     pub fsync_seconds: Histogram,
-    pub fsync_batch: Histogram,
     /// Commands packed into one entry by the leader.
     pub batch_commands: Histogram,
     /// Read-index requests answered by one leadership check.
@@ -91,7 +90,7 @@ impl LogMetrics {
             ),
             fsync_seconds: histogram(
                 "cairn_log_fsync_seconds",
-                "Time of one WAL sync",
+                "Time of one append's synced write",
                 prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap_or_default(),
             ),
             batch_commands: histogram(
@@ -103,11 +102,6 @@ impl LogMetrics {
                 "cairn_log_read_index_batch",
                 "Read-index requests answered by one leadership check",
                 prometheus::exponential_buckets(1.0, 2.0, 13).unwrap_or_default(),
-            ),
-            fsync_batch: histogram(
-                "cairn_log_fsync_batch_appends",
-                "Appends completed by one WAL sync",
-                prometheus::exponential_buckets(1.0, 2.0, 12).unwrap_or_default(),
             ),
         }
     }

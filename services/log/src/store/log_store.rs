@@ -1,21 +1,20 @@
-//! openraft's log storage on RocksDB, with group commit.
+//! openraft's log storage on RocksDB.
 //!
-//! `append` writes the entries into RocksDB without syncing (so they are readable
-//! at once, as openraft requires) and hands openraft's completion callback to a
-//! sync thread. That thread syncs the WAL once for everything queued since its
-//! last sync and only then reports the entries flushed: an append is never
-//! acknowledged before it is on disk, and under load many appends share one fsync.
+//! `append` writes the entries with a synced write and reports them flushed
+//! before it returns: an append is never acknowledged before it is on disk.
+//! openraft 0.9 waits for each append's flush before it does anything else
+//! (`append_to_log`), so no two appends could ever share a sync: handing the
+//! sync to another thread only added two thread switches to every append.
 
 use std::fmt::Debug;
-use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogReader, StorageIOError};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 use super::{cf, decode, encode, index_key, read_meta, sync_write, CF_LOG, CF_META};
 use crate::error::LogError;
@@ -100,7 +99,6 @@ pub(crate) struct LogStore {
     db: Arc<DB>,
     /// The newest appended entries, served without RocksDB.
     recent: Arc<parking_lot::Mutex<Recent>>,
-    syncer: Arc<Syncer>,
     /// The commit index openraft last reported, for Status (`u64::MAX` = none).
     committed: Arc<AtomicU64>,
 }
@@ -108,22 +106,9 @@ pub(crate) struct LogStore {
 impl LogStore {
     pub(super) fn new(db: Arc<DB>) -> Result<Self, LogError> {
         let committed = read_meta::<LogId>(&db, KEY_COMMITTED)?.map_or(u64::MAX, |id| id.index);
-        let (sender, pending) = mpsc::channel();
-        let sync_db = db.clone();
-        let thread = std::thread::Builder::new()
-            .name("cairn-log-sync".to_owned())
-            .spawn(move || sync_loop(&sync_db, &pending))
-            .map_err(|source| LogError::DataDir {
-                dir: "sync thread".to_owned(),
-                source,
-            })?;
         Ok(Self {
             db,
             recent: Arc::new(parking_lot::Mutex::new(Recent::default())),
-            syncer: Arc::new(Syncer {
-                sender: Some(sender),
-                thread: Some(thread),
-            }),
             committed: Arc::new(AtomicU64::new(committed)),
         })
     }
@@ -182,57 +167,11 @@ impl LogStore {
     }
 }
 
-/// The sync thread's inbox. Dropping the last handle stops the thread after it
-/// has completed what was queued, and waits for it, so the database is closed
-/// before the store is gone.
-struct Syncer {
-    sender: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Syncer {
-    fn queue(&self, callback: LogFlushed<TypeConfig>) -> Result<(), LogError> {
-        let stopped = || LogError::Codec("the sync thread has stopped".to_owned());
-        let sender = self.sender.as_ref().ok_or_else(stopped)?;
-        sender.send(callback).map_err(|_| stopped())
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        drop(self.sender.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 fn key_index(key: &[u8]) -> Result<u64, LogError> {
     let bytes: [u8; 8] = key
         .try_into()
         .map_err(|_| LogError::Codec(format!("log key of {} bytes", key.len())))?;
     Ok(u64::from_be_bytes(bytes))
-}
-
-/// Syncs the WAL for every batch of queued appends, then completes them.
-fn sync_loop(db: &DB, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    while let Ok(first) = pending.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(pending.try_iter());
-        let started = Instant::now();
-        let result = db.flush_wal(true);
-        LOG_METRICS
-            .fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-        LOG_METRICS.fsync_batch.observe(waiting.len() as f64);
-        for callback in waiting {
-            let outcome = match &result {
-                Ok(()) => Ok(()),
-                Err(error) => Err(io::Error::other(error.to_string())),
-            };
-            callback.log_io_completed(outcome);
-        }
-    }
 }
 
 fn to_storage(error: LogError, write: bool) -> StorageError {
@@ -340,10 +279,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 batch.put_cf(log, index_key(entry.log_id.index), encode(&entry)?);
                 written.push(entry);
             }
-            // Written to the WAL and memtable now, synced by the sync thread.
-            self.db.write_opt(batch, &WriteOptions::default())?;
+            let started = Instant::now();
+            self.db.write_opt(batch, &sync_write())?;
+            LOG_METRICS
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
             Ok(written)
         };
+        // On failure the callback is dropped unanswered: the error returned
+        // here is what openraft acts on.
         let written = write().map_err(|error| to_storage(error, true))?;
         let count = written.len();
         {
@@ -353,9 +297,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         LOG_METRICS.appended_entries.inc_by(count as u64);
-        self.syncer
-            .queue(callback)
-            .map_err(|error| to_storage(error, true))
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
