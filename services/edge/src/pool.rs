@@ -19,6 +19,13 @@ use crate::tunnel::{tunnel, Tunnel};
 /// Bytes a backend may send on one stream before the edge acknowledges them.
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 
+/// The largest HTTP/2 frame a backend may send the edge. A watch gateway's
+/// events and a large range come in frames up to this large instead of
+/// HTTP/2's 16 KiB default, so the backend writes and the edge reads them in
+/// fewer, larger system calls; the edge re-frames them at each client's own
+/// limit.
+const MAX_FRAME: u32 = 256 * 1024;
+
 /// One address of a service, with its connection.
 pub(crate) struct Backend {
     pub addr: SocketAddr,
@@ -54,6 +61,7 @@ impl Backend {
             // a large answer wait for a window update every 64 KiB.
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(2 * STREAM_WINDOW))
+            .max_frame_size(Some(MAX_FRAME))
             .connect_lazy();
         Ok(Self {
             addr,
