@@ -2,16 +2,18 @@
 //! owed, as etcd batches them: many revisions to a response, whole
 //! revisions only (but for `fragment`), at most [`BATCH_REVISIONS`] of them
 //! and about [`BATCH_BYTES`]. The events' bytes are the shared encodings of
-//! `encoded`, copied once per watcher that takes them.
+//! `encoded`, copied once per kind of synced watcher (watchers alike in range
+//! and filters take the same bytes) and once per watcher catching up alone.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use cairn_proto::etcdserverpb::{ResponseHeader, WatchResponse};
 
 use crate::encoded::{EncodedResponse, Revision};
-use crate::watchers::Watchers;
+use crate::watchers::{Twins, Watchers};
 
 /// Above this, a watcher that allows fragments gets a revision in pieces.
 pub(crate) const FRAGMENT_BYTES: usize = 1024 * 1024;
@@ -112,11 +114,18 @@ pub(crate) fn collect<R: Borrow<Revision>>(
 ) -> Pass {
     let mut batches: HashMap<i64, Batch> = HashMap::new();
     let mut touched: Vec<i64> = Vec::new();
+    // Synced watchers alike share the first one's batch: its events are
+    // copied once, and each twin's response carries the same bytes.
+    let twins = match only {
+        Some(_) => Arc::default(),
+        None => watchers.synced_twins(),
+    };
     let mut out = Out {
         responses: Vec::new(),
         bytes: 0,
         current,
         heads,
+        twins,
     };
     let mut events = 0;
     let mut taken: usize = 0;
@@ -129,6 +138,9 @@ pub(crate) fn collect<R: Borrow<Revision>>(
                 None => ids.extend(watchers.candidates(event.key())),
             }
             for &id in &ids {
+                if out.twins.followers.contains(&id) {
+                    continue;
+                }
                 let Some(watcher) = watchers.get(id) else {
                     continue;
                 };
@@ -147,7 +159,7 @@ pub(crate) fn collect<R: Borrow<Revision>>(
                 }
                 batch.open_events.push(batch.fields.len());
                 event.write_field(watcher.prev_kv, &mut batch.fields);
-                events += 1;
+                events += out.sharing(id) as u64;
             }
         }
         for id in touched.drain(..) {
@@ -157,7 +169,10 @@ pub(crate) fn collect<R: Borrow<Revision>>(
             out.after_revision(id, batch, watcher.fragment);
         }
         taken += 1;
-        let held: usize = batches.values().map(|batch| batch.fields.len()).sum();
+        let held: usize = batches
+            .iter()
+            .map(|(id, batch)| batch.fields.len() * out.sharing(*id))
+            .sum();
         if out.bytes + held > PASS_BYTES {
             break;
         }
@@ -167,8 +182,10 @@ pub(crate) fn collect<R: Borrow<Revision>>(
             let last = batch.open;
             out.respond(id, batch.take_all(), last, false);
         }
-        if let Some(watcher) = watchers.get_mut(id) {
-            watcher.active_since_notify = true;
+        for id in out.alike(id) {
+            if let Some(watcher) = watchers.get_mut(id) {
+                watcher.active_since_notify = true;
+            }
         }
     }
     if let Some(last) = taken
@@ -194,19 +211,35 @@ struct Out {
     bytes: usize,
     current: i64,
     heads: Heads,
+    /// The watchers that take a batch's responses besides its own.
+    twins: Arc<Twins>,
 }
 
 impl Out {
+    /// Watcher `id` and its twins, which take the same responses.
+    fn alike(&self, id: i64) -> impl Iterator<Item = i64> + '_ {
+        std::iter::once(id).chain(self.twins.of.get(&id).into_iter().flatten().copied())
+    }
+
+    /// How many watchers take the responses of `id`'s batch.
+    fn sharing(&self, id: i64) -> usize {
+        1 + self.twins.of.get(&id).map_or(0, Vec::len)
+    }
+
     fn respond(&mut self, id: i64, fields: Bytes, last: i64, fragment: bool) {
-        let head = WatchResponse {
-            header: self.heads.header(last.max(self.current)),
-            watch_id: id,
-            fragment,
-            ..Default::default()
-        };
-        let response = EncodedResponse::with_events(&head, fields);
-        self.bytes += response.len();
-        self.responses.push(response);
+        let twins = self.twins.clone();
+        for watch_id in std::iter::once(id).chain(twins.of.get(&id).into_iter().flatten().copied())
+        {
+            let head = WatchResponse {
+                header: self.heads.header(last.max(self.current)),
+                watch_id,
+                fragment,
+                ..Default::default()
+            };
+            let response = EncodedResponse::with_events(&head, fields.clone());
+            self.bytes += response.len();
+            self.responses.push(response);
+        }
     }
 
     /// Sends what a batch holds once a revision is in it and it is full: the
@@ -363,6 +396,64 @@ mod tests {
         assert_eq!(watchers.owed(4), Some(7));
         assert!(watchers.get(1).is_some_and(|w| w.active_since_notify));
         assert!(watchers.get(3).is_some_and(|w| !w.active_since_notify));
+    }
+
+    #[test]
+    fn synced_watchers_alike_share_one_batch_and_each_gets_its_own_responses() {
+        let mut watchers = Watchers::new(5);
+        watchers.insert(1, watcher("a", "c", 5));
+        watchers.insert(2, watcher("a", "c", 5));
+        let mut with_prev_kv = watcher("a", "c", 5);
+        with_prev_kv.prev_kv = true;
+        watchers.insert(3, with_prev_kv);
+        watchers.insert(4, watcher("a", "c", 5));
+        watchers.insert(5, watcher("a", "c", 6));
+        let revisions = [revision(5, &["a"], 8), revision(6, &["b"], 8)];
+        let pass = collect(&mut watchers, None, &revisions, 6, HEADS);
+        assert_eq!(pass.taken, 2);
+        assert_eq!(
+            pass.events, 8,
+            "two events to each of the four synced watchers"
+        );
+        let responses = decoded(&pass);
+        assert_eq!(
+            shape(&responses),
+            vec![
+                (1, vec![5, 6]),
+                (2, vec![5, 6]),
+                (3, vec![5, 6]),
+                (4, vec![5, 6])
+            ],
+            "watcher 5 is not synced: it is served on its own"
+        );
+        let events_of = |id: i64| {
+            responses
+                .iter()
+                .find(|response| response.watch_id == id)
+                .map(|response| response.events.clone())
+        };
+        assert_eq!(events_of(2), events_of(1));
+        assert_eq!(events_of(4), events_of(1));
+        assert_ne!(events_of(3), events_of(1), "watcher 3 also takes prev_kv");
+        for id in [1, 2, 3, 4] {
+            assert_eq!(watchers.owed(id), Some(7), "watcher {id}");
+            assert!(watchers.get(id).is_some_and(|w| w.active_since_notify));
+        }
+        assert_eq!(watchers.owed(5), Some(6));
+    }
+
+    #[test]
+    fn watchers_alike_are_found_again_after_one_joins_and_one_leaves() {
+        let mut watchers = Watchers::new(5);
+        watchers.insert(1, watcher("a", "c", 5));
+        watchers.insert(2, watcher("a", "c", 5));
+        let first = collect(&mut watchers, None, &[revision(5, &["a"], 8)], 5, HEADS);
+        assert_eq!(shape(&decoded(&first)), vec![(1, vec![5]), (2, vec![5])]);
+        watchers.insert(3, watcher("a", "c", 6));
+        watchers.remove(1);
+        let second = collect(&mut watchers, None, &[revision(6, &["b"], 8)], 6, HEADS);
+        assert_eq!(shape(&decoded(&second)), vec![(2, vec![6]), (3, vec![6])]);
+        assert_eq!(second.events, 2);
     }
 
     #[test]

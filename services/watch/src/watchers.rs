@@ -6,7 +6,8 @@
 //! events reach the watchers that want them without a look at every
 //! watcher of the stream.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::encoded::EncodedEvent;
 
@@ -84,6 +85,16 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     }
 }
 
+/// Synced watchers alike: the first of each kind builds the responses the
+/// others take too.
+#[derive(Debug, Default)]
+pub(crate) struct Twins {
+    /// The first watcher of a kind, and the others of its kind.
+    pub of: HashMap<i64, Vec<i64>>,
+    /// Every watcher that is not the first of its kind.
+    pub followers: HashSet<i64>,
+}
+
 /// A stream's watchers by ID, single-key ones indexed by key.
 pub(crate) struct Watchers {
     all: BTreeMap<i64, Watcher>,
@@ -92,6 +103,8 @@ pub(crate) struct Watchers {
     /// The next revision owed to every synced watcher.
     floor: i64,
     unsynced: BTreeSet<i64>,
+    /// Found on the first pass after a change, see [`Watchers::synced_twins`].
+    twins: Option<Arc<Twins>>,
 }
 
 impl Watchers {
@@ -103,6 +116,7 @@ impl Watchers {
             ranges: Vec::new(),
             floor,
             unsynced: BTreeSet::new(),
+            twins: None,
         }
     }
 
@@ -142,6 +156,7 @@ impl Watchers {
     pub(crate) fn rejoin(&mut self) {
         let floor = self.floor;
         let all = &mut self.all;
+        let before = self.unsynced.len();
         self.unsynced.retain(|id| match all.get_mut(id) {
             Some(watcher) if watcher.next == floor => {
                 watcher.synced = true;
@@ -150,6 +165,9 @@ impl Watchers {
             Some(_) => true,
             None => false,
         });
+        if self.unsynced.len() != before {
+            self.twins = None;
+        }
     }
 
     /// The floor left the window: every synced watcher is followed on its
@@ -161,11 +179,13 @@ impl Watchers {
             watcher.next = floor;
             self.unsynced.insert(*id);
         }
+        self.twins = None;
     }
 
     /// Adds watcher `id`, replacing none: the caller checked it is free.
     /// One owed the floor is synced at once.
     pub(crate) fn insert(&mut self, id: i64, mut watcher: Watcher) {
+        self.twins = None;
         watcher.synced = watcher.next == self.floor;
         if !watcher.synced {
             self.unsynced.insert(id);
@@ -180,6 +200,7 @@ impl Watchers {
 
     pub(crate) fn remove(&mut self, id: i64) -> Option<Watcher> {
         let watcher = self.all.remove(&id)?;
+        self.twins = None;
         self.unsynced.remove(&id);
         if watcher.single_key() {
             if let Some(ids) = self.by_key.get_mut(&watcher.key) {
@@ -212,6 +233,47 @@ impl Watchers {
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (i64, &mut Watcher)> {
         self.all.iter_mut().map(|(id, watcher)| (*id, watcher))
+    }
+
+    /// Synced watchers alike in range and filters, which are owed the same
+    /// events in the same bytes. Found again only after the watchers or
+    /// their syncing changed, not on every pass.
+    pub(crate) fn synced_twins(&mut self) -> Arc<Twins> {
+        if let Some(twins) = &self.twins {
+            return twins.clone();
+        }
+        let of = self.find_twins();
+        let followers = of.values().flatten().copied().collect();
+        let twins = Arc::new(Twins { of, followers });
+        self.twins = Some(twins.clone());
+        twins
+    }
+
+    /// For each kind of synced watcher with more than one, its first
+    /// watcher (the lowest ID) and the others.
+    fn find_twins(&self) -> HashMap<i64, Vec<i64>> {
+        type Kind<'a> = (&'a [u8], &'a [u8], [bool; 4]);
+        let mut kinds: HashMap<Kind<'_>, Vec<i64>> = HashMap::new();
+        for (id, watcher) in self.all.iter().filter(|(_, watcher)| watcher.synced) {
+            let filters = [
+                watcher.no_put,
+                watcher.no_delete,
+                watcher.prev_kv,
+                watcher.fragment,
+            ];
+            kinds
+                .entry((&watcher.key, &watcher.range_end, filters))
+                .or_default()
+                .push(*id);
+        }
+        kinds
+            .into_values()
+            .filter(|ids| ids.len() > 1)
+            .map(|mut ids| {
+                let first = ids.remove(0);
+                (first, ids)
+            })
+            .collect()
     }
 
     /// Every watcher with the next revision it is owed.
