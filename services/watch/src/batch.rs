@@ -159,7 +159,7 @@ pub(crate) fn collect<R: Borrow<Revision>>(
                 }
                 batch.open_events.push(batch.fields.len());
                 event.write_field(watcher.prev_kv, &mut batch.fields);
-                events += out.sharing(id) as u64;
+                events += out.twins.sharing(id) as u64;
             }
         }
         for id in touched.drain(..) {
@@ -171,7 +171,7 @@ pub(crate) fn collect<R: Borrow<Revision>>(
         taken += 1;
         let held: usize = batches
             .iter()
-            .map(|(id, batch)| batch.fields.len() * out.sharing(*id))
+            .map(|(id, batch)| batch.fields.len() * out.twins.sharing(*id))
             .sum();
         if out.bytes + held > PASS_BYTES {
             break;
@@ -182,7 +182,7 @@ pub(crate) fn collect<R: Borrow<Revision>>(
             let last = batch.open;
             out.respond(id, batch.take_all(), last, false);
         }
-        for id in out.alike(id) {
+        for id in out.twins.alike(id) {
             if let Some(watcher) = watchers.get_mut(id) {
                 watcher.active_since_notify = true;
             }
@@ -216,20 +216,9 @@ struct Out {
 }
 
 impl Out {
-    /// Watcher `id` and its twins, which take the same responses.
-    fn alike(&self, id: i64) -> impl Iterator<Item = i64> + '_ {
-        std::iter::once(id).chain(self.twins.of.get(&id).into_iter().flatten().copied())
-    }
-
-    /// How many watchers take the responses of `id`'s batch.
-    fn sharing(&self, id: i64) -> usize {
-        1 + self.twins.of.get(&id).map_or(0, Vec::len)
-    }
-
     fn respond(&mut self, id: i64, fields: Bytes, last: i64, fragment: bool) {
-        let twins = self.twins.clone();
-        for watch_id in std::iter::once(id).chain(twins.of.get(&id).into_iter().flatten().copied())
-        {
+        let twins = Arc::clone(&self.twins);
+        for watch_id in twins.alike(id) {
             let head = WatchResponse {
                 header: self.heads.header(last.max(self.current)),
                 watch_id,

@@ -95,6 +95,18 @@ pub(crate) struct Twins {
     pub followers: HashSet<i64>,
 }
 
+impl Twins {
+    /// Watcher `id` and the others of its kind, which take its responses.
+    pub(crate) fn alike(&self, id: i64) -> impl Iterator<Item = i64> + '_ {
+        std::iter::once(id).chain(self.of.get(&id).into_iter().flatten().copied())
+    }
+
+    /// How many watchers take the responses of `id`'s batch.
+    pub(crate) fn sharing(&self, id: i64) -> usize {
+        1 + self.of.get(&id).map_or(0, Vec::len)
+    }
+}
+
 /// A stream's watchers by ID, single-key ones indexed by key.
 pub(crate) struct Watchers {
     all: BTreeMap<i64, Watcher>,
